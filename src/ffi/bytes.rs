@@ -1,0 +1,39 @@
+//! `X0xBytes`: a byte buffer allocated by the library and freed only by `x0x_bytes_free`.
+
+/// A byte buffer owned by the library. Free it with `x0x_bytes_free`, never with `free()`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct X0xBytes {
+    /// The bytes; NULL only in an empty or freed buffer.
+    pub data: *mut u8,
+    /// The number of bytes at `data`.
+    pub len: usize,
+}
+
+impl X0xBytes {
+    pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
+        let boxed = bytes.into_boxed_slice();
+        let len = boxed.len();
+        Self {
+            data: Box::into_raw(boxed).cast(),
+            len,
+        }
+    }
+}
+
+/// Frees the buffer in `*bytes` and resets it to `{NULL, 0}`, so a second call is harmless.
+///
+/// `bytes` may be NULL (no-op). The buffer must have been filled by an x0x function.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_bytes_free(bytes: *mut X0xBytes) {
+    super::boundary::ffi_value((), || {
+        let Some(bytes) = bytes.as_mut() else { return };
+        if !bytes.data.is_null() {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                bytes.data, bytes.len,
+            )));
+        }
+        bytes.data = std::ptr::null_mut();
+        bytes.len = 0;
+    })
+}
