@@ -38,7 +38,7 @@
 // Length in bytes of a serialized key pair (see `x0x_agent_key_generate`).
 #define X0X_KEYPAIR_LEN 72
 
-// `timeout_ms` for `x0x_op_wait` that means "no limit".
+// `timeout_ms` for `x0x_op_wait` that means "no limit" (`UINT32_MAX`).
 #define X0X_WAIT_FOREVER 4294967295
 
 // An agent. Opaque; obtained from `x0x_agent_builder_build`, released with `x0x_agent_free`.
@@ -64,7 +64,7 @@ typedef struct X0xId {
 
 // A byte buffer owned by the library. Free it with `x0x_bytes_free`, never with `free()`.
 typedef struct X0xBytes {
-  // The bytes; NULL only in an empty or freed buffer.
+  // The bytes; NULL exactly when the buffer is empty or freed.
   uint8_t *data;
   // The number of bytes at `data`.
   size_t len;
@@ -75,8 +75,8 @@ typedef struct X0xBytes {
 // Called exactly once per operation, on the library's callback thread, with no library lock
 // held. `status` is `X0X_OK`, an error, `X0X_CANCELLED` or `X0X_CLOSED`. On `X0X_OK`, `result`
 // is the operation's result (its type is given by the starting function; NULL for none) and the
-// callee owns it. On failure `result` is NULL and `message` says why; `message` is borrowed and
-// valid only during the call. The callback may call any x0x function, but must not
+// callee owns it, and `message` is NULL. On failure `result` is NULL and `message` says why;
+// `message` is borrowed and valid only during the call. The callback may call any x0x function, but must not
 // `x0x_op_wait` for an operation that has a callback (that would wait for itself).
 typedef void (*X0xCallback)(void *user_data, X0xStatus status, void *result, const char *message);
 
@@ -236,19 +236,27 @@ X0xStatus x0x_id_from_hex(const char *hex, struct X0xId *out);
 X0xStatus x0x_agent_key_generate(struct X0xBytes *out);
 
 // Asks the operation to stop. Idempotent, and safe to race with completion: if the operation has
-// not completed yet, its callback fires with `X0X_CANCELLED`; if it has, nothing changes.
+// not completed yet, it settles with `X0X_CANCELLED`; if it has, nothing changes.
 //
 // Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` if `op` is NULL.
 X0xStatus x0x_op_cancel(const struct X0xOp *op);
+
+// Attaches `callback` to an operation started without one. It runs exactly once, on the
+// callback thread, as if it had been passed at the start: right away (queued) if the operation
+// has already settled, with its result unless `x0x_op_wait` took it (then `result` is NULL).
+//
+// Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` if `op` or `callback` is NULL or the operation
+// already has a callback (then `callback` never runs).
+X0xStatus x0x_op_then(const struct X0xOp *op, X0xCallback callback, void *user_data);
 
 // Blocks until the operation has settled (its callback, if any, has returned) or `timeout_ms`
 // passed (`X0X_WAIT_FOREVER`: no limit; 0: just poll).
 //
 // Returns `X0X_OK` once settled, with the operation's own status in `*op_status_out` and, for an
-// operation started without a callback, its result in `*result_out` (ownership passes to the
-// caller; later calls give NULL). Returns `X0X_TIMEOUT` if not settled in time, and
-// `X0X_INVALID_ARGUMENT` for NULL `op`/`op_status_out` or when called from a callback for an
-// operation that has a callback (it would wait for itself). `result_out` may be NULL.
+// operation without a callback, its result in `*result_out` (ownership passes to the caller;
+// later calls give NULL). Returns `X0X_TIMEOUT` if not settled in time, and
+// `X0X_INVALID_ARGUMENT` for NULL `op`/`op_status_out` or when called on the callback thread for
+// a pending operation that has a callback (it would wait for itself). `result_out` may be NULL.
 X0xStatus x0x_op_wait(const struct X0xOp *op,
                       uint32_t timeout_ms,
                       X0xStatus *op_status_out,
@@ -256,22 +264,26 @@ X0xStatus x0x_op_wait(const struct X0xOp *op,
 
 // The failure message of a settled operation ("" while pending or after success).
 //
-// The string is owned by the operation and valid until `x0x_op_free`. Returns NULL if `op` is NULL.
+// The string is owned by the operation and valid until `x0x_op_free`. Returns NULL if `op` is
+// NULL.
 const char *x0x_op_error_message(const struct X0xOp *op);
 
 // Releases the caller's handle. It does not cancel: the operation runs on and its callback still
 // fires exactly once. An unclaimed result of a callback-less operation is freed. NULL is a no-op.
 void x0x_op_free(struct X0xOp *op);
 
-// Stops delivering callbacks, waiting up to `timeout_ms` for callbacks that are running.
+// Stops delivering callbacks, for good, waiting up to `timeout_ms` for callbacks that are
+// running.
 //
 // Call it once at process exit (the Python package does so from `atexit`): a callback into an
 // interpreter that is shutting down can crash it. After this call, completions are dropped and
-// their results freed, and no callback runs. Returns `X0X_OK`, or `X0X_TIMEOUT` if a callback
+// their results freed, and no callback runs (operations still settle for `x0x_op_wait`), so
+// call it last. Returns `X0X_OK`, or `X0X_TIMEOUT` if a callback
 // was still running when the time was up.
 X0xStatus x0x_shutdown(uint32_t timeout_ms);
 
-// Completes after `ms` milliseconds with `X0X_OK` and a NULL result.
+// Completes after `ms` milliseconds with `X0X_OK` and a NULL result (`ms` = 0: at once, so
+// it settles before this returns).
 //
 // A diagnostic: it exercises the completion path (for testing callback plumbing, and for
 // measuring the cost of awaiting a native operation). Returns `X0X_OK` once started.

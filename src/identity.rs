@@ -260,7 +260,7 @@ impl Keypair {
             return Err(bad(&format!("unsupported algorithm {}", bytes[5])));
         }
         if sha256(&[&bytes[..CHECKSUM_OFFSET]]) != bytes[CHECKSUM_OFFSET..] {
-            return Err(bad("checksum mismatch (the key is damaged)"));
+            return Err(bad("checksum mismatch: the key is damaged"));
         }
         let mut seed = [0u8; SEED_LEN];
         seed.copy_from_slice(&bytes[SEED_OFFSET..CHECKSUM_OFFSET]);

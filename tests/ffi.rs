@@ -175,17 +175,41 @@ fn cancel_calls_back_once_with_cancelled() {
 
 #[test]
 fn cancel_racing_completion_fires_exactly_once_1000_times() {
+    /// Op handles cross to the cancelling thread; x0x handles are thread-safe.
+    struct Ops(Vec<*mut X0xOp>);
+    unsafe impl Send for Ops {}
+
     let records: Vec<Record> = (0..1000).map(|_| Record::default()).collect();
-    let mut ops = Vec::new();
     unsafe {
-        for rec in &records {
-            let mut op = ptr::null_mut();
-            assert_eq!(x0x_sleep(0, Some(record), ud(rec), &mut op), X0X_OK);
-            assert_eq!(x0x_op_cancel(op), X0X_OK);
-            ops.push(op);
-        }
+        // 1–2 ms sleeps complete on the runtime while another thread cancels them one by one:
+        // early ones complete first, later ones are cancelled first, the middle really races.
+        let ops = Ops(records
+            .iter()
+            .enumerate()
+            .map(|(i, rec)| {
+                let mut op = ptr::null_mut();
+                assert_eq!(
+                    x0x_sleep(1 + (i % 2) as u32, Some(record), ud(rec), &mut op),
+                    X0X_OK
+                );
+                op
+            })
+            .collect());
+        let ops = std::thread::spawn(move || {
+            for &op in &ops.0 {
+                // Spread the cancels over a few ms, across the window where sleeps complete.
+                let until = std::time::Instant::now() + std::time::Duration::from_micros(3);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                assert_eq!(x0x_op_cancel(op), X0X_OK);
+            }
+            ops
+        })
+        .join()
+        .unwrap();
         let mut seen = [0usize; 2];
-        for (op, rec) in ops.into_iter().zip(&records) {
+        for (&op, rec) in ops.0.iter().zip(&records) {
             let status = settle(op);
             assert!(
                 status == X0X_OK || status == X0X_CANCELLED,
@@ -503,5 +527,102 @@ fn every_status_has_a_name() {
     ] {
         let got = unsafe { CStr::from_ptr(x0x_status_str(code)) };
         assert_eq!(got.to_str().unwrap(), name);
+    }
+}
+
+#[test]
+fn an_op_that_finishes_at_once_settles_before_the_start_returns() {
+    unsafe {
+        let mut op = ptr::null_mut();
+        assert_eq!(x0x_sleep(0, None, ptr::null_mut(), &mut op), X0X_OK);
+        let mut status = -1;
+        assert_eq!(x0x_op_wait(op, 0, &mut status, ptr::null_mut()), X0X_OK);
+        assert_eq!(status, X0X_OK);
+        x0x_op_free(op);
+    }
+}
+
+#[test]
+fn then_attaches_a_callback_before_or_after_settling() {
+    unsafe {
+        // Before: the callback fires when the sleep ends.
+        let rec = Record::default();
+        let mut op = ptr::null_mut();
+        assert_eq!(x0x_sleep(30, None, ptr::null_mut(), &mut op), X0X_OK);
+        assert_eq!(x0x_op_then(op, Some(record), ud(&rec)), X0X_OK);
+        assert_eq!(settle(op), X0X_OK);
+        assert_eq!(rec.calls.load(Ordering::SeqCst), 1);
+        // Only one callback per op.
+        assert_eq!(
+            x0x_op_then(op, Some(record), ud(&rec)),
+            X0X_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("only one"), "{}", last_error());
+        x0x_op_free(op);
+
+        // After: already settled with a result, which the callback receives.
+        let builder = ephemeral_builder();
+        let rec = Record::default();
+        let mut op = ptr::null_mut();
+        assert_eq!(
+            x0x_agent_builder_build(builder, None, ptr::null_mut(), &mut op),
+            X0X_OK
+        );
+        let mut status = -1;
+        assert_eq!(
+            x0x_op_wait(op, 10_000, &mut status, ptr::null_mut()),
+            X0X_OK
+        );
+        assert_eq!(x0x_op_then(op, Some(record), ud(&rec)), X0X_OK);
+        assert_eq!(settle(op), X0X_OK);
+        assert_eq!(rec.calls.load(Ordering::SeqCst), 1);
+        let (status, result, _) = rec.outcome.lock().unwrap().clone().unwrap();
+        assert_eq!(status, X0X_OK);
+        assert_ne!(result, 0, "the untaken result goes to the late callback");
+        x0x_agent_free(result as *mut X0xAgent);
+        x0x_op_free(op);
+        x0x_agent_builder_free(builder);
+
+        // An op started with a callback cannot get a second one; NULL is refused.
+        let rec = Record::default();
+        let mut op = ptr::null_mut();
+        assert_eq!(x0x_sleep(0, Some(record), ud(&rec), &mut op), X0X_OK);
+        assert_eq!(
+            x0x_op_then(op, Some(record), ud(&rec)),
+            X0X_INVALID_ARGUMENT
+        );
+        assert_eq!(x0x_op_then(op, None, ptr::null_mut()), X0X_INVALID_ARGUMENT);
+        assert_eq!(
+            x0x_op_then(ptr::null(), Some(record), ptr::null_mut()),
+            X0X_INVALID_ARGUMENT
+        );
+        assert_eq!(settle(op), X0X_OK);
+        assert_eq!(rec.calls.load(Ordering::SeqCst), 1);
+        x0x_op_free(op);
+    }
+}
+
+#[test]
+fn then_racing_completion_fires_exactly_once_1000_times() {
+    let records: Vec<Record> = (0..1000).map(|_| Record::default()).collect();
+    unsafe {
+        let ops: Vec<_> = records
+            .iter()
+            .enumerate()
+            .map(|(i, rec)| {
+                let mut op = ptr::null_mut();
+                assert_eq!(
+                    x0x_sleep((i % 2) as u32, None, ptr::null_mut(), &mut op),
+                    X0X_OK
+                );
+                assert_eq!(x0x_op_then(op, Some(record), ud(rec)), X0X_OK);
+                op
+            })
+            .collect();
+        for (op, rec) in ops.into_iter().zip(&records) {
+            assert_eq!(settle(op), X0X_OK);
+            assert_eq!(rec.calls.load(Ordering::SeqCst), 1);
+            x0x_op_free(op);
+        }
     }
 }

@@ -53,12 +53,10 @@ pub unsafe extern "C" fn x0x_agent_public_key(
     out: *mut X0xBytes,
 ) -> X0xStatus {
     ffi_status(|| {
-        let key = arg_ref(agent, "agent")?
-            .inner
-            .public_key()
-            .as_bytes()
-            .to_vec();
-        *arg_out(out, "out")? = X0xBytes::from_vec(key);
+        // Check every pointer before allocating: an early return must not strand a buffer.
+        let agent = arg_ref(agent, "agent")?;
+        let out = arg_out(out, "out")?;
+        *out = X0xBytes::from_vec(agent.inner.public_key().as_bytes().to_vec());
         Ok(())
     })
 }
@@ -71,8 +69,9 @@ pub unsafe extern "C" fn x0x_agent_keypair_bytes(
     out: *mut X0xBytes,
 ) -> X0xStatus {
     ffi_status(|| {
-        let key = arg_ref(agent, "agent")?.inner.agent_keypair_bytes();
-        *arg_out(out, "out")? = X0xBytes::from_vec(key);
+        let agent = arg_ref(agent, "agent")?;
+        let out = arg_out(out, "out")?;
+        *out = X0xBytes::from_vec(agent.inner.agent_keypair_bytes());
         Ok(())
     })
 }

@@ -4,7 +4,7 @@
 #[repr(C)]
 #[derive(Debug)]
 pub struct X0xBytes {
-    /// The bytes; NULL only in an empty or freed buffer.
+    /// The bytes; NULL exactly when the buffer is empty or freed.
     pub data: *mut u8,
     /// The number of bytes at `data`.
     pub len: usize,
@@ -12,6 +12,12 @@ pub struct X0xBytes {
 
 impl X0xBytes {
     pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
+        if bytes.is_empty() {
+            return Self {
+                data: std::ptr::null_mut(),
+                len: 0,
+            };
+        }
         let boxed = bytes.into_boxed_slice();
         let len = boxed.len();
         Self {

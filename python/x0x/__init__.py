@@ -1,0 +1,56 @@
+"""x0x: networking for software agents.
+
+Post-quantum (ML-DSA-65) identities, and (as the SDK grows) signed gossip pub/sub and CRDT task
+lists, from a Rust core through a stable C ABI.
+
+    import asyncio, x0x
+
+    async def main() -> None:
+        async with await x0x.Agent.builder().with_machine_key("machine.key").build() as agent:
+            print(agent.agent_id, agent.machine_id)
+
+    asyncio.run(main())
+"""
+
+from ._ffi import ffi as _ffi_module_ffi
+from ._ffi import lib as _lib
+from .agent import Agent, AgentBuilder, generate_agent_key
+from .errors import (
+    ClosedError,
+    CorruptDataError,
+    CryptoError,
+    InternalError,
+    InvalidArgumentError,
+    NotConnectedError,
+    NotFoundError,
+    OperationCancelledError,
+    ProtocolError,
+    X0xError,
+    X0xOSError,
+    X0xTimeoutError,
+)
+from .ids import AgentId, MachineId, PublicKey
+
+__version__: str = _ffi_module_ffi.string(_lib.x0x_version()).decode("ascii")
+
+__all__ = [
+    "Agent",
+    "AgentBuilder",
+    "AgentId",
+    "ClosedError",
+    "CorruptDataError",
+    "CryptoError",
+    "InternalError",
+    "InvalidArgumentError",
+    "MachineId",
+    "NotConnectedError",
+    "NotFoundError",
+    "OperationCancelledError",
+    "ProtocolError",
+    "PublicKey",
+    "X0xError",
+    "X0xOSError",
+    "X0xTimeoutError",
+    "__version__",
+    "generate_agent_key",
+]

@@ -1,0 +1,59 @@
+"""Builds the Rust static library with setuptools-rust, then the cffi module that links it.
+
+Two setuptools-rust defaults do not fit a cffi extension, so two small command subclasses fix
+them (see shared notes/ffi-build-recipe.md for the measurements behind this):
+* ``build_rust`` would run after ``build_ext``; cffi's ``pre_run`` hook runs it first instead.
+* ``build_rust`` would install the cdylib into the package; we keep ``libx0x.a`` to link instead.
+"""
+
+import platform
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools_rust import Binding, RustExtension, build_rust
+
+IS_CPYTHON = platform.python_implementation() == "CPython"
+
+
+class build_rust_staticlib(build_rust):  # noqa: N801 (setuptools command naming)
+    """Cargo build that records libx0x.a instead of copying the cdylib into the package."""
+
+    staticlib = None
+
+    def run(self):
+        # setuptools-rust's own build_ext hook calls run() a second time; build once.
+        if self.staticlib is None:
+            super().run()
+
+    def install_extension(self, ext, dylib_paths, build_artifact_dir):
+        cdylib = Path(dylib_paths[0].path)
+        name = "x0x.lib" if cdylib.suffix == ".dll" else "libx0x.a"
+        self.staticlib = str(cdylib.with_name(name))
+
+
+class build_ext_rust_first(build_ext):  # noqa: N801
+    def pre_run(self, ext, ffi):
+        """cffi hook, called before it compiles the module: build and link the Rust library."""
+        self.run_command("build_rust")
+        staticlib = self.get_finalized_command("build_rust").staticlib
+        ext.extra_objects = [staticlib]
+        ext.depends = [staticlib]
+
+
+setup(
+    rust_extensions=[
+        RustExtension(
+            "x0x._x0x_rust",  # placeholder name: the cdylib is never installed
+            path="Cargo.toml",
+            binding=Binding.NoBinding,
+            args=["--crate-type", "cdylib,staticlib"],
+            py_limited_api=False,
+        )
+    ],
+    cffi_modules=["build_ffi.py:ffi"],
+    cmdclass={"build_rust": build_rust_staticlib, "build_ext": build_ext_rust_first},
+    # One cp38-abi3 wheel serves every CPython >= 3.8; PyPy gets its own tag.
+    options={"bdist_wheel": {"py_limited_api": "cp38"}} if IS_CPYTHON else {},
+    zip_safe=False,
+)
