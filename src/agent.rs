@@ -3,9 +3,22 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventStream, DEFAULT_EVENT_CAPACITY};
+use crate::gossip::Network;
 use crate::identity::{self, AgentId, Keypair, MachineId, PublicKey};
+use crate::pubsub::{Publisher, Registry, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
+use crate::stats::{Counters, Stats};
+
+/// The bind address when none is given: any interface, any free port.
+pub const DEFAULT_BIND: &str = "0.0.0.0:0";
+/// How long `join_network` waits for a first neighbour by default.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the machine key comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,11 +97,31 @@ impl AgentBuilder {
             Some(keypair) => keypair.clone(),
             None => Keypair::generate()?,
         };
+        let bind = self
+            .bind
+            .unwrap_or_else(|| DEFAULT_BIND.parse().expect("a valid socket address"));
+        let machine_key = Arc::new(machine_key);
+        let registry = Arc::new(Registry::default());
+        let counters = Arc::new(Counters::default());
+        let network = Network::start(
+            Arc::clone(&machine_key),
+            bind,
+            Arc::clone(&registry),
+            Arc::clone(&counters),
+        )?;
+        let publisher = Publisher::start(
+            agent_key.clone(),
+            Arc::clone(&registry),
+            counters,
+            network.broadcaster(),
+        )?;
         Ok(Agent {
             machine_key,
             agent_key,
-            bind: self.bind,
             bootstrap: self.bootstrap.clone(),
+            network,
+            publisher,
+            registry,
             closed: AtomicBool::new(false),
         })
     }
@@ -119,15 +152,25 @@ fn validate_host_port(addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// An agent: a machine identity, an agent identity, and (from the network issue on) a place in
-/// the gossip network.
-#[derive(Debug)]
+/// An agent: a machine identity, an agent identity, and a place in the gossip network.
 pub struct Agent {
-    machine_key: Keypair,
+    machine_key: Arc<Keypair>,
     agent_key: Keypair,
-    bind: Option<SocketAddr>,
     bootstrap: Vec<String>,
+    network: Network,
+    publisher: Publisher,
+    registry: Arc<Registry>,
     closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("agent_id", &self.agent_id())
+            .field("machine_id", &self.machine_id())
+            .field("local_addr", &self.local_addr())
+            .finish()
+    }
 }
 
 impl Agent {
@@ -136,7 +179,7 @@ impl Agent {
         AgentBuilder::new()
     }
 
-    /// The id of this agent's machine key.
+    /// The id of this agent's machine key; also its peer id in the network.
     pub fn machine_id(&self) -> MachineId {
         self.machine_key.public_key().machine_id()
     }
@@ -156,9 +199,9 @@ impl Agent {
         self.agent_key.to_bytes()
     }
 
-    /// The configured bind address, if any.
-    pub fn bind_addr(&self) -> Option<SocketAddr> {
-        self.bind
+    /// The UDP address the agent is bound to (give it to others as their bootstrap address).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.network.local_addr()
     }
 
     /// The configured bootstrap peers.
@@ -166,14 +209,108 @@ impl Agent {
         &self.bootstrap
     }
 
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Closed, "the agent is closed"));
+        }
+        Ok(())
+    }
+
+    /// Joins the network through the bootstrap peers: done when one neighbour is up, or at once
+    /// without bootstrap peers (this agent starts a network). Fails with a timeout error when no
+    /// bootstrap peer answers within `timeout`.
+    pub async fn join_network(&self, timeout: Duration) -> Result<()> {
+        self.check_open()?;
+        let mut addrs = Vec::new();
+        let mut unresolved = Vec::new();
+        for peer in &self.bootstrap {
+            match tokio::net::lookup_host(peer.as_str()).await {
+                Ok(found) => addrs.extend(found),
+                Err(e) => unresolved.push(format!("{peer}: {e}")),
+            }
+        }
+        if addrs.is_empty() && !unresolved.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("could not join the network: {}", unresolved.join("; ")),
+            ));
+        }
+        match tokio::time::timeout(timeout, self.network.join(addrs)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "could not join the network within {:.1} s: no neighbour through bootstrap peers {}",
+                    timeout.as_secs_f64(),
+                    self.bootstrap.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Leaves the network gracefully (neighbours are told). Publishing then fails until the next
+    /// `join_network`.
+    pub async fn leave_network(&self) -> Result<()> {
+        self.check_open()?;
+        self.network.leave().await
+    }
+
+    /// Whether the agent has at least one gossip neighbour.
+    pub fn is_connected(&self) -> bool {
+        self.network.shared().neighbours() > 0
+    }
+
+    /// Publishes `payload` on `topic`, signed by this agent. It reaches every subscriber in the
+    /// network, this agent's own included. Resolves once queued for signing.
+    pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
+        self.check_open()?;
+        if !self.network.shared().is_joined() {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "not connected to the network: call join_network() first",
+            ));
+        }
+        self.publisher.publish(topic, payload).await
+    }
+
+    /// Subscribes to `topic` with the default queue capacity.
+    pub fn subscribe(&self, topic: &str) -> Result<Subscription> {
+        self.subscribe_with_capacity(topic, DEFAULT_SUBSCRIPTION_CAPACITY)
+    }
+
+    /// Subscribes to `topic`; the subscription keeps at most `capacity` unread messages and drops
+    /// the oldest beyond that (counted in `dropped()`).
+    pub fn subscribe_with_capacity(&self, topic: &str, capacity: usize) -> Result<Subscription> {
+        self.check_open()?;
+        self.registry.subscribe(topic, capacity)
+    }
+
+    /// A new stream of this agent's events.
+    pub fn events(&self) -> Result<EventStream> {
+        self.check_open()?;
+        Ok(self
+            .network
+            .shared()
+            .events
+            .subscribe(DEFAULT_EVENT_CAPACITY))
+    }
+
+    /// A snapshot of the agent's traffic counters.
+    pub fn stats(&self) -> Stats {
+        let shared = self.network.shared();
+        shared.counters.snapshot(shared.neighbours())
+    }
+
     /// Whether [`Agent::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Closes the agent. Idempotent.
+    /// Leaves the network and closes the endpoint, subscriptions and event streams. Idempotent.
     pub async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.network.shutdown().await;
+        }
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ const CHECKSUM_OFFSET: usize = SEED_OFFSET + SEED_LEN;
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         pub struct $name(pub [u8; ID_LEN]);
 
         impl $name {

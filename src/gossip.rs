@@ -1,0 +1,901 @@
+//! The network actor: drives iroh-gossip's sans-IO `proto` state machine with our QUIC
+//! connections and timers.
+//!
+//! One task (the actor) owns the protocol state, the timers and the connection table, and never
+//! awaits a peer: sends go into unbounded per-peer queues drained by writer tasks, so a slow peer
+//! cannot stall the actor (awaiting a bounded per-peer queue deadlocked a 5-node mesh in the
+//! prototype). Publishers are throttled instead, by the node-wide send backlog.
+//!
+//! Every agent joins one swarm, the network topic; application topics travel inside the signed
+//! envelopes and are filtered locally. Reader tasks verify every data message before the gossip
+//! layer sees it, so nothing unverified is ever delivered or forwarded.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerData, TopicId};
+use quinn::{Connection, RecvStream, SendStream};
+use rand::rngs::StdRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::time::DelayQueue;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Event, EventHub};
+use crate::identity::{Keypair, MachineId};
+use crate::net::{self, Authenticated, ReadError};
+use crate::pubsub::Registry;
+use crate::stats::Counters;
+use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE};
+
+/// A peer whose unsent backlog passes this many bytes is treated as dead.
+const PEER_HARD_CAP: usize = 256 << 20;
+/// Publishers wait while the node-wide unsent backlog is above this many bytes...
+const BACKLOG_HIGH: usize = 32 << 20;
+/// ...until it falls to this.
+const BACKLOG_LOW: usize = 16 << 20;
+/// Frames kept for a peer we are still dialing.
+const PENDING_CAP: usize = 4096;
+/// Invalid data messages tolerated from one connection before it is closed.
+const MAX_STRIKES: u32 = 64;
+/// Time a closing connection gets to flush its last frames.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
+
+fn network_topic() -> TopicId {
+    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
+}
+
+fn proto_config() -> proto::Config {
+    let mut config = proto::Config {
+        max_message_size: GOSSIP_MAX_MESSAGE_SIZE,
+        ..Default::default()
+    };
+    // The defaults (80/40 ms) cause Graft storms when a burst queues the eager path on 2 cores.
+    config.broadcast.graft_timeout_1 = Duration::from_secs(1);
+    config.broadcast.graft_timeout_2 = Duration::from_millis(500);
+    config
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    Left = 0,
+    Joining = 1,
+    Joined = 2,
+}
+
+/// The node-wide count of bytes queued for sending, and the gate publishers wait at.
+#[derive(Default)]
+struct Backlog {
+    bytes: Mutex<usize>,
+    drained: Condvar,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        *self.bytes.lock().unwrap_or_else(|e| e.into_inner()) += n;
+    }
+
+    fn sub(&self, n: usize) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *bytes = bytes.saturating_sub(n);
+        if *bytes <= BACKLOG_LOW {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Blocks (the signer thread) while the backlog is above the high-water mark.
+    fn wait_for_room(&self) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *bytes > BACKLOG_HIGH {
+            // The timeout only guards against a lost wake-up; the loop re-checks.
+            bytes = self
+                .drained
+                .wait_timeout(bytes, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// State shared between the actor, the agent façade and the signer.
+pub struct Shared {
+    /// Traffic counters.
+    pub counters: Arc<Counters>,
+    /// Local subscriptions.
+    pub registry: Arc<Registry>,
+    /// Event streams.
+    pub events: EventHub,
+    neighbours: AtomicUsize,
+    mode: AtomicU8,
+    backlog: Backlog,
+}
+
+impl Shared {
+    /// Current gossip neighbours.
+    pub fn neighbours(&self) -> usize {
+        self.neighbours.load(Ordering::Acquire)
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            2 => Mode::Joined,
+            1 => Mode::Joining,
+            _ => Mode::Left,
+        }
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::Release);
+    }
+
+    /// Whether publishing is allowed: the agent has joined (or is joining) the network.
+    pub fn is_joined(&self) -> bool {
+        self.mode() != Mode::Left
+    }
+
+    /// Blocks the caller (the signer thread) while too much is queued for sending.
+    pub fn wait_for_send_room(&self) {
+        self.backlog.wait_for_room();
+    }
+}
+
+enum Command {
+    Join {
+        bootstrap: Vec<SocketAddr>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    Broadcast(Bytes),
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+enum NetEvent {
+    Connected {
+        auth: Authenticated,
+        bootstrap: bool,
+    },
+    DialFailed {
+        addr: SocketAddr,
+        peer: Option<MachineId>,
+        bootstrap: bool,
+        error: Error,
+    },
+    Frame {
+        peer: MachineId,
+        frame: Bytes,
+    },
+    Closed {
+        peer: MachineId,
+        conn_id: u64,
+    },
+}
+
+/// The façade's handle on the actor.
+pub struct Network {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl Network {
+    /// Binds the endpoint and starts the actor (on the current runtime).
+    pub fn start(
+        machine_key: Arc<Keypair>,
+        bind: SocketAddr,
+        registry: Arc<Registry>,
+        counters: Arc<Counters>,
+    ) -> Result<Self> {
+        let endpoint = net::endpoint(bind)?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the bound address", &e))?;
+        let shared = Arc::new(Shared {
+            counters,
+            registry,
+            events: EventHub::default(),
+            neighbours: AtomicUsize::new(0),
+            mode: AtomicU8::new(Mode::Left as u8),
+            backlog: Backlog::default(),
+        });
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (net_tx, net_rx) = mpsc::channel(1024);
+        let me = machine_key.public_key().machine_id();
+        let me_data = PeerData::new(wire::encode(&local_addr)?);
+        let actor = Actor {
+            me,
+            machine_key,
+            endpoint: endpoint.clone(),
+            listen: local_addr,
+            state: proto::State::new(me, me_data, proto_config(), rand::make_rng::<StdRng>()),
+            timers: DelayQueue::new(),
+            links: HashMap::new(),
+            spares: Vec::new(),
+            pending: HashMap::new(),
+            addr_book: HashMap::new(),
+            neighbours: HashSet::new(),
+            next_conn_id: 0,
+            shared: Arc::clone(&shared),
+            net_tx: net_tx.clone(),
+            join: None,
+        };
+        tokio::spawn(accept_loop(
+            endpoint,
+            Arc::clone(&actor.machine_key),
+            local_addr,
+            net_tx,
+        ));
+        tokio::spawn(actor.run(command_rx, net_rx));
+        Ok(Self {
+            commands,
+            shared,
+            local_addr,
+        })
+    }
+
+    /// State shared with the actor.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))
+    }
+
+    /// Joins the network through `bootstrap`; done when one neighbour is up (at once if empty).
+    pub async fn join(&self, bootstrap: Vec<SocketAddr>) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Join { bootstrap, reply })?;
+        done.await
+            .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))?
+    }
+
+    /// Leaves the network gracefully.
+    pub async fn leave(&self) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Leave { reply })?;
+        let _ = done.await;
+        Ok(())
+    }
+
+    /// Hands a signed envelope to the gossip layer (a closed agent drops it).
+    pub fn broadcast(&self, envelope: Bytes) {
+        let _ = self.send(Command::Broadcast(envelope));
+    }
+
+    /// A function the signer thread can call to broadcast.
+    pub fn broadcaster(&self) -> impl Fn(Bytes) + Send + 'static {
+        let commands = self.commands.clone();
+        let shared = Arc::clone(&self.shared);
+        move |envelope| {
+            shared.wait_for_send_room();
+            let _ = commands.send(Command::Broadcast(envelope));
+        }
+    }
+
+    /// Stops the actor: leaves, closes every connection and the endpoint.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.send(Command::Shutdown { reply }).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    machine_key: Arc<Keypair>,
+    listen: SocketAddr,
+    net_tx: mpsc::Sender<NetEvent>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let machine_key = Arc::clone(&machine_key);
+        let net_tx = net_tx.clone();
+        tokio::spawn(async move {
+            // A failed incoming handshake is the other side's problem: nothing to report.
+            if let Ok(auth) = net::accept(incoming, &machine_key, listen).await {
+                let _ = net_tx
+                    .send(NetEvent::Connected {
+                        auth,
+                        bootstrap: false,
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
+struct Link {
+    peer: MachineId,
+    conn_id: u64,
+    frames: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    connection: Connection,
+}
+
+struct JoinAttempt {
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+    outstanding: usize,
+    errors: Vec<String>,
+}
+
+struct Actor {
+    me: MachineId,
+    machine_key: Arc<Keypair>,
+    endpoint: quinn::Endpoint,
+    listen: SocketAddr,
+    state: proto::State<MachineId, StdRng>,
+    timers: DelayQueue<proto::Timer<MachineId>>,
+    /// The connection we send on, per peer.
+    links: HashMap<MachineId, Link>,
+    /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
+    spares: Vec<Link>,
+    pending: HashMap<MachineId, Vec<Bytes>>,
+    addr_book: HashMap<MachineId, SocketAddr>,
+    neighbours: HashSet<MachineId>,
+    next_conn_id: u64,
+    shared: Arc<Shared>,
+    net_tx: mpsc::Sender<NetEvent>,
+    join: Option<JoinAttempt>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.shutdown().await;
+                        break;
+                    }
+                },
+                Some(event) = net_rx.recv() => self.on_net(event),
+                Some(timer) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => {
+                    self.handle(InEvent::TimerExpired(timer.into_inner()));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: InEvent<MachineId>) {
+        // The iterator borrows the state: collect before acting on it.
+        let out: Vec<_> = self.state.handle(event, Instant::now(), None).collect();
+        for event in out {
+            self.apply(event);
+        }
+    }
+
+    fn apply(&mut self, event: OutEvent<MachineId>) {
+        match event {
+            OutEvent::SendMessage(to, message) => match wire::encode(&message) {
+                Ok(frame) => self.send_to(to, Bytes::from(frame)),
+                Err(e) => eprintln!("x0x: cannot encode a gossip message: {e}"),
+            },
+            OutEvent::EmitEvent(topic, event) if topic == network_topic() => self.on_gossip(event),
+            OutEvent::EmitEvent(..) => {}
+            OutEvent::ScheduleTimer(delay, timer) => {
+                self.timers.insert(timer, delay);
+            }
+            OutEvent::DisconnectPeer(peer) => {
+                if let Some(link) = self.links.remove(&peer) {
+                    close_after_grace(link, b"disconnect");
+                }
+            }
+            OutEvent::PeerData(peer, data) => {
+                if let Ok(addr) = postcard::from_bytes::<SocketAddr>(data.as_bytes()) {
+                    self.addr_book.insert(peer, addr);
+                }
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, event: proto::Event<MachineId>) {
+        match event {
+            proto::Event::NeighborUp(peer) => {
+                if self.neighbours.insert(peer) {
+                    self.shared
+                        .neighbours
+                        .store(self.neighbours.len(), Ordering::Release);
+                    self.shared.events.emit(Event::PeerJoined(peer));
+                    if self.neighbours.len() == 1 {
+                        self.shared.events.emit(Event::Connected { neighbours: 1 });
+                    }
+                }
+                if self.shared.mode() == Mode::Joining {
+                    self.shared.set_mode(Mode::Joined);
+                }
+                if let Some(join) = self.join.take() {
+                    for waiter in join.waiters {
+                        let _ = waiter.send(Ok(()));
+                    }
+                }
+            }
+            proto::Event::NeighborDown(peer) => self.lose_neighbour(peer),
+            proto::Event::Received(gossip) => {
+                // Verified by the reader before the proto saw it; decode only.
+                match wire::open_verified(&gossip.content) {
+                    Ok(envelope) => {
+                        self.shared.registry.deliver(
+                            envelope.sender,
+                            &envelope.items,
+                            &self.shared.counters,
+                        );
+                    }
+                    Err(_) => {
+                        let counters = &self.shared.counters;
+                        counters.add(&counters.dropped_malformed, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn lose_neighbour(&mut self, peer: MachineId) {
+        if self.neighbours.remove(&peer) {
+            self.shared
+                .neighbours
+                .store(self.neighbours.len(), Ordering::Release);
+            self.shared.events.emit(Event::PeerLeft(peer));
+            if self.neighbours.is_empty() {
+                self.shared.events.emit(Event::Disconnected);
+            }
+        }
+    }
+
+    fn send_to(&mut self, to: MachineId, frame: Bytes) {
+        if let Some(link) = self.links.get(&to) {
+            if link.queued.load(Ordering::Acquire) > PEER_HARD_CAP {
+                // It stopped reading: cut it loose rather than buffer without bound.
+                let link = self.links.remove(&to).expect("just looked up");
+                link.connection.close(3u32.into(), b"too slow");
+                self.handle(InEvent::PeerDisconnected(to));
+                return;
+            }
+            let len = frame.len();
+            link.queued.fetch_add(len, Ordering::AcqRel);
+            self.shared.backlog.add(len);
+            if link.frames.send(frame).is_err() {
+                // The writer is gone (the connection failed); its Closed event is on the way.
+                link.queued.fetch_sub(len, Ordering::AcqRel);
+                self.shared.backlog.sub(len);
+            }
+            return;
+        }
+        let queue = self.pending.entry(to).or_default();
+        if queue.len() < PENDING_CAP {
+            queue.push(frame);
+        }
+        if queue.len() == 1 {
+            match self.addr_book.get(&to) {
+                Some(&addr) => self.dial(addr, Some(to), false),
+                None => {
+                    self.pending.remove(&to);
+                    self.handle(InEvent::PeerDisconnected(to));
+                }
+            }
+        }
+    }
+
+    fn dial(&self, addr: SocketAddr, expected: Option<MachineId>, bootstrap: bool) {
+        let endpoint = self.endpoint.clone();
+        let machine_key = Arc::clone(&self.machine_key);
+        let listen = self.listen;
+        let net_tx = self.net_tx.clone();
+        tokio::spawn(async move {
+            let event = match net::dial(&endpoint, &machine_key, listen, addr, expected).await {
+                Ok(auth) => NetEvent::Connected { auth, bootstrap },
+                Err(error) => NetEvent::DialFailed {
+                    addr,
+                    peer: expected,
+                    bootstrap,
+                    error,
+                },
+            };
+            let _ = net_tx.send(event).await;
+        });
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Join { bootstrap, reply } => self.start_join(bootstrap, reply),
+            Command::Leave { reply } => {
+                self.leave();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    let _ = reply.send(());
+                });
+            }
+            Command::Broadcast(envelope) => {
+                if self.shared.mode() != Mode::Left {
+                    self.handle(InEvent::Command(
+                        network_topic(),
+                        ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
+                    ));
+                }
+            }
+            Command::Shutdown { .. } => unreachable!("handled in run()"),
+        }
+    }
+
+    fn start_join(&mut self, bootstrap: Vec<SocketAddr>, reply: oneshot::Sender<Result<()>>) {
+        if self.shared.mode() == Mode::Joined
+            && (bootstrap.is_empty() || !self.neighbours.is_empty())
+        {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if self.shared.mode() == Mode::Left {
+            self.handle(InEvent::Command(
+                network_topic(),
+                ProtoCommand::Join(vec![]),
+            ));
+        }
+        if bootstrap.is_empty() {
+            // The first node of a network: there is nobody to wait for.
+            self.shared.set_mode(Mode::Joined);
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.shared.set_mode(Mode::Joining);
+        let join = self.join.get_or_insert_with(|| JoinAttempt {
+            waiters: Vec::new(),
+            outstanding: 0,
+            errors: Vec::new(),
+        });
+        join.waiters.push(reply);
+        join.outstanding += bootstrap.len();
+        for addr in bootstrap {
+            self.dial(addr, None, true);
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.shared.mode() == Mode::Left {
+            return;
+        }
+        // Quit sends Disconnect to our neighbours, so they drop us at once instead of timing out.
+        self.handle(InEvent::Command(network_topic(), ProtoCommand::Quit));
+        self.shared.set_mode(Mode::Left);
+        for peer in self.neighbours.clone() {
+            self.lose_neighbour(peer);
+        }
+        if let Some(join) = self.join.take() {
+            for waiter in join.waiters {
+                let _ = waiter.send(Err(Error::new(
+                    ErrorKind::Cancelled,
+                    "left the network before the join completed",
+                )));
+            }
+        }
+        for (_, link) in self.links.drain() {
+            close_after_grace(link, b"leave");
+        }
+        for link in self.spares.drain(..) {
+            close_after_grace(link, b"leave");
+        }
+        self.pending.clear();
+    }
+
+    async fn shutdown(&mut self) {
+        self.leave();
+        tokio::time::sleep(CLOSE_GRACE).await;
+        self.endpoint.close(0u32.into(), b"closed");
+        self.shared.registry.close_all();
+        self.shared.events.close_all();
+    }
+
+    fn on_net(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Connected { auth, bootstrap } => self.on_connected(auth, bootstrap),
+            NetEvent::DialFailed {
+                addr,
+                peer,
+                bootstrap,
+                error,
+            } => {
+                if let Some(peer) = peer {
+                    self.pending.remove(&peer);
+                    self.handle(InEvent::PeerDisconnected(peer));
+                }
+                if bootstrap {
+                    self.bootstrap_failed(addr, error);
+                }
+            }
+            NetEvent::Frame { peer, frame } => {
+                match postcard::from_bytes::<proto::Message<MachineId>>(&frame) {
+                    Ok(message) => self.handle(InEvent::RecvMessage(peer, message)),
+                    Err(_) => {
+                        let counters = &self.shared.counters;
+                        counters.add(&counters.dropped_malformed, 1);
+                    }
+                }
+            }
+            NetEvent::Closed { peer, conn_id } => self.on_closed(peer, conn_id),
+        }
+    }
+
+    fn on_connected(&mut self, auth: Authenticated, bootstrap: bool) {
+        let Authenticated {
+            peer,
+            listen,
+            connection,
+            send,
+            recv,
+        } = auth;
+        if peer == self.me || self.shared.mode() == Mode::Left {
+            connection.close(0u32.into(), b"not now");
+            if bootstrap {
+                let why = if peer == self.me {
+                    "that is this agent itself"
+                } else {
+                    "left"
+                };
+                self.bootstrap_failed(connection.remote_address(), Error::invalid_argument(why));
+            }
+            return;
+        }
+        self.addr_book.insert(peer, listen);
+        self.next_conn_id += 1;
+        let conn_id = self.next_conn_id;
+        tokio::spawn(read_loop(
+            peer,
+            conn_id,
+            recv,
+            connection.clone(),
+            self.net_tx.clone(),
+            Arc::clone(&self.shared),
+        ));
+        let (frames, frame_rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_loop(
+            send,
+            frame_rx,
+            Arc::clone(&queued),
+            Arc::clone(&self.shared),
+        ));
+        let link = Link {
+            peer,
+            conn_id,
+            frames,
+            queued,
+            connection,
+        };
+        match self.links.entry(peer) {
+            std::collections::hash_map::Entry::Occupied(_) => self.spares.push(link),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(link);
+                for frame in self.pending.remove(&peer).unwrap_or_default() {
+                    self.send_to(peer, frame);
+                }
+            }
+        }
+        if bootstrap {
+            if let Some(join) = self.join.as_mut() {
+                join.outstanding = join.outstanding.saturating_sub(1);
+            }
+            self.handle(InEvent::Command(
+                network_topic(),
+                ProtoCommand::Join(vec![peer]),
+            ));
+        }
+    }
+
+    fn bootstrap_failed(&mut self, addr: SocketAddr, error: Error) {
+        let Some(join) = self.join.as_mut() else {
+            return;
+        };
+        join.outstanding = join.outstanding.saturating_sub(1);
+        join.errors.push(format!("{addr}: {error}"));
+        if join.outstanding > 0 || !self.neighbours.is_empty() {
+            return;
+        }
+        let join = self.join.take().expect("checked above");
+        let kind = if error.kind() == ErrorKind::Timeout {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Io
+        };
+        let message = format!(
+            "could not join the network: no bootstrap peer answered ({})",
+            join.errors.join("; ")
+        );
+        for waiter in join.waiters {
+            let _ = waiter.send(Err(Error::new(kind, message.clone())));
+        }
+        self.handle(InEvent::Command(network_topic(), ProtoCommand::Quit));
+        self.shared.set_mode(Mode::Left);
+    }
+
+    fn on_closed(&mut self, peer: MachineId, conn_id: u64) {
+        if let Some(i) = self.spares.iter().position(|l| l.conn_id == conn_id) {
+            self.spares.swap_remove(i);
+            return;
+        }
+        if self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id) {
+            self.links.remove(&peer);
+            if let Some(i) = self.spares.iter().position(|l| l.peer == peer) {
+                let spare = self.spares.swap_remove(i);
+                self.links.insert(peer, spare);
+            } else {
+                self.handle(InEvent::PeerDisconnected(peer));
+            }
+        }
+    }
+}
+
+fn close_after_grace(link: Link, reason: &'static [u8]) {
+    // Dropping the sender lets the writer flush what is queued and finish the stream.
+    drop(link.frames);
+    tokio::spawn(async move {
+        tokio::time::sleep(CLOSE_GRACE).await;
+        link.connection.close(0u32.into(), reason);
+    });
+}
+
+async fn read_loop(
+    peer: MachineId,
+    conn_id: u64,
+    mut recv: RecvStream,
+    connection: Connection,
+    net_tx: mpsc::Sender<NetEvent>,
+    shared: Arc<Shared>,
+) {
+    let counters = &shared.counters;
+    let mut strikes = 0;
+    loop {
+        let frame = match net::read_frame_checked(&mut recv).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(ReadError::Io(_)) => break,
+            Err(ReadError::Oversized(_)) => {
+                // The stream cannot be resynchronised after a bad length: drop the connection.
+                counters.add(&counters.dropped_oversized, 1);
+                connection.close(2u32.into(), b"frame too large");
+                break;
+            }
+        };
+        counters.add(&counters.bytes_in, frame.len() as u64 + 4);
+        if let Some(content) = wire::gossip_data_content(&frame) {
+            if let Err(rejection) = wire::open(content) {
+                counters.add(
+                    match rejection {
+                        Rejection::BadSignature => &counters.dropped_bad_signature,
+                        Rejection::WrongSender => &counters.dropped_wrong_sender,
+                        Rejection::Malformed => &counters.dropped_malformed,
+                    },
+                    1,
+                );
+                strikes += 1;
+                if strikes >= MAX_STRIKES {
+                    connection.close(4u32.into(), b"too many invalid messages");
+                    break;
+                }
+                continue;
+            }
+        }
+        if net_tx.send(NetEvent::Frame { peer, frame }).await.is_err() {
+            break;
+        }
+    }
+    let _ = net_tx.send(NetEvent::Closed { peer, conn_id }).await;
+}
+
+async fn write_loop(
+    mut send: SendStream,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    let mut buf = BytesMut::new();
+    while frames.recv_many(&mut batch, 256).await > 0 {
+        let payload: usize = batch.iter().map(Bytes::len).sum();
+        for frame in batch.drain(..) {
+            net::put_frame(&mut buf, &frame);
+        }
+        let written = send.write_all(&buf).await;
+        let counters = &shared.counters;
+        counters.add(&counters.bytes_out, buf.len() as u64);
+        buf.clear();
+        queued.fetch_sub(payload, Ordering::AcqRel);
+        shared.backlog.sub(payload);
+        if written.is_err() {
+            break;
+        }
+    }
+    // Whatever is still queued will never be sent: take it off the backlog.
+    frames.close();
+    while let Ok(frame) = frames.try_recv() {
+        shared.backlog.sub(frame.len());
+    }
+    let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two proto state machines wired back to back; returns every encoded frame A sent.
+    fn pump(
+        a: &mut proto::State<MachineId, StdRng>,
+        b: &mut proto::State<MachineId, StdRng>,
+        first: InEvent<MachineId>,
+    ) -> Vec<Vec<u8>> {
+        let (id_a, id_b) = (*a.me(), *b.me());
+        let mut sent_by_a = Vec::new();
+        let mut inbox = vec![(true, first)];
+        while let Some((to_a, event)) = inbox.pop() {
+            let state = if to_a { &mut *a } else { &mut *b };
+            for out in state
+                .handle(event, Instant::now(), None)
+                .collect::<Vec<_>>()
+            {
+                if let OutEvent::SendMessage(_, message) = out {
+                    let frame = wire::encode(&message).unwrap();
+                    if to_a {
+                        sent_by_a.push(frame.clone());
+                    }
+                    let decoded = postcard::from_bytes(&frame).unwrap();
+                    let from = if to_a { id_a } else { id_b };
+                    inbox.push((!to_a, InEvent::RecvMessage(from, decoded)));
+                }
+            }
+        }
+        sent_by_a
+    }
+
+    #[test]
+    fn data_frames_are_found_and_control_frames_are_not() {
+        let state = |byte| {
+            let id = MachineId([byte; 32]);
+            proto::State::new(
+                id,
+                PeerData::default(),
+                proto_config(),
+                rand::make_rng::<StdRng>(),
+            )
+        };
+        let (mut a, mut b) = (state(1), state(2));
+        // B is a first node (joined, alone); A joins through it.
+        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
+        let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
+        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
+        let control = pump(&mut a, &mut b, join);
+        assert!(!control.is_empty());
+        for frame in &control {
+            assert_eq!(wire::gossip_data_content(frame), None, "a control frame");
+        }
+        let content = Bytes::from_static(b"the content to verify");
+        let broadcast = ProtoCommand::Broadcast(content.clone(), proto::Scope::Swarm);
+        let data = pump(&mut a, &mut b, InEvent::Command(network_topic(), broadcast));
+        let found: Vec<_> = data
+            .iter()
+            .filter_map(|f| wire::gossip_data_content(f))
+            .collect();
+        assert_eq!(found, vec![&content[..]]);
+    }
+}

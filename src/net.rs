@@ -1,0 +1,300 @@
+//! QUIC transport: one quinn endpoint per agent, TLS 1.3 with the X25519MLKEM768 hybrid key
+//! exchange, and a hello on the first stream that binds each connection to a `MachineId`.
+//!
+//! TLS certificates are throwaway and self-signed: identity comes from the [`Hello`], an
+//! ML-DSA-65 signature by the machine key over the connection's TLS exporter secret, which is
+//! unique to this TLS session. A peer that cannot produce it is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, RecvStream, SendStream};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{aws_lc_rs, CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::AsyncReadExt;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::identity::{Keypair, MachineId};
+use crate::wire::{self, Hello, Role, MAX_FRAME_LEN};
+
+const ALPN: &[u8] = b"x0x/1";
+const SERVER_NAME: &str = "x0x";
+/// How long a handshake (QUIC + TLS + hello) may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep-alives make a silent peer's death visible within [`IDLE_TIMEOUT`]: the gossip layer has
+/// no failure detector of its own.
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn crypto_provider() -> Arc<CryptoProvider> {
+    let mut provider = aws_lc_rs::default_provider();
+    // Only the post-quantum hybrid: a handshake that succeeds has negotiated it.
+    provider.kx_groups = vec![aws_lc_rs::kx_group::X25519MLKEM768];
+    Arc::new(provider)
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("5 s is a valid QUIC idle timeout"),
+    ));
+    Arc::new(transport)
+}
+
+fn tls_error(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Crypto, format!("TLS setup failed: {e}"))
+}
+
+/// Creates the agent's endpoint, bound to `bind`, accepting and opening connections.
+pub fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
+    let provider = crypto_provider();
+    let cert =
+        rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).map_err(tls_error)?;
+    let cert_der = CertificateDer::from(cert.cert.der().to_vec());
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
+
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .map_err(tls_error)?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(server).map_err(tls_error)?,
+    ));
+    server_config.transport_config(transport_config());
+
+    let verifier = Arc::new(AnyCertificate(provider.signature_verification_algorithms));
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client).map_err(tls_error)?,
+    ));
+    client_config.transport_config(transport_config());
+
+    let mut endpoint = quinn::Endpoint::server(server_config, bind)
+        .map_err(|e| Error::io(format_args!("cannot bind UDP {bind}"), &e))?;
+    endpoint.set_default_client_config(client_config);
+    Ok(endpoint)
+}
+
+/// Accepts any certificate but still checks the TLS handshake signature: who the peer is gets
+/// decided by its [`Hello`], which is bound to this very TLS session.
+#[derive(Debug)]
+struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// A connection whose peer has proved its `MachineId`.
+pub struct Authenticated {
+    /// The peer.
+    pub peer: MachineId,
+    /// Where the peer accepts connections.
+    pub listen: SocketAddr,
+    /// The QUIC connection.
+    pub connection: Connection,
+    /// Our half of the frame stream.
+    pub send: SendStream,
+    /// The peer's half of the frame stream.
+    pub recv: RecvStream,
+}
+
+fn exporter_secret(connection: &Connection) -> Result<[u8; 32]> {
+    let mut secret = [0u8; 32];
+    connection
+        .export_keying_material(&mut secret, wire::EXPORTER_LABEL, b"")
+        .map_err(|_| Error::new(ErrorKind::Crypto, "TLS exporter unavailable"))?;
+    Ok(secret)
+}
+
+/// Dials `addr` and authenticates the peer; `expected` rejects anyone else.
+pub async fn dial(
+    endpoint: &quinn::Endpoint,
+    machine_key: &Keypair,
+    listen: SocketAddr,
+    addr: SocketAddr,
+    expected: Option<MachineId>,
+) -> Result<Authenticated> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let connecting = endpoint
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}")))?;
+        let connection = connecting
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}")))?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(conn_error)?;
+        let secret = exporter_secret(&connection)?;
+        let hello = Hello::new(machine_key, Role::Dialer, &secret, listen)?;
+        write_frame(&mut send, &wire::encode(&hello)?).await?;
+        let theirs: Hello = read_hello(&mut recv).await?;
+        let key = theirs.verify(Role::Acceptor, &secret)?;
+        let peer = key.machine_id();
+        if expected.is_some_and(|expected| expected != peer) {
+            connection.close(1u32.into(), b"unexpected peer");
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("{addr} is {peer:?}, not the expected {expected:?}"),
+            ));
+        }
+        Ok(Authenticated {
+            peer,
+            listen: reachable(theirs.listen, &connection),
+            connection,
+            send,
+            recv,
+        })
+    })
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "no answer from {addr} within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ),
+        )
+    })?
+}
+
+/// Authenticates an incoming connection.
+pub async fn accept(
+    incoming: quinn::Incoming,
+    machine_key: &Keypair,
+    listen: SocketAddr,
+) -> Result<Authenticated> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let connection = incoming.await.map_err(conn_error)?;
+        let (mut send, mut recv) = connection.accept_bi().await.map_err(conn_error)?;
+        let secret = exporter_secret(&connection)?;
+        let theirs: Hello = read_hello(&mut recv).await?;
+        let key = theirs.verify(Role::Dialer, &secret)?;
+        let hello = Hello::new(machine_key, Role::Acceptor, &secret, listen)?;
+        write_frame(&mut send, &wire::encode(&hello)?).await?;
+        Ok(Authenticated {
+            peer: key.machine_id(),
+            listen: reachable(theirs.listen, &connection),
+            connection,
+            send,
+            recv,
+        })
+    })
+    .await
+    .map_err(|_| Error::new(ErrorKind::Timeout, "incoming handshake timed out"))?
+}
+
+/// A peer bound to `0.0.0.0` announces an unspecified IP: use the one it connected from.
+fn reachable(announced: SocketAddr, connection: &Connection) -> SocketAddr {
+    if announced.ip().is_unspecified() {
+        SocketAddr::new(connection.remote_address().ip(), announced.port())
+    } else {
+        announced
+    }
+}
+
+fn conn_error(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Io, format!("connection failed: {e}"))
+}
+
+async fn read_hello(recv: &mut RecvStream) -> Result<Hello> {
+    let frame = read_frame(recv)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::Protocol, "the peer closed before its hello"))?;
+    postcard::from_bytes(&frame)
+        .map_err(|_| Error::new(ErrorKind::Protocol, "the peer's hello does not decode"))
+}
+
+/// Appends one frame (length prefix + bytes) to `out`.
+pub fn put_frame(out: &mut BytesMut, frame: &[u8]) {
+    out.reserve(4 + frame.len());
+    out.put_u32(u32::try_from(frame.len()).expect("frames are far below 4 GiB"));
+    out.put_slice(frame);
+}
+
+async fn write_frame(send: &mut SendStream, frame: &[u8]) -> Result<()> {
+    let mut buf = BytesMut::new();
+    put_frame(&mut buf, frame);
+    send.write_all(&buf).await.map_err(conn_error)
+}
+
+/// Why reading a frame failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The length prefix is over [`MAX_FRAME_LEN`]: the peer is broken or hostile.
+    Oversized(usize),
+    /// The stream or connection failed.
+    Io(String),
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub async fn read_frame_checked(
+    recv: &mut RecvStream,
+) -> std::result::Result<Option<Bytes>, ReadError> {
+    let len = match recv.read_u32().await {
+        Ok(len) => len as usize,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e.to_string())),
+    };
+    if len > MAX_FRAME_LEN {
+        return Err(ReadError::Oversized(len));
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf)
+        .await
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    Ok(Some(Bytes::from(buf)))
+}
+
+async fn read_frame(recv: &mut RecvStream) -> Result<Option<Bytes>> {
+    read_frame_checked(recv).await.map_err(|e| match e {
+        ReadError::Oversized(len) => Error::new(
+            ErrorKind::Protocol,
+            format!("the peer sent a {len}-byte frame; the limit is {MAX_FRAME_LEN}"),
+        ),
+        ReadError::Io(e) => Error::new(ErrorKind::Io, format!("connection failed: {e}")),
+    })
+}

@@ -1,0 +1,252 @@
+//! Publish/subscribe: local fan-out to subscriptions, and the group-commit signer.
+//!
+//! Publishing enqueues; one signer thread takes whatever has accumulated (up to
+//! [`MAX_BATCH_ITEMS`] messages or [`MAX_BATCH_BYTES`]), signs it once as an envelope, delivers
+//! it to this agent's own subscribers and hands it to the gossip layer. When nothing is queued a
+//! message is signed alone at once; under load one signature covers hundreds of messages. One
+//! thread and FIFO order keep each sender's messages in publish order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::identity::{AgentId, Keypair};
+use crate::queue::BoundedQueue;
+use crate::stats::Counters;
+use crate::wire::{self, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
+
+/// Default capacity of a subscription's queue.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
+/// How many published messages may wait for the signer before `publish` waits.
+const PUBLISH_QUEUE: usize = 8192;
+
+/// A received (or locally published) message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The topic it was published on.
+    pub topic: Arc<str>,
+    /// The payload.
+    pub payload: Bytes,
+    /// The agent that published and signed it.
+    pub sender: AgentId,
+    /// Milliseconds since the Unix epoch, stamped by the sender.
+    pub timestamp_ms: u64,
+}
+
+type Queue = Arc<BoundedQueue<Message>>;
+/// Subscribers by topic, each with its subscription id.
+type Topics = HashMap<Arc<str>, Vec<(u64, Queue)>>;
+
+/// Who is subscribed to what, on one agent.
+#[derive(Default)]
+pub struct Registry {
+    topics: Mutex<Topics>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Topics> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new subscription to `topic` with a queue of `capacity` messages.
+    pub fn subscribe(self: &Arc<Self>, topic: &str, capacity: usize) -> Result<Subscription> {
+        wire::check_topic(topic)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(BoundedQueue::new(capacity));
+        let topic: Arc<str> = Arc::from(topic);
+        self.lock()
+            .entry(Arc::clone(&topic))
+            .or_default()
+            .push((id, Arc::clone(&queue)));
+        Ok(Subscription {
+            topic,
+            id,
+            queue,
+            registry: Arc::downgrade(self),
+        })
+    }
+
+    fn unsubscribe(&self, topic: &str, id: u64) {
+        let mut topics = self.lock();
+        if let Some(subs) = topics.get_mut(topic) {
+            subs.retain(|(sub_id, _)| *sub_id != id);
+            if subs.is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Delivers a verified batch to every subscriber of each item's topic; returns how many
+    /// deliveries were made. Never blocks: a full queue drops its oldest message.
+    pub fn deliver(&self, sender: AgentId, items: &[Item], counters: &Counters) -> usize {
+        let topics = self.lock();
+        let mut delivered = 0;
+        for item in items {
+            let Some((topic, subs)) = topics.get_key_value(item.topic.as_str()) else {
+                continue;
+            };
+            let message = Message {
+                topic: Arc::clone(topic),
+                payload: item.payload.clone(),
+                sender,
+                timestamp_ms: item.timestamp_ms,
+            };
+            for (_, queue) in subs {
+                let before = queue.dropped();
+                queue.push_all([message.clone()]);
+                counters.add(&counters.queue_overflow, queue.dropped() - before);
+                delivered += 1;
+            }
+        }
+        counters.add(&counters.delivered, delivered as u64);
+        delivered
+    }
+
+    /// Closes every subscription (the agent is closing).
+    pub fn close_all(&self) {
+        for (_, subs) in self.lock().drain() {
+            for (_, queue) in subs {
+                queue.close();
+            }
+        }
+    }
+}
+
+/// A subscription to one topic: an async stream of [`Message`] batches.
+///
+/// Dropping it (or [`Subscription::close`]) unsubscribes.
+pub struct Subscription {
+    topic: Arc<str>,
+    id: u64,
+    queue: Queue,
+    registry: Weak<Registry>,
+}
+
+impl Subscription {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Up to `max` messages, waiting for at least one; `None` once closed.
+    pub async fn next_batch(&self, max: usize) -> Option<Vec<Message>> {
+        self.queue.pop(max).await
+    }
+
+    /// Up to `max` messages without waiting (possibly none); `None` once closed.
+    pub fn try_next_batch(&self, max: usize) -> Option<Vec<Message>> {
+        self.queue.try_pop(max)
+    }
+
+    /// Messages dropped because this subscriber fell behind (its queue was full).
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+
+    /// Unsubscribes. Messages already queued can still be read; then the stream ends.
+    pub fn close(&self) {
+        self.queue.close();
+        if let Some(registry) = self.registry.upgrade() {
+            registry.unsubscribe(&self.topic, self.id);
+        }
+    }
+
+    /// Whether [`Subscription::close`] was called (or the agent closed).
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The sending half of the signer: `publish` enqueues here.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Item>,
+}
+
+impl Publisher {
+    /// Starts the signer thread. Each signed envelope is delivered to `registry` (our own
+    /// subscribers) and passed to `broadcast`.
+    pub fn start(
+        agent_key: Keypair,
+        registry: Arc<Registry>,
+        counters: Arc<Counters>,
+        broadcast: impl Fn(Bytes) + Send + 'static,
+    ) -> Result<Self> {
+        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        std::thread::Builder::new()
+            .name("x0x-signer".into())
+            .spawn(move || sign_loop(rx, &agent_key, &registry, &counters, broadcast))
+            .map_err(|e| Error::io("cannot start the signer thread", &e))?;
+        Ok(Self { tx })
+    }
+
+    /// Queues one message for signing; waits only while the signer is [`PUBLISH_QUEUE`] behind.
+    pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
+        wire::check_publish(topic, payload.len())?;
+        let item = Item {
+            topic: topic.to_owned(),
+            timestamp_ms: now_ms(),
+            payload,
+        };
+        self.tx
+            .send(item)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))
+    }
+}
+
+fn sign_loop(
+    mut rx: mpsc::Receiver<Item>,
+    agent_key: &Keypair,
+    registry: &Registry,
+    counters: &Counters,
+    broadcast: impl Fn(Bytes),
+) {
+    // Microseconds at start: later runs of the same agent continue above earlier ones.
+    let mut seq = now_ms().saturating_mul(1000);
+    let mut carry: Option<Item> = None;
+    while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
+        let mut bytes = first.payload.len() + first.topic.len();
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH_ITEMS {
+            let Ok(item) = rx.try_recv() else { break };
+            let size = item.payload.len() + item.topic.len();
+            if bytes + size > MAX_BATCH_BYTES {
+                carry = Some(item);
+                break;
+            }
+            bytes += size;
+            items.push(item);
+        }
+        seq += 1;
+        match wire::seal(agent_key, seq, items.clone()) {
+            Ok(envelope) => {
+                counters.add(&counters.published, items.len() as u64);
+                counters.add(&counters.envelopes_signed, 1);
+                registry.deliver(agent_key.public_key().agent_id(), &items, counters);
+                broadcast(envelope);
+            }
+            // Signing cannot fail with a valid key; if it ever does, say so rather than hang.
+            Err(e) => eprintln!("x0x: dropping {} messages: {e}", items.len()),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Counters an agent keeps about its traffic: useful to users, and what the tests assert on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, updated with relaxed atomics from the network tasks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages this agent published (signed and sent).
+    pub published: AtomicU64,
+    /// Envelopes (signed batches) this agent produced.
+    pub envelopes_signed: AtomicU64,
+    /// Messages handed to subscriber queues (one per subscriber).
+    pub delivered: AtomicU64,
+    /// Received envelopes dropped: the signature did not verify.
+    pub dropped_bad_signature: AtomicU64,
+    /// Received envelopes dropped: the sender id was not the id of the included key.
+    pub dropped_wrong_sender: AtomicU64,
+    /// Received frames or envelopes dropped: they did not decode.
+    pub dropped_malformed: AtomicU64,
+    /// Received frames over the size limit (the connection is closed).
+    pub dropped_oversized: AtomicU64,
+    /// Messages dropped from full subscriber queues.
+    pub queue_overflow: AtomicU64,
+    /// Frame bytes received.
+    pub bytes_in: AtomicU64,
+    /// Frame bytes sent.
+    pub bytes_out: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to `counter`.
+    pub fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A snapshot of all counters.
+    pub fn snapshot(&self, neighbours: usize) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            published: get(&self.published),
+            envelopes_signed: get(&self.envelopes_signed),
+            delivered: get(&self.delivered),
+            dropped_bad_signature: get(&self.dropped_bad_signature),
+            dropped_wrong_sender: get(&self.dropped_wrong_sender),
+            dropped_malformed: get(&self.dropped_malformed),
+            dropped_oversized: get(&self.dropped_oversized),
+            queue_overflow: get(&self.queue_overflow),
+            neighbours: neighbours as u64,
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+        }
+    }
+}
+
+/// A snapshot of an agent's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages this agent published.
+    pub published: u64,
+    /// Signed envelopes (batches) this agent produced.
+    pub envelopes_signed: u64,
+    /// Messages handed to subscriber queues (one per subscriber).
+    pub delivered: u64,
+    /// Received envelopes dropped for a bad signature.
+    pub dropped_bad_signature: u64,
+    /// Received envelopes dropped for a sender id that does not match the key.
+    pub dropped_wrong_sender: u64,
+    /// Received frames or envelopes dropped because they did not decode.
+    pub dropped_malformed: u64,
+    /// Received frames over the size limit.
+    pub dropped_oversized: u64,
+    /// Messages dropped from full subscriber queues.
+    pub queue_overflow: u64,
+    /// Current gossip neighbours.
+    pub neighbours: u64,
+    /// Frame bytes received.
+    pub bytes_in: u64,
+    /// Frame bytes sent.
+    pub bytes_out: u64,
+}
