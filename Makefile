@@ -22,10 +22,9 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# Two agents exchange signed messages over QUIC on loopback.
 demo: $(STAMP)
-	$(PY) examples/basic_agent.py build/demo/machine.key
-	@echo "--- again, with the same key file: the machine id is the same ---"
-	$(PY) examples/basic_agent.py build/demo/machine.key
+	$(PY) examples/pubsub_messaging.py
 
 test: lint test-rust test-c test-python
 

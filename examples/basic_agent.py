@@ -1,4 +1,4 @@
-"""Build an agent with a persisted machine key and print its identities.
+"""Build an agent with a persisted machine key, print its identities, and start a network.
 
     python examples/basic_agent.py [MACHINE_KEY_PATH]
 
@@ -15,7 +15,7 @@ import x0x
 
 
 async def main(key_path: Optional[str]) -> None:
-    builder = x0x.Agent.builder()
+    builder = x0x.Agent.builder().with_bind("127.0.0.1:0")
     if key_path is not None:
         builder.with_machine_key(key_path)
     try:
@@ -32,6 +32,9 @@ async def main(key_path: Optional[str]) -> None:
         print(f"public key: {len(bytes(agent.public_key))} bytes of ML-DSA-65")
         # Keeping these 72 bytes (secretly) keeps the agent id across runs and machines.
         print(f"agent key:  {len(agent.agent_keypair_bytes())} bytes, reusable via with_agent_key")
+        # No bootstrap peers: this agent is the first node of a network, others join through it.
+        await agent.join_network()
+        print(f"joined:     listening on {agent.local_addr}, peer id {agent.peer_id()[:16]}…")
 
 
 if __name__ == "__main__":

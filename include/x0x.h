@@ -26,6 +26,24 @@
 // Patch version of the library this header belongs to.
 #define X0X_VERSION_PATCH 0
 
+// Room for any socket address as text, with its NUL (`x0x_agent_local_addr`).
+#define X0X_ADDR_STR_LEN 64
+
+// The largest payload `x0x_agent_publish` accepts.
+#define X0X_MAX_PAYLOAD_LEN 262144
+
+// The agent gained its first gossip neighbour (`neighbours` says how many it has).
+#define X0X_EVENT_CONNECTED 1
+
+// The agent lost its last gossip neighbour, or left the network.
+#define X0X_EVENT_DISCONNECTED 2
+
+// `peer` became a gossip neighbour.
+#define X0X_EVENT_PEER_JOINED 3
+
+// `peer` stopped being a gossip neighbour.
+#define X0X_EVENT_PEER_LEFT 4
+
 // Length in bytes of an agent or machine id.
 #define X0X_ID_LEN 32
 
@@ -41,6 +59,9 @@
 // `timeout_ms` for `x0x_op_wait` that means "no limit" (`UINT32_MAX`).
 #define X0X_WAIT_FOREVER 4294967295
 
+// The largest batch `max` is clamped to.
+#define X0X_MAX_BATCH 4096
+
 // An agent. Opaque; obtained from `x0x_agent_builder_build`, released with `x0x_agent_free`.
 // Thread-safe: any function may be called from any thread.
 typedef struct X0xAgent X0xAgent;
@@ -49,8 +70,24 @@ typedef struct X0xAgent X0xAgent;
 // `x0x_agent_builder_free`. Thread-safe.
 typedef struct X0xAgentBuilder X0xAgentBuilder;
 
+// A batch of events, oldest first. Opaque; read with `x0x_event_batch_len` /
+// `x0x_event_batch_get`, free with `x0x_event_batch_free`.
+typedef struct X0xEventBatch X0xEventBatch;
+
+// An agent's event stream. Opaque; from `x0x_agent_events`, released with
+// `x0x_event_stream_free`. Keep at most one `x0x_event_stream_next` outstanding.
+typedef struct X0xEventStream X0xEventStream;
+
+// A batch of messages, oldest first. Opaque; read it with `x0x_message_batch_len` and
+// `x0x_message_batch_get`, free it with `x0x_message_batch_free`.
+typedef struct X0xMessageBatch X0xMessageBatch;
+
 // A pending or finished async operation. Opaque; release it with `x0x_op_free`.
 typedef struct X0xOp X0xOp;
+
+// A subscription. Opaque; from `x0x_agent_subscribe`, released with `x0x_subscription_free`.
+// Thread-safe, but keep at most one `x0x_subscription_next` outstanding.
+typedef struct X0xSubscription X0xSubscription;
 
 // The result of every fallible x0x function and of every async operation.
 typedef int32_t X0xStatus;
@@ -79,6 +116,57 @@ typedef struct X0xBytes {
 // `message` is borrowed and valid only during the call. The callback may call any x0x function, but must not
 // `x0x_op_wait` for an operation that has a callback (that would wait for itself).
 typedef void (*X0xCallback)(void *user_data, X0xStatus status, void *result, const char *message);
+
+// An agent's traffic counters (`x0x_agent_stats`).
+typedef struct X0xStats {
+  // Messages this agent published.
+  uint64_t published;
+  // Signed envelopes (batches of messages) this agent produced.
+  uint64_t envelopes_signed;
+  // Messages handed to subscriber queues (one per subscriber).
+  uint64_t delivered;
+  // Received envelopes dropped for a bad signature.
+  uint64_t dropped_bad_signature;
+  // Received envelopes dropped for a sender id that does not match the key.
+  uint64_t dropped_wrong_sender;
+  // Received frames or envelopes dropped because they did not decode.
+  uint64_t dropped_malformed;
+  // Received frames over the size limit (the connection was closed).
+  uint64_t dropped_oversized;
+  // Messages dropped from full subscriber queues.
+  uint64_t queue_overflow;
+  // Current gossip neighbours.
+  uint64_t neighbours;
+  // Frame bytes received.
+  uint64_t bytes_in;
+  // Frame bytes sent.
+  uint64_t bytes_out;
+} X0xStats;
+
+// One event. A plain value inside its `X0xEventBatch`.
+typedef struct X0xEvent {
+  // One of the `X0X_EVENT_*` constants.
+  int32_t kind;
+  // The peer's machine id, for `X0X_EVENT_PEER_JOINED` / `X0X_EVENT_PEER_LEFT` (else zero).
+  struct X0xId peer;
+  // Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
+  uint32_t neighbours;
+} X0xEvent;
+
+// One received message: a read-only view into its `X0xMessageBatch`, valid until the batch is
+// freed. Copy what you keep.
+typedef struct X0xMessage {
+  // The topic, NUL-terminated UTF-8.
+  const char *topic;
+  // The payload bytes (NULL when `payload_len` is 0).
+  const uint8_t *payload;
+  // The number of payload bytes.
+  size_t payload_len;
+  // The agent that published and signed it (verified).
+  struct X0xId sender;
+  // When the sender published it, in milliseconds since the Unix epoch (the sender's clock).
+  uint64_t timestamp_ms;
+} X0xMessage;
 
 // Success.
 #define X0X_OK 0
@@ -145,6 +233,70 @@ X0xStatus x0x_agent_close(const struct X0xAgent *agent,
                           X0xCallback callback,
                           void *user_data,
                           struct X0xOp **op_out);
+
+// Joins the network through the builder's bootstrap peers; done when one neighbour is up, or
+// at once without bootstrap peers (this agent starts a network). `timeout_ms` 0 means the
+// default (10 s).
+//
+// Async; the callback's `result` is NULL. Failures: `X0X_TIMEOUT` (no bootstrap peer answered;
+// the message names them), `X0X_IO`, `X0X_CLOSED`. Returns `X0X_OK` once started, or
+// `X0X_INVALID_ARGUMENT` (NULL agent; then no callback runs). `op_out` may be NULL.
+X0xStatus x0x_agent_join_network(const struct X0xAgent *agent,
+                                 uint32_t timeout_ms,
+                                 X0xCallback callback,
+                                 void *user_data,
+                                 struct X0xOp **op_out);
+
+// Leaves the network gracefully (neighbours are told). Async; `result` is NULL. Returns
+// `X0X_OK` once started or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_leave_network(const struct X0xAgent *agent,
+                                  X0xCallback callback,
+                                  void *user_data,
+                                  struct X0xOp **op_out);
+
+// Writes whether the agent has at least one gossip neighbour to `*out`. Returns `X0X_OK` or
+// `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_is_connected(const struct X0xAgent *agent, bool *out);
+
+// Writes the agent's bound UDP address (`"127.0.0.1:5483"`, `"[::1]:5483"`) and a NUL into
+// `out`, which holds `out_len` bytes (`X0X_ADDR_STR_LEN` is always enough). Other agents use it
+// as their bootstrap address. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, too small).
+X0xStatus x0x_agent_local_addr(const struct X0xAgent *agent, char *out, size_t out_len);
+
+// Publishes `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) on `topic`
+// (NUL-terminated UTF-8, 1 to 256 bytes), signed by this agent. Every subscriber in the network
+// gets it, this agent's own subscribers included; one sender's messages arrive in order.
+//
+// Async: completes (`result` NULL) once the message is queued for signing, which is at once
+// unless the agent is far behind. Failures: `X0X_NOT_CONNECTED` (not joined, or left),
+// `X0X_CLOSED`. Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, topic
+// or payload size; then no callback runs).
+X0xStatus x0x_agent_publish(const struct X0xAgent *agent,
+                            const char *topic,
+                            const uint8_t *payload,
+                            size_t len,
+                            X0xCallback callback,
+                            void *user_data,
+                            struct X0xOp **op_out);
+
+// Subscribes to `topic` (NUL-terminated UTF-8, 1 to 256 bytes). The subscription keeps up to
+// `capacity` unread messages (0: the default, 1024) and drops the oldest beyond that.
+//
+// `*out` receives the subscription; free it with `x0x_subscription_free`. Returns `X0X_OK`,
+// `X0X_CLOSED` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_subscribe(const struct X0xAgent *agent,
+                              const char *topic,
+                              size_t capacity,
+                              struct X0xSubscription **out);
+
+// A new stream of the agent's events (each stream gets every event from now on). `*out`
+// receives it; free it with `x0x_event_stream_free`. Returns `X0X_OK`, `X0X_CLOSED` or
+// `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_events(const struct X0xAgent *agent, struct X0xEventStream **out);
+
+// Writes a snapshot of the agent's counters to `*out`. Returns `X0X_OK` or
+// `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_stats(const struct X0xAgent *agent, struct X0xStats *out);
 
 // Releases the caller's reference. NULL is a no-op. Operations in flight keep the agent alive
 // until they complete.
@@ -213,6 +365,38 @@ X0xStatus x0x_agent_builder_build(const struct X0xAgentBuilder *builder,
 // `bytes` may be NULL (no-op). The buffer must have been filled by an x0x function.
 void x0x_bytes_free(struct X0xBytes *bytes);
 
+// Waits for events and hands out up to `max` of them as one batch.
+//
+// Async: on success the callback's `result` is a non-empty `X0xEventBatch *` that the callee
+// frees with `x0x_event_batch_free`; `X0X_CLOSED` once the stream (or its agent) is closed.
+// Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL stream; no callback runs).
+X0xStatus x0x_event_stream_next(const struct X0xEventStream *stream,
+                                size_t max,
+                                X0xCallback callback,
+                                void *user_data,
+                                struct X0xOp **op_out);
+
+// Takes up to `max` waiting events without blocking: `*out` is a batch or NULL when none.
+// Returns `X0X_OK`, `X0X_CLOSED` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_event_stream_try_next(const struct X0xEventStream *stream,
+                                    size_t max,
+                                    struct X0xEventBatch **out);
+
+// Ends the stream (idempotent). Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_event_stream_close(const struct X0xEventStream *stream);
+
+// Releases the caller's handle (and ends the stream). NULL is a no-op.
+void x0x_event_stream_free(struct X0xEventStream *stream);
+
+// The number of events in `batch` (0 for NULL).
+size_t x0x_event_batch_len(const struct X0xEventBatch *batch);
+
+// The event at `index`, borrowed from `batch`; NULL if out of range or `batch` is NULL.
+const struct X0xEvent *x0x_event_batch_get(const struct X0xEventBatch *batch, size_t index);
+
+// Frees an event batch. NULL is a no-op.
+void x0x_event_batch_free(struct X0xEventBatch *batch);
+
 // Writes `id` as lower-case hex and a NUL into `out`, which must hold `out_len` bytes, at least
 // `X0X_ID_HEX_LEN + 1`.
 //
@@ -234,6 +418,16 @@ X0xStatus x0x_id_from_hex(const char *hex, struct X0xId *out);
 //
 // Returns `X0X_OK`, `X0X_INVALID_ARGUMENT` (NULL `out`) or `X0X_CRYPTO`.
 X0xStatus x0x_agent_key_generate(struct X0xBytes *out);
+
+// The number of messages in `batch` (0 for NULL).
+size_t x0x_message_batch_len(const struct X0xMessageBatch *batch);
+
+// The message at `index`, borrowed from `batch` (valid until the batch is freed); NULL if
+// `batch` is NULL or `index` is out of range.
+const struct X0xMessage *x0x_message_batch_get(const struct X0xMessageBatch *batch, size_t index);
+
+// Frees a batch and every message in it. NULL is a no-op.
+void x0x_message_batch_free(struct X0xMessageBatch *batch);
 
 // Asks the operation to stop. Idempotent, and safe to race with completion: if the operation has
 // not completed yet, it settles with `X0X_CANCELLED`; if it has, nothing changes.
@@ -293,6 +487,39 @@ X0xStatus x0x_sleep(uint32_t ms, X0xCallback callback, void *user_data, struct X
 //
 // The returned string is static: never free it.
 const char *x0x_status_str(X0xStatus status);
+
+// Waits for messages and hands out up to `max` of them (oldest first) as one batch.
+//
+// Async: on success the callback's `result` is a non-empty `X0xMessageBatch *` that the callee
+// frees with `x0x_message_batch_free`. `X0X_CLOSED` once the subscription is closed and drained.
+// Cancelling loses no message. Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL
+// subscription; then no callback runs). `op_out` may be NULL.
+X0xStatus x0x_subscription_next(const struct X0xSubscription *subscription,
+                                size_t max,
+                                X0xCallback callback,
+                                void *user_data,
+                                struct X0xOp **op_out);
+
+// Takes up to `max` waiting messages without blocking: `*out` is a batch (free it with
+// `x0x_message_batch_free`) or NULL when none are waiting.
+//
+// Returns `X0X_OK`, `X0X_CLOSED` (closed and drained; `*out` is NULL) or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_subscription_try_next(const struct X0xSubscription *subscription,
+                                    size_t max,
+                                    struct X0xMessageBatch **out);
+
+// Writes how many messages this subscription lost because its queue was full (the oldest are
+// dropped first) to `*out`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_subscription_dropped(const struct X0xSubscription *subscription, uint64_t *out);
+
+// Unsubscribes (idempotent). Messages already queued can still be read; after them
+// `x0x_subscription_next` completes with `X0X_CLOSED`. Returns `X0X_OK` or
+// `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_subscription_close(const struct X0xSubscription *subscription);
+
+// Releases the caller's handle; the subscription ends when no operation uses it any more.
+// NULL is a no-op.
+void x0x_subscription_free(struct X0xSubscription *subscription);
 
 #ifdef __cplusplus
 }  // extern "C"

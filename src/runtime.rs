@@ -12,6 +12,8 @@ static RUNTIME: Lazy<Runtime> = Lazy::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("x0x-rt")
+        // Blocking-pool threads (key files) are rare: don't keep idle ones around for long.
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .enable_all()
         .build()
         .expect("x0x: the tokio runtime could not start (out of threads or memory?)")

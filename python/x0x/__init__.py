@@ -14,7 +14,7 @@ lists, from a Rust core through a stable C ABI.
 
 from ._ffi import ffi as _ffi_module_ffi
 from ._ffi import lib as _lib
-from .agent import Agent, AgentBuilder, generate_agent_key
+from .agent import Agent, AgentBuilder, Stats, generate_agent_key
 from .errors import (
     ClosedError,
     CorruptDataError,
@@ -29,7 +29,9 @@ from .errors import (
     X0xOSError,
     X0xTimeoutError,
 )
+from .events import ConnectedEvent, DisconnectedEvent, EventName, PeerEvent
 from .ids import AgentId, MachineId, PublicKey
+from .pubsub import Message, Subscription
 
 __version__: str = _ffi_module_ffi.string(_lib.x0x_version()).decode("ascii")
 
@@ -38,16 +40,23 @@ __all__ = [
     "AgentBuilder",
     "AgentId",
     "ClosedError",
+    "ConnectedEvent",
     "CorruptDataError",
     "CryptoError",
+    "DisconnectedEvent",
+    "EventName",
     "InternalError",
     "InvalidArgumentError",
     "MachineId",
+    "Message",
     "NotConnectedError",
     "NotFoundError",
     "OperationCancelledError",
+    "PeerEvent",
     "ProtocolError",
     "PublicKey",
+    "Stats",
+    "Subscription",
     "X0xError",
     "X0xOSError",
     "X0xTimeoutError",

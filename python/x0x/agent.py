@@ -2,13 +2,32 @@
 
 import os
 from types import TracebackType
-from typing import Iterable, Optional, Type, Union
+from typing import Iterable, Optional, Type, TypedDict, Union, cast
 
 from ._ffi import call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
+from .events import EVENT_NAMES, EventHandler, EventName, EventPump
 from .ids import AgentId, MachineId, PublicKey
+from .pubsub import Subscription
 
-__all__ = ["Agent", "AgentBuilder", "generate_agent_key"]
+__all__ = ["Agent", "AgentBuilder", "Stats", "generate_agent_key"]
+
+
+class Stats(TypedDict):
+    """An agent's traffic counters (``Agent.stats()``)."""
+
+    published: int
+    envelopes_signed: int
+    delivered: int
+    dropped_bad_signature: int
+    dropped_wrong_sender: int
+    dropped_malformed: int
+    dropped_oversized: int
+    queue_overflow: int
+    neighbours: int
+    bytes_in: int
+    bytes_out: int
+
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -88,7 +107,7 @@ class Agent(NativeHandle):
     ``async with``.
     """
 
-    __slots__ = ("_agent_id", "_machine_id", "_public_key")
+    __slots__ = ("_agent_id", "_events", "_machine_id", "_public_key")
     _free = lib.x0x_agent_free
 
     def __init__(self, ptr: object) -> None:
@@ -102,6 +121,7 @@ class Agent(NativeHandle):
         self._machine_id = MachineId(ffi.buffer(out.bytes))
         ptr_ = self._ptr
         self._public_key = PublicKey(take_bytes(lambda o: lib.x0x_agent_public_key(ptr_, o)))
+        self._events: Optional[EventPump] = None
 
     @staticmethod
     def builder() -> AgentBuilder:
@@ -128,12 +148,110 @@ class Agent(NativeHandle):
         agent = self._handle()
         return take_bytes(lambda out: lib.x0x_agent_keypair_bytes(agent, out))
 
+    def peer_id(self) -> str:
+        """This agent's id in the network: its machine id, hex."""
+        return self._machine_id.to_hex()
+
+    @property
+    def local_addr(self) -> str:
+        """The bound UDP address, ``"127.0.0.1:5483"``; others bootstrap to it."""
+        buf = ffi.new("char[]", lib.X0X_ADDR_STR_LEN)
+        check(lib.x0x_agent_local_addr(self._handle(), buf, len(buf)))
+        return str(ffi.string(buf).decode("ascii"))
+
+    async def join_network(self, timeout: float = 10.0) -> None:
+        """Join the network through the bootstrap peers.
+
+        Returns once one neighbour is up, at once without bootstrap peers (this agent starts a
+        network). Raises ``X0xTimeoutError`` if no bootstrap peer answers within ``timeout``
+        seconds.
+        """
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        agent = self._handle()
+        ms = max(1, min(int(timeout * 1000), 0xFFFF_FFFE))
+        await call_async(lambda cb, ud, op: lib.x0x_agent_join_network(agent, ms, cb, ud, op))
+
+    async def leave_network(self) -> None:
+        """Leave the network gracefully; publishing then raises ``NotConnectedError``."""
+        agent = self._handle()
+        await call_async(lambda cb, ud, op: lib.x0x_agent_leave_network(agent, cb, ud, op))
+
+    def is_connected(self) -> bool:
+        """Whether the agent has at least one gossip neighbour."""
+        out = ffi.new("bool *")
+        check(lib.x0x_agent_is_connected(self._handle(), out))
+        return bool(out[0])
+
+    async def publish(self, topic: str, payload: Union[bytes, bytearray, memoryview]) -> None:
+        """Sign ``payload`` and publish it on ``topic`` to every subscriber in the network.
+
+        This agent's own subscribers get it too; one sender's messages arrive in order. Returns
+        once the message is queued for signing (at once unless the agent is far behind).
+        Raises ``NotConnectedError`` before ``join_network()`` or after ``leave_network()``, and
+        ``ValueError`` for an empty or over-long topic or a payload over 256 KiB.
+        """
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
+        agent = self._handle()
+        topic_c = topic.encode("utf-8", "surrogatepass")
+        data = ffi.from_buffer(payload)
+        await call_async(
+            lambda cb, ud, op: lib.x0x_agent_publish(agent, topic_c, data, len(data), cb, ud, op)
+        )
+
+    def subscribe(self, topic: str, capacity: int = 1024) -> Subscription:
+        """Subscribe to ``topic``; at most ``capacity`` unread messages are kept (oldest
+        dropped first). Use it with ``async for`` or ``async with``."""
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        out = ffi.new("X0xSubscription **")
+        check(
+            lib.x0x_agent_subscribe(
+                self._handle(), topic.encode("utf-8", "surrogatepass"), capacity, out
+            )
+        )
+        return Subscription(out[0], topic)
+
+    def stats(self) -> Stats:
+        """A snapshot of this agent's traffic counters."""
+        out = ffi.new("X0xStats *")
+        check(lib.x0x_agent_stats(self._handle(), out))
+        counters = {name: int(getattr(out, name)) for name in Stats.__annotations__}
+        return cast(Stats, counters)
+
+    def on(self, event: EventName, handler: EventHandler) -> None:
+        """Call ``handler(payload)`` on each ``event``: ``"connected"``, ``"disconnected"``,
+        ``"peer_joined"`` or ``"peer_left"`` (payloads: ``ConnectedEvent``,
+        ``DisconnectedEvent``, ``PeerEvent``).
+
+        Handlers may be plain functions or coroutine functions; several per event are called in
+        the order added. An exception in a handler is logged (logger ``"x0x"``), never raised.
+        Call it from a running event loop: the handlers run on that loop.
+        """
+        if event not in EVENT_NAMES:
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}")
+        if self._events is None:
+            self._events = EventPump(self._handle())
+        self._events.handlers[event].append(handler)
+
+    def off(self, event: EventName, handler: EventHandler) -> None:
+        """Stop calling ``handler`` for ``event``; a handler that is not registered is ignored."""
+        if event not in EVENT_NAMES:
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}")
+        if self._events is not None and handler in self._events.handlers[event]:
+            self._events.handlers[event].remove(handler)
+
     async def close(self) -> None:
-        """Close the agent and release its handle. Idempotent."""
+        """Leave the network, end subscriptions and event handling, release the handle.
+        Idempotent."""
         if self._ptr is None:
             return
         agent = self._ptr
         await call_async(lambda cb, ud, op: lib.x0x_agent_close(agent, cb, ud, op))
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         self._release()
 
     async def __aenter__(self) -> "Agent":

@@ -1,14 +1,74 @@
 //! `X0xAgent`: a built agent.
 
-use std::ffi::c_void;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::boundary::{arg_out, arg_ref, ffi_status, ffi_value};
+use bytes::Bytes;
+
+use super::boundary::{arg_bytes, arg_out, arg_ref, arg_str, ffi_status, ffi_value};
 use super::bytes::X0xBytes;
+use super::events::X0xEventStream;
 use super::identity::{write_id, X0xId};
 use super::op::{spawn_op, OpOutput, X0xCallback, X0xOp};
 use super::status::X0xStatus;
-use crate::agent::Agent;
+use super::subscription::X0xSubscription;
+use crate::agent::{Agent, DEFAULT_JOIN_TIMEOUT};
+use crate::error::Error;
+use crate::pubsub::DEFAULT_SUBSCRIPTION_CAPACITY;
+use crate::stats::Stats;
+
+/// Room for any socket address as text, with its NUL (`x0x_agent_local_addr`).
+pub const X0X_ADDR_STR_LEN: usize = 64;
+/// The largest payload `x0x_agent_publish` accepts.
+pub const X0X_MAX_PAYLOAD_LEN: usize = 262_144;
+const _: () = assert!(X0X_MAX_PAYLOAD_LEN == crate::wire::MAX_PAYLOAD_LEN);
+
+/// An agent's traffic counters (`x0x_agent_stats`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct X0xStats {
+    /// Messages this agent published.
+    pub published: u64,
+    /// Signed envelopes (batches of messages) this agent produced.
+    pub envelopes_signed: u64,
+    /// Messages handed to subscriber queues (one per subscriber).
+    pub delivered: u64,
+    /// Received envelopes dropped for a bad signature.
+    pub dropped_bad_signature: u64,
+    /// Received envelopes dropped for a sender id that does not match the key.
+    pub dropped_wrong_sender: u64,
+    /// Received frames or envelopes dropped because they did not decode.
+    pub dropped_malformed: u64,
+    /// Received frames over the size limit (the connection was closed).
+    pub dropped_oversized: u64,
+    /// Messages dropped from full subscriber queues.
+    pub queue_overflow: u64,
+    /// Current gossip neighbours.
+    pub neighbours: u64,
+    /// Frame bytes received.
+    pub bytes_in: u64,
+    /// Frame bytes sent.
+    pub bytes_out: u64,
+}
+
+impl From<Stats> for X0xStats {
+    fn from(s: Stats) -> Self {
+        Self {
+            published: s.published,
+            envelopes_signed: s.envelopes_signed,
+            delivered: s.delivered,
+            dropped_bad_signature: s.dropped_bad_signature,
+            dropped_wrong_sender: s.dropped_wrong_sender,
+            dropped_malformed: s.dropped_malformed,
+            dropped_oversized: s.dropped_oversized,
+            queue_overflow: s.queue_overflow,
+            neighbours: s.neighbours,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+        }
+    }
+}
 
 /// An agent. Opaque; obtained from `x0x_agent_builder_build`, released with `x0x_agent_free`.
 /// Thread-safe: any function may be called from any thread.
@@ -94,6 +154,176 @@ pub unsafe extern "C" fn x0x_agent_close(
             op_out,
             async move { agent.close().await },
         );
+        Ok(())
+    })
+}
+
+/// Joins the network through the builder's bootstrap peers; done when one neighbour is up, or
+/// at once without bootstrap peers (this agent starts a network). `timeout_ms` 0 means the
+/// default (10 s).
+///
+/// Async; the callback's `result` is NULL. Failures: `X0X_TIMEOUT` (no bootstrap peer answered;
+/// the message names them), `X0X_IO`, `X0X_CLOSED`. Returns `X0X_OK` once started, or
+/// `X0X_INVALID_ARGUMENT` (NULL agent; then no callback runs). `op_out` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_join_network(
+    agent: *const X0xAgent,
+    timeout_ms: u32,
+    callback: X0xCallback,
+    user_data: *mut c_void,
+    op_out: *mut *mut X0xOp,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
+        let timeout = match timeout_ms {
+            0 => DEFAULT_JOIN_TIMEOUT,
+            ms => Duration::from_millis(ms.into()),
+        };
+        spawn_op(callback, user_data, op_out, async move {
+            agent.join_network(timeout).await
+        });
+        Ok(())
+    })
+}
+
+/// Leaves the network gracefully (neighbours are told). Async; `result` is NULL. Returns
+/// `X0X_OK` once started or `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_leave_network(
+    agent: *const X0xAgent,
+    callback: X0xCallback,
+    user_data: *mut c_void,
+    op_out: *mut *mut X0xOp,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
+        spawn_op(callback, user_data, op_out, async move {
+            agent.leave_network().await
+        });
+        Ok(())
+    })
+}
+
+/// Writes whether the agent has at least one gossip neighbour to `*out`. Returns `X0X_OK` or
+/// `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_is_connected(
+    agent: *const X0xAgent,
+    out: *mut bool,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        *arg_out(out, "out")? = agent.inner.is_connected();
+        Ok(())
+    })
+}
+
+/// Writes the agent's bound UDP address (`"127.0.0.1:5483"`, `"[::1]:5483"`) and a NUL into
+/// `out`, which holds `out_len` bytes (`X0X_ADDR_STR_LEN` is always enough). Other agents use it
+/// as their bootstrap address. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, too small).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_local_addr(
+    agent: *const X0xAgent,
+    out: *mut c_char,
+    out_len: usize,
+) -> X0xStatus {
+    ffi_status(|| {
+        let text = arg_ref(agent, "agent")?.inner.local_addr().to_string();
+        if out.is_null() {
+            return Err(Error::invalid_argument("out must not be NULL"));
+        }
+        if out_len <= text.len() {
+            return Err(Error::invalid_argument(format!(
+                "out_len is {out_len}; the address needs {} bytes with its NUL",
+                text.len() + 1
+            )));
+        }
+        std::ptr::copy_nonoverlapping(text.as_ptr(), out.cast(), text.len());
+        *out.add(text.len()) = 0;
+        Ok(())
+    })
+}
+
+/// Publishes `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) on `topic`
+/// (NUL-terminated UTF-8, 1 to 256 bytes), signed by this agent. Every subscriber in the network
+/// gets it, this agent's own subscribers included; one sender's messages arrive in order.
+///
+/// Async: completes (`result` NULL) once the message is queued for signing, which is at once
+/// unless the agent is far behind. Failures: `X0X_NOT_CONNECTED` (not joined, or left),
+/// `X0X_CLOSED`. Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, topic
+/// or payload size; then no callback runs).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_publish(
+    agent: *const X0xAgent,
+    topic: *const c_char,
+    payload: *const u8,
+    len: usize,
+    callback: X0xCallback,
+    user_data: *mut c_void,
+    op_out: *mut *mut X0xOp,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
+        let topic = arg_str(topic, "topic")?.to_owned();
+        let payload = arg_bytes(payload, len, "payload")?;
+        crate::wire::check_publish(&topic, payload.len())?;
+        let payload = Bytes::copy_from_slice(payload);
+        spawn_op(callback, user_data, op_out, async move {
+            agent.publish(&topic, payload).await
+        });
+        Ok(())
+    })
+}
+
+/// Subscribes to `topic` (NUL-terminated UTF-8, 1 to 256 bytes). The subscription keeps up to
+/// `capacity` unread messages (0: the default, 1024) and drops the oldest beyond that.
+///
+/// `*out` receives the subscription; free it with `x0x_subscription_free`. Returns `X0X_OK`,
+/// `X0X_CLOSED` or `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_subscribe(
+    agent: *const X0xAgent,
+    topic: *const c_char,
+    capacity: usize,
+    out: *mut *mut X0xSubscription,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        let topic = arg_str(topic, "topic")?;
+        let out = arg_out(out, "out")?;
+        let capacity = match capacity {
+            0 => DEFAULT_SUBSCRIPTION_CAPACITY,
+            n => n,
+        };
+        let subscription = agent.inner.subscribe_with_capacity(topic, capacity)?;
+        *out = Box::into_raw(Box::new(X0xSubscription::new(subscription)));
+        Ok(())
+    })
+}
+
+/// A new stream of the agent's events (each stream gets every event from now on). `*out`
+/// receives it; free it with `x0x_event_stream_free`. Returns `X0X_OK`, `X0X_CLOSED` or
+/// `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_events(
+    agent: *const X0xAgent,
+    out: *mut *mut X0xEventStream,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        let out = arg_out(out, "out")?;
+        *out = Box::into_raw(Box::new(X0xEventStream::new(agent.inner.events()?)));
+        Ok(())
+    })
+}
+
+/// Writes a snapshot of the agent's counters to `*out`. Returns `X0X_OK` or
+/// `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_stats(agent: *const X0xAgent, out: *mut X0xStats) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        *arg_out(out, "out")? = agent.inner.stats().into();
         Ok(())
     })
 }

@@ -33,9 +33,12 @@ pub mod agent;
 pub mod boundary;
 pub mod builder;
 pub mod bytes;
+pub mod events;
 pub mod identity;
+pub mod message;
 pub mod op;
 pub mod status;
+pub mod subscription;
 
 /// Major version of the library this header belongs to.
 pub const X0X_VERSION_MAJOR: u32 = 0;

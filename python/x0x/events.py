@@ -1,0 +1,123 @@
+"""Agent events: names, payloads (TypedDicts), and the pump that calls handlers."""
+
+import asyncio
+import functools
+import inspect
+import logging
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Set, Tuple, TypedDict, Union
+
+from ._ffi import call_async, check, ffi, lib
+from .errors import ClosedError
+from .ids import MachineId
+
+__all__ = [
+    "EVENT_NAMES",
+    "ConnectedEvent",
+    "DisconnectedEvent",
+    "EventHandler",
+    "EventName",
+    "PeerEvent",
+]
+
+logger = logging.getLogger("x0x")
+
+EventName = Literal["connected", "disconnected", "peer_joined", "peer_left"]
+EVENT_NAMES: Tuple[str, ...] = ("connected", "disconnected", "peer_joined", "peer_left")
+
+
+class ConnectedEvent(TypedDict):
+    """``"connected"``: the agent gained its first gossip neighbour."""
+
+    neighbours: int
+
+
+class DisconnectedEvent(TypedDict):
+    """``"disconnected"``: the agent lost its last gossip neighbour (or left the network)."""
+
+    neighbours: int
+
+
+class PeerEvent(TypedDict):
+    """``"peer_joined"`` / ``"peer_left"``: a peer became, or stopped being, a neighbour."""
+
+    peer_id: str
+    """The peer's machine id, hex (what its ``Agent.peer_id()`` returns)."""
+
+
+EventPayload = Union[ConnectedEvent, DisconnectedEvent, PeerEvent]
+EventHandler = Callable[[Any], Union[Awaitable[None], None]]
+
+_NAMES = {
+    lib.X0X_EVENT_CONNECTED: "connected",
+    lib.X0X_EVENT_DISCONNECTED: "disconnected",
+    lib.X0X_EVENT_PEER_JOINED: "peer_joined",
+    lib.X0X_EVENT_PEER_LEFT: "peer_left",
+}
+
+
+def _decode(event: Any) -> Tuple[str, EventPayload]:
+    name = _NAMES[event.kind]
+    if name in ("peer_joined", "peer_left"):
+        peer = MachineId(ffi.buffer(event.peer.bytes)).to_hex()
+        return name, PeerEvent(peer_id=peer)
+    if name == "connected":
+        return name, ConnectedEvent(neighbours=int(event.neighbours))
+    return name, DisconnectedEvent(neighbours=0)
+
+
+class EventPump:
+    """Reads one agent's event stream and calls the registered handlers, on the caller's loop."""
+
+    def __init__(self, agent_ptr: Any) -> None:
+        out = ffi.new("X0xEventStream **")
+        check(lib.x0x_agent_events(agent_ptr, out))
+        self._stream = ffi.gc(out[0], lib.x0x_event_stream_free)
+        self.handlers: Dict[str, List[EventHandler]] = {name: [] for name in EVENT_NAMES}
+        self._tasks: Set[asyncio.Future[None]] = set()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        # Re-read the handle each round: close() may have freed it while a batch was delivered.
+        while self._stream is not None:
+            stream = self._stream
+            try:
+                result = await call_async(
+                    functools.partial(lib.x0x_event_stream_next, stream, 64),
+                    release=lib.x0x_event_batch_free,
+                )
+            except ClosedError:
+                return
+            batch = ffi.cast("X0xEventBatch *", result)
+            try:
+                events = [
+                    _decode(lib.x0x_event_batch_get(batch, i))
+                    for i in range(lib.x0x_event_batch_len(batch))
+                ]
+            finally:
+                lib.x0x_event_batch_free(batch)
+            for name, payload in events:
+                for handler in list(self.handlers[name]):
+                    self._call(name, handler, payload)
+
+    def _call(self, name: str, handler: EventHandler, payload: EventPayload) -> None:
+        try:
+            result = handler(payload)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)  # keep a reference until it finishes
+                task.add_done_callback(lambda t: self._finished(name, t))
+        except Exception:
+            logger.exception("x0x: the %r event handler %r raised", name, handler)
+
+    def _finished(self, name: str, task: "asyncio.Future[None]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("x0x: an async %r event handler raised", name, exc_info=task.exception())
+
+    def close(self) -> None:
+        """Stops the pump and frees the stream."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            lib.x0x_event_stream_close(stream)
+            ffi.release(stream)
+        self._task.cancel()

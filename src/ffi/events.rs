@@ -1,0 +1,194 @@
+//! `X0xEventStream`: a pulled stream of agent events.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use super::boundary::{arg_out, arg_ref, ffi_status, ffi_value};
+use super::identity::X0xId;
+use super::op::{spawn_op, OpOutput, X0xCallback, X0xOp};
+use super::status::X0xStatus;
+use super::subscription::X0X_MAX_BATCH;
+use crate::error::{Error, ErrorKind};
+use crate::events::{Event, EventStream};
+
+/// The agent gained its first gossip neighbour (`neighbours` says how many it has).
+pub const X0X_EVENT_CONNECTED: i32 = 1;
+/// The agent lost its last gossip neighbour, or left the network.
+pub const X0X_EVENT_DISCONNECTED: i32 = 2;
+/// `peer` became a gossip neighbour.
+pub const X0X_EVENT_PEER_JOINED: i32 = 3;
+/// `peer` stopped being a gossip neighbour.
+pub const X0X_EVENT_PEER_LEFT: i32 = 4;
+
+/// One event. A plain value inside its `X0xEventBatch`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct X0xEvent {
+    /// One of the `X0X_EVENT_*` constants.
+    pub kind: i32,
+    /// The peer's machine id, for `X0X_EVENT_PEER_JOINED` / `X0X_EVENT_PEER_LEFT` (else zero).
+    pub peer: X0xId,
+    /// Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
+    pub neighbours: u32,
+}
+
+impl From<&Event> for X0xEvent {
+    fn from(event: &Event) -> Self {
+        match *event {
+            Event::Connected { neighbours } => Self {
+                kind: X0X_EVENT_CONNECTED,
+                neighbours: u32::try_from(neighbours).unwrap_or(u32::MAX),
+                ..Self::default()
+            },
+            Event::Disconnected => Self {
+                kind: X0X_EVENT_DISCONNECTED,
+                ..Self::default()
+            },
+            Event::PeerJoined(peer) => Self {
+                kind: X0X_EVENT_PEER_JOINED,
+                peer: X0xId::from(peer.0),
+                ..Self::default()
+            },
+            Event::PeerLeft(peer) => Self {
+                kind: X0X_EVENT_PEER_LEFT,
+                peer: X0xId::from(peer.0),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+/// A batch of events, oldest first. Opaque; read with `x0x_event_batch_len` /
+/// `x0x_event_batch_get`, free with `x0x_event_batch_free`.
+pub struct X0xEventBatch {
+    events: Vec<X0xEvent>,
+}
+
+impl OpOutput for X0xEventBatch {
+    fn into_raw(self: Box<Self>) -> *mut c_void {
+        Box::into_raw(self).cast()
+    }
+}
+
+fn batch(events: &[Event]) -> X0xEventBatch {
+    X0xEventBatch {
+        events: events.iter().map(X0xEvent::from).collect(),
+    }
+}
+
+/// An agent's event stream. Opaque; from `x0x_agent_events`, released with
+/// `x0x_event_stream_free`. Keep at most one `x0x_event_stream_next` outstanding.
+pub struct X0xEventStream {
+    inner: Arc<EventStream>,
+}
+
+impl X0xEventStream {
+    pub(crate) fn new(stream: EventStream) -> Self {
+        Self {
+            inner: Arc::new(stream),
+        }
+    }
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the event stream is closed")
+}
+
+/// Waits for events and hands out up to `max` of them as one batch.
+///
+/// Async: on success the callback's `result` is a non-empty `X0xEventBatch *` that the callee
+/// frees with `x0x_event_batch_free`; `X0X_CLOSED` once the stream (or its agent) is closed.
+/// Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL stream; no callback runs).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_stream_next(
+    stream: *const X0xEventStream,
+    max: usize,
+    callback: X0xCallback,
+    user_data: *mut c_void,
+    op_out: *mut *mut X0xOp,
+) -> X0xStatus {
+    ffi_status(|| {
+        let inner = Arc::clone(&arg_ref(stream, "stream")?.inner);
+        spawn_op(callback, user_data, op_out, async move {
+            let events = inner
+                .next_batch(max.clamp(1, X0X_MAX_BATCH))
+                .await
+                .ok_or_else(closed)?;
+            Ok(batch(&events))
+        });
+        Ok(())
+    })
+}
+
+/// Takes up to `max` waiting events without blocking: `*out` is a batch or NULL when none.
+/// Returns `X0X_OK`, `X0X_CLOSED` or `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_stream_try_next(
+    stream: *const X0xEventStream,
+    max: usize,
+    out: *mut *mut X0xEventBatch,
+) -> X0xStatus {
+    ffi_status(|| {
+        let stream = arg_ref(stream, "stream")?;
+        let out = arg_out(out, "out")?;
+        *out = std::ptr::null_mut();
+        let events = stream
+            .inner
+            .try_next_batch(max.clamp(1, X0X_MAX_BATCH))
+            .ok_or_else(closed)?;
+        if !events.is_empty() {
+            *out = Box::into_raw(Box::new(batch(&events)));
+        }
+        Ok(())
+    })
+}
+
+/// Ends the stream (idempotent). Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_stream_close(stream: *const X0xEventStream) -> X0xStatus {
+    ffi_status(|| {
+        arg_ref(stream, "stream")?.inner.close();
+        Ok(())
+    })
+}
+
+/// Releases the caller's handle (and ends the stream). NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_stream_free(stream: *mut X0xEventStream) {
+    ffi_value((), || {
+        if let Some(stream) = stream.as_mut() {
+            stream.inner.close();
+            drop(Box::from_raw(stream));
+        }
+    })
+}
+
+/// The number of events in `batch` (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_batch_len(batch: *const X0xEventBatch) -> usize {
+    ffi_value(0, || batch.as_ref().map_or(0, |b| b.events.len()))
+}
+
+/// The event at `index`, borrowed from `batch`; NULL if out of range or `batch` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_batch_get(
+    batch: *const X0xEventBatch,
+    index: usize,
+) -> *const X0xEvent {
+    ffi_value(std::ptr::null(), || {
+        batch
+            .as_ref()
+            .and_then(|b| b.events.get(index))
+            .map_or(std::ptr::null(), |e| e as *const X0xEvent)
+    })
+}
+
+/// Frees an event batch. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_event_batch_free(batch: *mut X0xEventBatch) {
+    ffi_value((), || {
+        if !batch.is_null() {
+            drop(Box::from_raw(batch));
+        }
+    })
+}

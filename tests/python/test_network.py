@@ -1,0 +1,311 @@
+"""Agents talking over real QUIC sockets on 127.0.0.1, in this process and across processes."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+import x0x
+from x0x import Agent, Message
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+
+@pytest.fixture
+async def make_agent() -> AsyncIterator[MakeAgent]:
+    """Builds ephemeral agents on loopback and closes them all at the end."""
+    agents: List[Agent] = []
+
+    async def make(bootstrap: Optional[str] = None, join: bool = True) -> Agent:
+        builder = Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
+        if bootstrap:
+            builder.with_bootstrap(bootstrap)
+        agent = await builder.build()
+        agents.append(agent)
+        if join:
+            await agent.join_network(timeout=10)
+        return agent
+
+    yield make
+    for agent in agents:
+        await agent.close()
+
+
+async def next_message(subscription: x0x.Subscription, timeout: float = 10) -> Message:
+    return await asyncio.wait_for(subscription.__anext__(), timeout)
+
+
+def cli(*args: str) -> "subprocess.Popen[str]":
+    return subprocess.Popen(
+        [sys.executable, "-m", "x0x", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def read_line(proc: "subprocess.Popen[str]", timeout: float = 15) -> str:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout)
+    assert line, f"process exited: {proc.stderr.read() if proc.stderr else ''}"
+    return line.strip()
+
+
+async def test_two_agents_exchange_signed_messages(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    inbox = alice.subscribe("chat")
+    bob = await make_agent(bootstrap=alice.local_addr)
+    assert bob.is_connected()
+    await bob.publish("chat", b"hello")
+    message = await next_message(inbox)
+    assert message == Message(b"hello", bob.agent_id, message.timestamp, "chat")
+    assert abs(message.timestamp / 1000 - __import__("time").time()) < 60
+    stats = alice.stats()
+    assert stats["delivered"] == 1 and stats["dropped_bad_signature"] == 0
+    assert stats["neighbours"] == 1 and stats["bytes_in"] > 3309  # at least one signature
+
+
+async def test_messages_from_a_separate_process(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    inbox = alice.subscribe("t")
+    publisher = cli("publish", "t", "one", "two", "three", "--bootstrap", alice.local_addr)
+    received = [await next_message(inbox, timeout=20) for _ in range(3)]
+    assert [m.payload for m in received] == [b"one", b"two", b"three"]
+    assert len({m.sender for m in received}) == 1
+    assert received[0].sender != alice.agent_id
+    assert publisher.wait(timeout=20) == 0
+
+
+async def test_messages_to_a_separate_process(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    joined = asyncio.Event()
+    alice.on("peer_joined", lambda event: joined.set())
+    subscriber = cli("subscribe", "t", "--count", "2", "--bootstrap", alice.local_addr)
+    try:
+        assert (await read_line(subscriber)).startswith("subscribed to 't'")
+        await asyncio.wait_for(joined.wait(), 15)
+        await alice.publish("t", b"first")
+        await alice.publish("t", "second ✓".encode())
+        lines = [await read_line(subscriber) for _ in range(2)]
+        assert lines[0].endswith(f"t {alice.agent_id.to_hex()[:16]}: first")
+        assert lines[1].endswith("second ✓")
+        assert await asyncio.to_thread(subscriber.wait, 15) == 0
+    finally:
+        subscriber.kill()
+
+
+async def test_every_subscriber_gets_every_message_in_order(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    first, second = alice.subscribe("t"), alice.subscribe("t")
+    other = alice.subscribe("other topic")
+    bob = await make_agent(bootstrap=alice.local_addr)
+    own = bob.subscribe("t")
+    for i in range(300):
+        await bob.publish("t", str(i).encode())
+    for subscription in (first, second, own):
+        payloads = [(await next_message(subscription)).payload for _ in range(300)]
+        assert payloads == [str(i).encode() for i in range(300)]
+    assert other.dropped == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await next_message(other, timeout=0.3)
+
+
+async def test_slow_subscriber_drops_oldest_and_counts(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    slow = alice.subscribe("t", capacity=4)
+    for i in range(10):
+        await alice.publish("t", str(i).encode())
+    for _ in range(100):
+        if alice.stats()["delivered"] >= 10:
+            break
+        await asyncio.sleep(0.02)
+    assert slow.dropped == 6
+    assert [(await next_message(slow)).payload for _ in range(4)] == [b"6", b"7", b"8", b"9"]
+    assert alice.stats()["queue_overflow"] == 6
+
+
+async def test_cancelling_anext_loses_nothing(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    inbox = alice.subscribe("t")
+    pending = asyncio.ensure_future(inbox.__anext__())
+    await asyncio.sleep(0.05)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert not inbox.closed
+    await alice.publish("t", b"after the cancel")
+    assert (await next_message(inbox)).payload == b"after the cancel"
+
+
+async def test_close_and_break_unsubscribe(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    inbox = alice.subscribe("t")
+    waiter = asyncio.ensure_future(inbox.__anext__())
+    await asyncio.sleep(0.05)
+    inbox.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiter, 5)
+    async with alice.subscribe("t") as scoped:
+        await alice.publish("t", b"x")
+        assert (await next_message(scoped)).payload == b"x"
+    assert scoped.closed
+
+    looped = alice.subscribe("t")
+    await alice.publish("t", b"y")
+    async for message in looped:
+        assert message.payload == b"y"
+        break
+    for _ in range(50):  # the loop finalizes the abandoned iterator shortly
+        if looped.closed:
+            break
+        __import__("gc").collect()
+        await asyncio.sleep(0.02)
+    assert looped.closed
+
+
+async def test_publish_needs_the_network(make_agent: MakeAgent) -> None:
+    alice = await make_agent(join=False)
+    with pytest.raises(x0x.NotConnectedError, match="join_network"):
+        await alice.publish("t", b"x")
+    await alice.join_network()
+    await alice.publish("t", b"x")
+    await alice.leave_network()
+    with pytest.raises(ConnectionError):
+        await alice.publish("t", b"x")
+    with pytest.raises(ValueError, match="over the 262144-byte limit"):
+        await alice.publish("t", bytes(262_145))
+    with pytest.raises(ValueError, match="topic name must be 1 to 256 bytes"):
+        await alice.publish("", b"x")
+    with pytest.raises(TypeError):
+        await alice.publish("t", "not bytes")  # type: ignore[arg-type]
+
+
+async def test_unreachable_bootstrap_times_out() -> None:
+    import socket
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    host, port = silent.getsockname()
+    address = f"{host}:{port}"
+    agent = await (
+        Agent.builder()
+        .with_ephemeral_machine_key()
+        .with_bind("127.0.0.1:0")
+        .with_bootstrap(address)
+        .build()
+    )
+    try:
+        with pytest.raises(x0x.X0xTimeoutError, match="could not join the network") as info:
+            await agent.join_network(timeout=0.8)
+        assert address in str(info.value)
+        assert isinstance(info.value, TimeoutError)
+        assert not agent.is_connected()
+    finally:
+        await agent.close()
+        silent.close()
+
+
+async def test_events_fire_with_payloads(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    seen: List[Tuple[str, Dict[str, object]]] = []
+    done = asyncio.Event()
+
+    def record(name: str) -> Callable[[Dict[str, object]], None]:
+        def handler(payload: Dict[str, object]) -> None:
+            seen.append((name, payload))
+            if name == "disconnected":
+                done.set()
+
+        return handler
+
+    handlers = {
+        name: record(name) for name in ("connected", "disconnected", "peer_joined", "peer_left")
+    }
+    for name, handler in handlers.items():
+        alice.on(name, handler)  # type: ignore[arg-type]
+
+    async def failing(payload: Dict[str, object]) -> None:
+        raise RuntimeError("a broken handler must not break the others")
+
+    alice.on("peer_joined", failing)
+    bob = await make_agent(bootstrap=alice.local_addr)
+    await bob.leave_network()
+    await asyncio.wait_for(done.wait(), 15)
+    bob_id = bob.peer_id()
+    assert ("connected", {"neighbours": 1}) in seen
+    assert ("peer_joined", {"peer_id": bob_id}) in seen
+    assert ("peer_left", {"peer_id": bob_id}) in seen
+    assert seen[-1] == ("disconnected", {"neighbours": 0})
+    alice.off("peer_joined", failing)
+    alice.off("peer_joined", failing)  # not registered any more: ignored
+    with pytest.raises(ValueError, match="unknown event"):
+        alice.on("bogus", print)  # type: ignore[arg-type]
+
+
+async def test_killed_peer_is_noticed_and_the_rest_still_delivers(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    left = asyncio.Queue()  # type: asyncio.Queue[str]
+    alice.on("peer_left", lambda event: left.put_nowait(event["peer_id"]))
+    node = cli("node", "--bootstrap", alice.local_addr)
+    try:
+        line = await read_line(node)
+        victim = line.split()[2]
+        carol = await make_agent(bootstrap=alice.local_addr)
+        inbox = alice.subscribe("t")
+        os.kill(node.pid, signal.SIGKILL)  # no goodbye: only the idle timeout can tell
+        node.wait(timeout=10)
+        deadline = asyncio.get_running_loop().time() + 20
+        while (
+            await asyncio.wait_for(left.get(), deadline - asyncio.get_running_loop().time())
+        ) != victim:
+            pass
+        await carol.publish("t", b"still here")
+        assert (await next_message(inbox)).payload == b"still here"
+    finally:
+        node.kill()
+
+
+def _sockets_and_threads() -> Tuple[int, int]:
+    sockets = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own fd, closed by now
+            sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return sockets, len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_closing_agents_releases_sockets_and_threads() -> None:
+    async def cycle() -> None:
+        first = await Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0").build()
+        await first.join_network()
+        second = await (
+            Agent.builder()
+            .with_ephemeral_machine_key()
+            .with_bind("127.0.0.1:0")
+            .with_bootstrap(first.local_addr)
+            .build()
+        )
+        await second.join_network()
+        inbox = first.subscribe("t")
+        await second.publish("t", b"x")
+        await next_message(inbox)
+        await second.close()
+        await first.close()
+
+    await cycle()  # starts the runtime's threads once
+    await asyncio.sleep(0.5)
+    before = _sockets_and_threads()
+    for _ in range(3):
+        await cycle()
+    for _ in range(100):  # threads finish shortly after their agent is freed
+        if _sockets_and_threads() <= before:
+            break
+        await asyncio.sleep(0.1)
+    after = _sockets_and_threads()
+    assert after[0] <= before[0], f"sockets leaked: {before} -> {after}"
+    assert after[1] <= before[1], f"threads leaked: {before} -> {after}"
