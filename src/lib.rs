@@ -26,6 +26,8 @@ pub mod runtime;
 /// cbindgen:ignore
 pub mod stats;
 /// cbindgen:ignore
+pub mod tasklist;
+/// cbindgen:ignore
 pub mod wire;
 
 pub use agent::{Agent, AgentBuilder};
