@@ -44,6 +44,18 @@
 // `peer` stopped being a gossip neighbour.
 #define X0X_EVENT_PEER_LEFT 4
 
+// A task changed (`list_id`, `task_id`, `task_status`, `assignee`, `removed`, `remote`).
+#define X0X_EVENT_TASK_UPDATED 5
+
+// A task nobody has claimed.
+#define X0X_TASK_EMPTY 0
+
+// A claimed task.
+#define X0X_TASK_CLAIMED 1
+
+// A completed task.
+#define X0X_TASK_DONE 2
+
 // Length in bytes of an agent or machine id.
 #define X0X_ID_LEN 32
 
@@ -88,6 +100,13 @@ typedef struct X0xOp X0xOp;
 // A subscription. Opaque; from `x0x_agent_subscribe`, released with `x0x_subscription_free`.
 // Thread-safe, but keep at most one `x0x_subscription_next` outstanding.
 typedef struct X0xSubscription X0xSubscription;
+
+// The tasks of a list at one moment, oldest first (the same order on every replica). Opaque;
+// read with `x0x_task_batch_len` / `x0x_task_batch_get`, free with `x0x_task_batch_free`.
+typedef struct X0xTaskBatch X0xTaskBatch;
+
+// A task list replica. Opaque; release it with `x0x_task_list_free`. Thread-safe.
+typedef struct X0xTaskList X0xTaskList;
 
 // The result of every fallible x0x function and of every async operation.
 typedef int32_t X0xStatus;
@@ -151,6 +170,20 @@ typedef struct X0xEvent {
   struct X0xId peer;
   // Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
   uint32_t neighbours;
+  // For `X0X_EVENT_TASK_UPDATED`: the list.
+  struct X0xId list_id;
+  // For `X0X_EVENT_TASK_UPDATED`: the task.
+  struct X0xId task_id;
+  // For `X0X_EVENT_TASK_UPDATED`: `X0X_TASK_EMPTY`, `X0X_TASK_CLAIMED` or `X0X_TASK_DONE`.
+  int32_t task_status;
+  // For `X0X_EVENT_TASK_UPDATED`: whether `assignee` is set.
+  bool has_assignee;
+  // For `X0X_EVENT_TASK_UPDATED`: who claimed or completed the task.
+  struct X0xId assignee;
+  // For `X0X_EVENT_TASK_UPDATED`: the task was removed from the list.
+  bool removed;
+  // For `X0X_EVENT_TASK_UPDATED`: the change came from another agent.
+  bool remote;
 } X0xEvent;
 
 // One received message: a read-only view into its `X0xMessageBatch`, valid until the batch is
@@ -167,6 +200,26 @@ typedef struct X0xMessage {
   // When the sender published it, in milliseconds since the Unix epoch (the sender's clock).
   uint64_t timestamp_ms;
 } X0xMessage;
+
+// One task: a view into its `X0xTaskBatch`, valid until the batch is freed.
+typedef struct X0xTask {
+  // The task's id.
+  struct X0xId id;
+  // Its title, NUL-terminated UTF-8.
+  const char *title;
+  // Its description, NUL-terminated UTF-8 ("" if none).
+  const char *description;
+  // `X0X_TASK_EMPTY`, `X0X_TASK_CLAIMED` or `X0X_TASK_DONE`.
+  int32_t status;
+  // Whether `assignee` is set (claimed or done).
+  bool has_assignee;
+  // Who claimed or completed it.
+  struct X0xId assignee;
+  // When it was created, ms since the Unix epoch.
+  uint64_t created_ms;
+  // When it last changed, ms since the Unix epoch.
+  uint64_t updated_ms;
+} X0xTask;
 
 // Success.
 #define X0X_OK 0
@@ -520,6 +573,83 @@ X0xStatus x0x_subscription_close(const struct X0xSubscription *subscription);
 // Releases the caller's handle; the subscription ends when no operation uses it any more.
 // NULL is a no-op.
 void x0x_subscription_free(struct X0xSubscription *subscription);
+
+// Creates a task list on this agent, shared with every agent that joins it by id. `name` is
+// NUL-terminated UTF-8 (copied). `*out` receives the list (free with `x0x_task_list_free`).
+// Returns `X0X_OK`, `X0X_CLOSED`, `X0X_IO` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_create_task_list(const struct X0xAgent *agent,
+                                     const char *name,
+                                     struct X0xTaskList **out);
+
+// Joins the task list `list_id` (from `x0x_task_list_id` on another agent): a replica that
+// fills up from the others and converges with them. Joining a list twice gives the same list.
+// `*out` receives it. Returns `X0X_OK`, `X0X_CLOSED` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_join_task_list(const struct X0xAgent *agent,
+                                   const struct X0xId *list_id,
+                                   struct X0xTaskList **out);
+
+// Writes up to `capacity` of the agent's task lists (ordered by id) into `lists` (each to be
+// freed with `x0x_task_list_free`) and their total number to `*count`. Call with `capacity` 0
+// (and `lists` NULL) to learn the count. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_task_lists(const struct X0xAgent *agent,
+                               struct X0xTaskList **lists,
+                               size_t capacity,
+                               size_t *count);
+
+// Writes the problems found while loading the agent's data directory (damaged task list files,
+// which are renamed to `*.corrupt` and not loaded) to `*out` as UTF-8 lines (free with
+// `x0x_bytes_free`; empty when there are none). Each problem is reported once.
+X0xStatus x0x_agent_take_warnings(const struct X0xAgent *agent, struct X0xBytes *out);
+
+// A task list that lives only in memory and syncs with nobody. `*out` receives it.
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_new_local(const char *name, struct X0xTaskList **out);
+
+// Writes the list's id to `*out`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_id(const struct X0xTaskList *list, struct X0xId *out);
+
+// Writes the list's name (UTF-8, no NUL; empty for a joined list until a replica answers) to
+// `*out`; free it with `x0x_bytes_free`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_name(const struct X0xTaskList *list, struct X0xBytes *out);
+
+// Adds a task with `title` and `description` (NUL-terminated UTF-8; `description` may be NULL
+// for none) and writes its id to `*task_id_out` (may be NULL). Returns `X0X_OK` or
+// `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_add_task(const struct X0xTaskList *list,
+                                 const char *title,
+                                 const char *description,
+                                 struct X0xId *task_id_out);
+
+// Claims a task for `agent_id` (NULL: this agent). If another claim is earlier, it stays the
+// winner on every replica (ties: the lowest agent id). Returns `X0X_OK`, `X0X_NOT_FOUND` (no
+// such task) or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_claim_task(const struct X0xTaskList *list,
+                                   const struct X0xId *task_id,
+                                   const struct X0xId *agent_id);
+
+// Marks a task done by this agent. Completing an unclaimed task is allowed. Returns `X0X_OK`,
+// `X0X_NOT_FOUND` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_complete_task(const struct X0xTaskList *list, const struct X0xId *task_id);
+
+// Removes a task (a concurrent re-add on another replica wins). Returns `X0X_OK`,
+// `X0X_NOT_FOUND` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_remove_task(const struct X0xTaskList *list, const struct X0xId *task_id);
+
+// Writes a snapshot of the list's tasks to `*out` (free with `x0x_task_batch_free`).
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_task_list_tasks(const struct X0xTaskList *list, struct X0xTaskBatch **out);
+
+// The number of tasks in `batch` (0 for NULL).
+size_t x0x_task_batch_len(const struct X0xTaskBatch *batch);
+
+// The task at `index`, borrowed from `batch`; NULL if out of range or `batch` is NULL.
+const struct X0xTask *x0x_task_batch_get(const struct X0xTaskBatch *batch, size_t index);
+
+// Frees a task batch. NULL is a no-op.
+void x0x_task_batch_free(struct X0xTaskBatch *batch);
+
+// Releases the caller's handle; the list keeps syncing while its agent lives. NULL is a no-op.
+void x0x_task_list_free(struct X0xTaskList *list);
 
 #ifdef __cplusplus
 }  // extern "C"

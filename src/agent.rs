@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use crate::gossip::Network;
 use crate::identity::{self, AgentId, Keypair, MachineId, PublicKey};
 use crate::pubsub::{Publisher, Registry, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::stats::{Counters, Stats};
+use crate::tasklists::{ListId, TaskList, TaskLists};
 
 /// The bind address when none is given: any interface, any free port.
 pub const DEFAULT_BIND: &str = "0.0.0.0:0";
@@ -40,6 +41,7 @@ pub struct AgentBuilder {
     agent_key: Option<Keypair>,
     bind: Option<SocketAddr>,
     bootstrap: Vec<String>,
+    data_dir: Option<PathBuf>,
 }
 
 impl AgentBuilder {
@@ -69,6 +71,12 @@ impl AgentBuilder {
     /// The local UDP address to bind (default `127.0.0.1:0` once networking starts).
     pub fn with_bind(&mut self, addr: SocketAddr) -> &mut Self {
         self.bind = Some(addr);
+        self
+    }
+
+    /// Keep task lists in `dir` (created if missing) and reload them on the next build.
+    pub fn with_data_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.data_dir = Some(dir.into());
         self
     }
 
@@ -115,6 +123,14 @@ impl AgentBuilder {
             counters,
             network.broadcaster(),
         )?;
+        let (tasklists, warnings) = TaskLists::start(
+            agent_key.public_key().agent_id(),
+            publisher.clone(),
+            Arc::clone(network.shared()),
+            Arc::clone(&registry),
+            network.shared().events.subscribe(DEFAULT_EVENT_CAPACITY),
+            self.data_dir.as_deref(),
+        )?;
         Ok(Agent {
             machine_key,
             agent_key,
@@ -122,6 +138,8 @@ impl AgentBuilder {
             network,
             publisher,
             registry,
+            tasklists,
+            warnings: Mutex::new(warnings),
             closed: AtomicBool::new(false),
         })
     }
@@ -160,6 +178,8 @@ pub struct Agent {
     network: Network,
     publisher: Publisher,
     registry: Arc<Registry>,
+    tasklists: Arc<TaskLists>,
+    warnings: Mutex<Vec<String>>,
     closed: AtomicBool,
 }
 
@@ -301,6 +321,30 @@ impl Agent {
         shared.counters.snapshot(shared.neighbours())
     }
 
+    /// Creates a task list shared with every agent that joins it by id.
+    pub fn create_task_list(&self, name: &str) -> Result<Arc<TaskList>> {
+        self.check_open()?;
+        self.tasklists.create(name)
+    }
+
+    /// Joins a task list by id: a replica that fills up from the others (and from then on
+    /// converges with them).
+    pub fn join_task_list(&self, id: ListId) -> Result<Arc<TaskList>> {
+        self.check_open()?;
+        self.tasklists.join(id)
+    }
+
+    /// This agent's task lists, by id.
+    pub fn task_lists(&self) -> Vec<Arc<TaskList>> {
+        self.tasklists.all()
+    }
+
+    /// Problems found while loading (damaged task list files that were set aside); each is
+    /// returned once.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Whether [`Agent::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -309,7 +353,12 @@ impl Agent {
     /// Leaves the network and closes the endpoint, subscriptions and event streams. Idempotent.
     pub async fn close(&self) -> Result<()> {
         if !self.closed.swap(true, Ordering::AcqRel) {
+            let tasklists = Arc::clone(&self.tasklists);
+            let flushed = tokio::task::spawn_blocking(move || tasklists.flush()).await;
             self.network.shutdown().await;
+            flushed.map_err(|e| {
+                Error::new(ErrorKind::Io, format!("saving task lists failed: {e}"))
+            })??;
         }
         Ok(())
     }

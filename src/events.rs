@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::identity::MachineId;
 use crate::queue::BoundedQueue;
+use crate::tasklists::TaskUpdate;
 
 /// Default capacity of an event stream's queue.
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;
@@ -22,6 +23,8 @@ pub enum Event {
     PeerJoined(MachineId),
     /// A peer stopped being a gossip neighbour (it left, crashed, or the overlay moved on).
     PeerLeft(MachineId),
+    /// A task changed, here or on another replica.
+    TaskUpdated(TaskUpdate),
 }
 
 /// Fans events out to every open [`EventStream`].

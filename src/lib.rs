@@ -28,6 +28,8 @@ pub mod stats;
 /// cbindgen:ignore
 pub mod tasklist;
 /// cbindgen:ignore
+pub mod tasklists;
+/// cbindgen:ignore
 pub mod wire;
 
 pub use agent::{Agent, AgentBuilder};

@@ -381,17 +381,20 @@ impl TaskListState {
         self.tasks().into_iter().find(|t| t.id == *id)
     }
 
-    /// Splits the state into pieces that each merge like the whole and whose union is the whole,
-    /// each holding at most `max_tasks` task ids (so each fits in one message).
-    pub fn chunks(&self, max_tasks: usize) -> Vec<Self> {
-        let ids: BTreeSet<TaskId> = self
-            .adds
+    /// Every task id the state mentions (removed ones included).
+    pub fn ids(&self) -> BTreeSet<TaskId> {
+        self.adds
             .keys()
             .chain(self.removed.keys())
             .chain(self.tasks.keys())
             .copied()
-            .collect();
-        let ids: Vec<TaskId> = ids.into_iter().collect();
+            .collect()
+    }
+
+    /// Splits the state into pieces that each merge like the whole and whose union is the whole,
+    /// each holding at most `max_tasks` task ids (so each fits in one message).
+    pub fn chunks(&self, max_tasks: usize) -> Vec<Self> {
+        let ids: Vec<TaskId> = self.ids().into_iter().collect();
         ids.chunks(max_tasks.max(1))
             .map(|group| {
                 let mut chunk = Self::default();

@@ -82,6 +82,10 @@ impl X0xAgent {
             inner: Arc::new(agent),
         }
     }
+
+    pub(crate) fn agent(&self) -> &Agent {
+        &self.inner
+    }
 }
 
 impl OpOutput for X0xAgent {

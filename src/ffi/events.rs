@@ -10,6 +10,15 @@ use super::status::X0xStatus;
 use super::subscription::X0X_MAX_BATCH;
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventStream};
+use crate::tasklists::TaskStatus;
+
+pub(crate) fn task_status(status: TaskStatus) -> i32 {
+    match status {
+        TaskStatus::Empty => X0X_TASK_EMPTY,
+        TaskStatus::Claimed => X0X_TASK_CLAIMED,
+        TaskStatus::Done => X0X_TASK_DONE,
+    }
+}
 
 /// The agent gained its first gossip neighbour (`neighbours` says how many it has).
 pub const X0X_EVENT_CONNECTED: i32 = 1;
@@ -19,6 +28,15 @@ pub const X0X_EVENT_DISCONNECTED: i32 = 2;
 pub const X0X_EVENT_PEER_JOINED: i32 = 3;
 /// `peer` stopped being a gossip neighbour.
 pub const X0X_EVENT_PEER_LEFT: i32 = 4;
+/// A task changed (`list_id`, `task_id`, `task_status`, `assignee`, `removed`, `remote`).
+pub const X0X_EVENT_TASK_UPDATED: i32 = 5;
+
+/// A task nobody has claimed.
+pub const X0X_TASK_EMPTY: i32 = 0;
+/// A claimed task.
+pub const X0X_TASK_CLAIMED: i32 = 1;
+/// A completed task.
+pub const X0X_TASK_DONE: i32 = 2;
 
 /// One event. A plain value inside its `X0xEventBatch`.
 #[repr(C)]
@@ -30,6 +48,20 @@ pub struct X0xEvent {
     pub peer: X0xId,
     /// Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
     pub neighbours: u32,
+    /// For `X0X_EVENT_TASK_UPDATED`: the list.
+    pub list_id: X0xId,
+    /// For `X0X_EVENT_TASK_UPDATED`: the task.
+    pub task_id: X0xId,
+    /// For `X0X_EVENT_TASK_UPDATED`: `X0X_TASK_EMPTY`, `X0X_TASK_CLAIMED` or `X0X_TASK_DONE`.
+    pub task_status: i32,
+    /// For `X0X_EVENT_TASK_UPDATED`: whether `assignee` is set.
+    pub has_assignee: bool,
+    /// For `X0X_EVENT_TASK_UPDATED`: who claimed or completed the task.
+    pub assignee: X0xId,
+    /// For `X0X_EVENT_TASK_UPDATED`: the task was removed from the list.
+    pub removed: bool,
+    /// For `X0X_EVENT_TASK_UPDATED`: the change came from another agent.
+    pub remote: bool,
 }
 
 impl From<&Event> for X0xEvent {
@@ -52,6 +84,17 @@ impl From<&Event> for X0xEvent {
             Event::PeerLeft(peer) => Self {
                 kind: X0X_EVENT_PEER_LEFT,
                 peer: X0xId::from(peer.0),
+                ..Self::default()
+            },
+            Event::TaskUpdated(ref update) => Self {
+                kind: X0X_EVENT_TASK_UPDATED,
+                list_id: X0xId::from(update.list.0),
+                task_id: X0xId::from(update.task.0),
+                task_status: task_status(update.status),
+                has_assignee: update.assignee.is_some(),
+                assignee: X0xId::from(update.assignee.map_or([0; 32], |a| a.0)),
+                removed: update.removed,
+                remote: update.remote,
                 ..Self::default()
             },
         }

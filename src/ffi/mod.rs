@@ -39,6 +39,7 @@ pub mod message;
 pub mod op;
 pub mod status;
 pub mod subscription;
+pub mod tasklist;
 
 /// Major version of the library this header belongs to.
 pub const X0X_VERSION_MAJOR: u32 = 0;

@@ -1,0 +1,677 @@
+//! Task lists shared between agents: replicas of the [`TaskListState`] CRDT, kept in sync over
+//! pub/sub and optionally persisted.
+//!
+//! Each list has a random 32-byte id and a pub/sub topic derived from it. Every local change is
+//! published (signed, like every message) as a delta; a received delta or state is merged. Full
+//! states travel on three occasions, so late joiners and healed partitions converge: when a
+//! gossip neighbour comes up, when a replica asks (on `join_task_list`), and every
+//! [`ANTI_ENTROPY_PERIOD`]. Messages that don't decode are dropped and counted.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::events::{Event, EventStream};
+use crate::gossip::Shared;
+use crate::identity::AgentId;
+use crate::pubsub::{now_ms, Publisher, Registry, Subscription};
+use crate::tasklist::{Checkbox, TaskId, TaskListState, TaskView};
+
+/// How often every replica re-sends its full state.
+pub const ANTI_ENTROPY_PERIOD: Duration = Duration::from_secs(10);
+/// Tasks per full-state message, so that each fits comfortably under the payload limit.
+const TASKS_PER_CHUNK: usize = 400;
+/// Minimum gap between two full states of one list sent in answer to requests.
+const ANSWER_GAP: Duration = Duration::from_millis(500);
+/// Coalescing delay for writes to disk.
+const SAVE_DELAY: Duration = Duration::from_millis(100);
+const FILE_MAGIC: &[u8; 4] = b"x0xl";
+const FILE_VERSION: u8 = 1;
+const FILE_EXTENSION: &str = "x0xl";
+
+/// Identifies a task list (random, 32 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListId(pub [u8; 32]);
+
+impl ListId {
+    fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+        Self(bytes)
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        AgentId(self.0).to_hex()
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Result<Self> {
+        AgentId::from_hex(text)
+            .map(|id| Self(id.0))
+            .map_err(|e| Error::invalid_argument(format!("invalid task list id: {e}")))
+    }
+
+    fn topic(&self) -> String {
+        format!("x0x/tasklist/{}", self.to_hex())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum SyncMessage {
+    /// One change (or a few): merge it.
+    Delta { name: String, state: TaskListState },
+    /// A chunk of a replica's full state: merge it.
+    Full { name: String, state: TaskListState },
+    /// "Send me your full state" (a replica that just joined).
+    Request,
+}
+
+/// What a task's status is, as events report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Not claimed.
+    Empty,
+    /// Claimed by its assignee.
+    Claimed,
+    /// Done by its assignee.
+    Done,
+}
+
+impl From<&Checkbox> for TaskStatus {
+    fn from(checkbox: &Checkbox) -> Self {
+        match checkbox {
+            Checkbox::Empty => TaskStatus::Empty,
+            Checkbox::Claimed { .. } => TaskStatus::Claimed,
+            Checkbox::Done { .. } => TaskStatus::Done,
+        }
+    }
+}
+
+/// A task changed (`TaskUpdated` event payload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskUpdate {
+    /// The list.
+    pub list: ListId,
+    /// The task.
+    pub task: TaskId,
+    /// Its status now.
+    pub status: TaskStatus,
+    /// Who claimed or completed it.
+    pub assignee: Option<AgentId>,
+    /// Whether it was removed from the list.
+    pub removed: bool,
+    /// Whether the change came from another agent.
+    pub remote: bool,
+}
+
+/// What a replica needs from its agent to sync; absent for a local list.
+struct Sync {
+    publisher: Publisher,
+    shared: Arc<Shared>,
+    last_answer: Mutex<Option<tokio::time::Instant>>,
+}
+
+/// One replica of a task list.
+pub struct TaskList {
+    id: ListId,
+    name: Mutex<String>,
+    me: AgentId,
+    state: Mutex<TaskListState>,
+    /// Last timestamp handed out, so that a burst of adds gets distinct ids.
+    clock: AtomicU64,
+    sync: Option<Sync>,
+    store: Option<Arc<Store>>,
+    dirty: AtomicBool,
+    save_requested: Notify,
+}
+
+impl std::fmt::Debug for TaskList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskList({}, {:?})", self.id.to_hex(), self.name())
+    }
+}
+
+fn nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+    u64::from_le_bytes(bytes)
+}
+
+impl TaskList {
+    /// A list that lives only in memory and syncs with nobody (`TaskList.create` in Python).
+    pub fn local(name: &str) -> Arc<Self> {
+        Self::new(
+            ListId::random(),
+            name.to_owned(),
+            AgentId(ListId::random().0),
+            TaskListState::default(),
+            None,
+            None,
+        )
+    }
+
+    fn new(
+        id: ListId,
+        name: String,
+        me: AgentId,
+        state: TaskListState,
+        sync: Option<Sync>,
+        store: Option<Arc<Store>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            name: Mutex::new(name),
+            me,
+            state: Mutex::new(state),
+            clock: AtomicU64::new(0),
+            sync,
+            store,
+            dirty: AtomicBool::new(false),
+            save_requested: Notify::new(),
+        })
+    }
+
+    /// The list's id.
+    pub fn id(&self) -> ListId {
+        self.id
+    }
+
+    /// The list's name ("" for a joined list until a replica has answered).
+    pub fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TaskListState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tick(&self) -> u64 {
+        let now = now_ms();
+        let mut last = self.clock.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .clock
+                .compare_exchange(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// Adds a task; returns its id.
+    pub fn add_task(&self, title: &str, description: &str) -> Result<TaskId> {
+        let now = self.tick();
+        let (id, delta) = self
+            .lock()
+            .add_task(title, description, self.me, now, nonce());
+        self.changed(delta, &[id], false);
+        Ok(id)
+    }
+
+    /// Claims a task for `agent` (this agent by default). The earliest claim wins everywhere.
+    pub fn claim_task(&self, id: &TaskId, agent: Option<AgentId>) -> Result<()> {
+        let now = self.tick();
+        let delta = self.lock().claim(id, agent.unwrap_or(self.me), now)?;
+        self.changed(delta, &[*id], false);
+        Ok(())
+    }
+
+    /// Marks a task done by this agent; an unclaimed task may be completed directly.
+    pub fn complete_task(&self, id: &TaskId) -> Result<()> {
+        let now = self.tick();
+        let delta = self.lock().complete(id, self.me, now)?;
+        self.changed(delta, &[*id], false);
+        Ok(())
+    }
+
+    /// Removes a task.
+    pub fn remove_task(&self, id: &TaskId) -> Result<()> {
+        let delta = self.lock().remove(id)?;
+        self.changed(delta, &[*id], false);
+        Ok(())
+    }
+
+    /// The tasks, oldest first (the same order on every replica).
+    pub fn tasks(&self) -> Vec<TaskView> {
+        self.lock().tasks()
+    }
+
+    /// A copy of the replicated state.
+    pub fn state(&self) -> TaskListState {
+        self.lock().clone()
+    }
+
+    /// Reports, persists and (for a local change) publishes a change to `ids`.
+    fn changed(&self, delta: TaskListState, ids: &[TaskId], remote: bool) {
+        if let Some(sync) = &self.sync {
+            let state = self.lock();
+            for id in ids {
+                let (status, assignee, removed) = match state.task(id) {
+                    Some(task) => (
+                        TaskStatus::from(&task.checkbox),
+                        task.checkbox.assignee(),
+                        false,
+                    ),
+                    None => (TaskStatus::Empty, None, true),
+                };
+                sync.shared.events.emit(Event::TaskUpdated(TaskUpdate {
+                    list: self.id,
+                    task: *id,
+                    status,
+                    assignee,
+                    removed,
+                    remote,
+                }));
+            }
+            drop(state);
+            if !remote && sync.shared.is_joined() {
+                self.send(SyncMessage::Delta {
+                    name: self.name(),
+                    state: delta,
+                });
+            }
+        }
+        self.mark_dirty();
+    }
+
+    fn mark_dirty(&self) {
+        if self.store.is_some() {
+            self.dirty.store(true, Ordering::Release);
+            self.save_requested.notify_one();
+        }
+    }
+
+    fn send(&self, message: SyncMessage) {
+        let Some(sync) = &self.sync else { return };
+        let Ok(payload) = crate::wire::encode(&message) else {
+            return;
+        };
+        let publisher = sync.publisher.clone();
+        let topic = self.id.topic();
+        // Deltas commute, so they need no ordering; a publish that fails (not joined) is
+        // repaired by the next full-state exchange.
+        crate::runtime::handle().spawn(async move {
+            let _ = publisher.publish(&topic, Bytes::from(payload)).await;
+        });
+    }
+
+    /// Sends the full state, in chunks (a request, a new neighbour, or the periodic resend).
+    pub fn send_full_state(&self) {
+        let name = self.name();
+        let chunks = self.lock().chunks(TASKS_PER_CHUNK);
+        if chunks.is_empty() {
+            self.send(SyncMessage::Full {
+                name: name.clone(),
+                state: TaskListState::default(),
+            });
+        }
+        for state in chunks {
+            self.send(SyncMessage::Full {
+                name: name.clone(),
+                state,
+            });
+        }
+    }
+
+    fn on_message(&self, payload: &[u8], shared: &Shared) {
+        let Ok(message) = postcard::from_bytes::<SyncMessage>(payload) else {
+            let counters = &shared.counters;
+            counters.add(&counters.dropped_malformed, 1);
+            return;
+        };
+        match message {
+            SyncMessage::Request => self.answer_request(),
+            SyncMessage::Delta { name, state } | SyncMessage::Full { name, state } => {
+                if !name.is_empty() {
+                    let mut mine = self.name.lock().unwrap_or_else(|e| e.into_inner());
+                    if mine.is_empty() {
+                        *mine = name;
+                        drop(mine);
+                        self.mark_dirty();
+                    }
+                }
+                self.merge_remote(&state);
+            }
+        }
+    }
+
+    fn answer_request(&self) {
+        let Some(sync) = &self.sync else { return };
+        let now = tokio::time::Instant::now();
+        let mut last = sync.last_answer.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|last| now.duration_since(last) < ANSWER_GAP) {
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        self.send_full_state();
+    }
+
+    fn merge_remote(&self, incoming: &TaskListState) {
+        let mut state = self.lock();
+        let touched = incoming.ids();
+        let before: HashMap<TaskId, Option<TaskView>> =
+            touched.iter().map(|id| (*id, state.task(id))).collect();
+        state.merge(incoming);
+        let changed: Vec<TaskId> = touched
+            .into_iter()
+            .filter(|id| before.get(id).cloned().flatten() != state.task(id))
+            .collect();
+        drop(state);
+        if !changed.is_empty() {
+            self.changed(TaskListState::default(), &changed, true);
+        }
+    }
+
+    fn persisted(&self) -> PersistedList {
+        PersistedList {
+            id: self.id.0,
+            name: self.name(),
+            me: self.me.0,
+            state: self.state(),
+        }
+    }
+}
+
+/// The on-disk form of a list: `"x0xl"`, version 1, postcard of this, then SHA-256 of all before.
+#[derive(Serialize, Deserialize)]
+struct PersistedList {
+    id: [u8; 32],
+    name: String,
+    me: [u8; 32],
+    state: TaskListState,
+}
+
+/// A directory of persisted lists: `<dir>/tasklists/<list id hex>.x0xl`.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("tasklists");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format_args!("cannot create {}", dir.display()), &e))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, id: &ListId) -> PathBuf {
+        self.dir.join(format!("{}.{FILE_EXTENSION}", id.to_hex()))
+    }
+
+    fn encode(list: &PersistedList) -> Result<Vec<u8>> {
+        let mut out = FILE_MAGIC.to_vec();
+        out.push(FILE_VERSION);
+        out.extend(crate::wire::encode(list)?);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &out);
+        out.extend_from_slice(digest.as_ref());
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<PersistedList, String> {
+        if bytes.len() < 5 + 32 || &bytes[..4] != FILE_MAGIC {
+            return Err("not an x0x task list file".into());
+        }
+        if bytes[4] != FILE_VERSION {
+            return Err(format!("unsupported version {}", bytes[4]));
+        }
+        let (body, checksum) = bytes.split_at(bytes.len() - 32);
+        if aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body).as_ref() != checksum {
+            return Err("checksum mismatch".into());
+        }
+        postcard::from_bytes(&body[5..]).map_err(|e| format!("does not decode: {e}"))
+    }
+
+    /// Writes atomically: a temporary file, fsync, rename over the old one.
+    fn save(&self, list: &PersistedList) -> Result<()> {
+        let path = self.path(&ListId(list.id));
+        let tmp = path.with_extension("tmp");
+        let bytes = Self::encode(list)?;
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| Error::io(format_args!("cannot save {}", path.display()), &e))
+    }
+
+    /// Loads every list; a damaged file is renamed to `*.corrupt` (never deleted) and reported.
+    fn load_all(&self) -> (Vec<PersistedList>, Vec<String>) {
+        let mut lists = Vec::new();
+        let mut warnings = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return (lists, warnings);
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == FILE_EXTENSION))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| Self::decode(&b))
+            {
+                Ok(list) => lists.push(list),
+                Err(why) => {
+                    let aside = path.with_extension(format!("{FILE_EXTENSION}.corrupt"));
+                    let moved = fs::rename(&path, &aside);
+                    warnings.push(match moved {
+                        Ok(()) => format!(
+                            "task list file {} is corrupt ({why}); it was moved to {} and not loaded",
+                            path.display(),
+                            aside.display()
+                        ),
+                        Err(e) => format!(
+                            "task list file {} is corrupt ({why}) and could not be moved aside ({e}); it was not loaded",
+                            path.display()
+                        ),
+                    });
+                }
+            }
+        }
+        (lists, warnings)
+    }
+}
+
+/// An agent's task lists.
+pub struct TaskLists {
+    me: AgentId,
+    lists: Mutex<HashMap<ListId, Arc<TaskList>>>,
+    publisher: Publisher,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    store: Option<Arc<Store>>,
+}
+
+impl TaskLists {
+    /// Opens the store (if any), loads its lists and starts syncing them. Returns the warnings
+    /// about files that could not be loaded.
+    pub fn start(
+        me: AgentId,
+        publisher: Publisher,
+        shared: Arc<Shared>,
+        registry: Arc<Registry>,
+        events: EventStream,
+        data_dir: Option<&Path>,
+    ) -> Result<(Arc<Self>, Vec<String>)> {
+        let store = data_dir.map(Store::open).transpose()?.map(Arc::new);
+        let manager = Arc::new(Self {
+            me,
+            lists: Mutex::new(HashMap::new()),
+            publisher,
+            shared,
+            registry,
+            store,
+        });
+        let mut warnings = Vec::new();
+        if let Some(store) = &manager.store {
+            let (lists, problems) = store.load_all();
+            warnings = problems;
+            for list in lists {
+                manager.attach(ListId(list.id), list.name, list.state)?;
+            }
+        }
+        tokio::spawn(anti_entropy(Arc::downgrade(&manager), events));
+        Ok((manager, warnings))
+    }
+
+    fn attach(
+        self: &Arc<Self>,
+        id: ListId,
+        name: String,
+        state: TaskListState,
+    ) -> Result<Arc<TaskList>> {
+        let subscription = self.registry.subscribe(&id.topic(), 4096)?;
+        let list = TaskList::new(
+            id,
+            name,
+            self.me,
+            state,
+            Some(Sync {
+                publisher: self.publisher.clone(),
+                shared: Arc::clone(&self.shared),
+                last_answer: Mutex::new(None),
+            }),
+            self.store.clone(),
+        );
+        self.lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&list));
+        tokio::spawn(receive(
+            Arc::downgrade(&list),
+            subscription,
+            Arc::clone(&self.shared),
+        ));
+        if let Some(store) = &self.store {
+            tokio::spawn(persist(Arc::downgrade(&list), Arc::clone(store)));
+        }
+        Ok(list)
+    }
+
+    /// Creates a new list (this agent is its first replica).
+    pub fn create(self: &Arc<Self>, name: &str) -> Result<Arc<TaskList>> {
+        let list = self.attach(ListId::random(), name.to_owned(), TaskListState::default())?;
+        list.mark_dirty();
+        list.send_full_state();
+        Ok(list)
+    }
+
+    /// Joins an existing list by id: an empty replica that asks the others for their state.
+    pub fn join(self: &Arc<Self>, id: ListId) -> Result<Arc<TaskList>> {
+        if let Some(list) = self.get(&id) {
+            return Ok(list);
+        }
+        let list = self.attach(id, String::new(), TaskListState::default())?;
+        list.mark_dirty();
+        list.send(SyncMessage::Request);
+        Ok(list)
+    }
+
+    /// One list.
+    pub fn get(&self, id: &ListId) -> Option<Arc<TaskList>> {
+        self.lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every list, by id.
+    pub fn all(&self) -> Vec<Arc<TaskList>> {
+        let mut lists: Vec<_> = self
+            .lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        lists.sort_by_key(|l| l.id());
+        lists
+    }
+
+    /// Writes every changed list now (the agent is closing).
+    pub fn flush(&self) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for list in self.all() {
+            if list.dirty.swap(false, Ordering::AcqRel) {
+                store.save(&list.persisted())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn receive(list: Weak<TaskList>, subscription: Subscription, shared: Arc<Shared>) {
+    while let Some(batch) = subscription.next_batch(256).await {
+        let Some(list) = list.upgrade() else { return };
+        for message in batch {
+            if message.sender != list.me {
+                list.on_message(&message.payload, &shared);
+            }
+        }
+    }
+}
+
+async fn persist(list: Weak<TaskList>, store: Arc<Store>) {
+    loop {
+        let Some(strong) = list.upgrade() else { return };
+        if !strong.dirty.load(Ordering::Acquire) {
+            // notify_one keeps a permit, so a change between the check and here is not lost;
+            // the timeout lets the task notice a dropped list.
+            let _ = tokio::time::timeout(Duration::from_secs(1), strong.save_requested.notified())
+                .await;
+            continue;
+        }
+        drop(strong);
+        tokio::time::sleep(SAVE_DELAY).await; // coalesce a burst of changes into one write
+        let Some(strong) = list.upgrade() else { return };
+        if strong.dirty.swap(false, Ordering::AcqRel) {
+            let snapshot = strong.persisted();
+            let store = Arc::clone(&store);
+            let saved = tokio::task::spawn_blocking(move || store.save(&snapshot)).await;
+            if !matches!(saved, Ok(Ok(()))) {
+                strong.dirty.store(true, Ordering::Release); // retried with the next change
+            }
+        }
+    }
+}
+
+async fn anti_entropy(manager: Weak<TaskLists>, events: EventStream) {
+    let mut period = tokio::time::interval(ANTI_ENTROPY_PERIOD);
+    period.tick().await;
+    loop {
+        let resend = tokio::select! {
+            _ = period.tick() => true,
+            batch = events.next_batch(64) => match batch {
+                Some(batch) => batch.iter().any(|e| matches!(e, Event::PeerJoined(_))),
+                None => return,
+            },
+        };
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        if resend && manager.shared.is_joined() {
+            for list in manager.all() {
+                list.send_full_state();
+            }
+        }
+    }
+}

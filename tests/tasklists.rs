@@ -1,0 +1,200 @@
+//! Task lists kept in sync between agents over real sockets on 127.0.0.1, and persisted.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use x0x::events::Event;
+use x0x::tasklist::{Checkbox, TaskListState};
+use x0x::tasklists::{TaskList, TaskStatus};
+use x0x::{Agent, ErrorKind};
+
+const JOIN: Duration = Duration::from_secs(10);
+
+async fn agent(bootstrap: Option<std::net::SocketAddr>, data_dir: Option<&Path>) -> Agent {
+    let mut builder = Agent::builder();
+    builder
+        .with_ephemeral_machine_key()
+        .with_bind("127.0.0.1:0".parse().unwrap());
+    if let Some(addr) = bootstrap {
+        builder.with_bootstrap(&addr.to_string()).unwrap();
+    }
+    if let Some(dir) = data_dir {
+        builder.with_data_dir(dir);
+    }
+    let agent = builder.build().await.unwrap();
+    agent.join_network(JOIN).await.unwrap();
+    agent
+}
+
+/// Waits until every list has the same state (and `check` holds), or fails after 15 s.
+async fn converge(lists: &[Arc<TaskList>], check: impl Fn(&TaskListState) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let first = lists[0].state();
+        if lists.iter().all(|l| l.state() == first) && check(&first) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no convergence: {:#?}",
+            lists.iter().map(|l| l.tasks()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_converge_to_one_winner() {
+    let a = agent(None, None).await;
+    let b = agent(Some(a.local_addr()), None).await;
+    let list_a = a.create_task_list("chores").unwrap();
+    let list_b = b.join_task_list(list_a.id()).unwrap();
+    let task = list_a.add_task("take out the bins", "thursday").unwrap();
+    converge(&[list_a.clone(), list_b.clone()], |s| s.tasks().len() == 1).await;
+    assert_eq!(list_b.name(), "chores");
+
+    // Both claim before either hears of the other's claim.
+    list_a.claim_task(&task, None).unwrap();
+    list_b.claim_task(&task, None).unwrap();
+    converge(&[list_a.clone(), list_b.clone()], |s| {
+        matches!(s.tasks()[0].checkbox, Checkbox::Claimed { .. })
+    })
+    .await;
+    let winner = list_a.tasks()[0].checkbox.assignee().unwrap();
+    assert!(winner == a.agent_id() || winner == b.agent_id());
+    assert_eq!(list_b.tasks()[0].checkbox.assignee(), Some(winner));
+
+    list_b.complete_task(&task).unwrap();
+    converge(&[list_a.clone(), list_b.clone()], |s| {
+        matches!(s.tasks()[0].checkbox, Checkbox::Done { .. })
+    })
+    .await;
+    let missing = x0x::tasklist::TaskId([7; 32]);
+    assert_eq!(
+        list_a.claim_task(&missing, None).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_gets_the_whole_list() {
+    let a = agent(None, None).await;
+    let list_a = a.create_task_list("backlog").unwrap();
+    for i in 0..50 {
+        list_a.add_task(&format!("task {i}"), "").unwrap();
+    }
+    let late = agent(Some(a.local_addr()), None).await;
+    let list_late = late.join_task_list(list_a.id()).unwrap();
+    converge(&[list_a.clone(), list_late.clone()], |s| {
+        s.tasks().len() == 50
+    })
+    .await;
+    assert_eq!(list_late.name(), "backlog");
+    a.close().await.unwrap();
+    late.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_then_heal_converges() {
+    let a = agent(None, None).await;
+    let b = agent(Some(a.local_addr()), None).await;
+    let list_a = a.create_task_list("p").unwrap();
+    let list_b = b.join_task_list(list_a.id()).unwrap();
+    let shared = list_a.add_task("shared", "").unwrap();
+    converge(&[list_a.clone(), list_b.clone()], |s| s.tasks().len() == 1).await;
+
+    b.leave_network().await.unwrap(); // the partition
+    list_a.add_task("only on a", "").unwrap();
+    list_b.add_task("only on b", "").unwrap();
+    list_b.claim_task(&shared, None).unwrap();
+    list_a.remove_task(&shared).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_ne!(list_a.state(), list_b.state());
+
+    b.join_network(JOIN).await.unwrap(); // heal: neighbour-up triggers full-state exchange
+    let took = converge(&[list_a.clone(), list_b.clone()], |s| s.tasks().len() == 2).await;
+    let titles: Vec<_> = list_a.tasks().into_iter().map(|t| t.title).collect();
+    assert_eq!(titles.len(), 2);
+    assert!(titles.contains(&"only on a".to_owned()) && titles.contains(&"only on b".to_owned()));
+    eprintln!("healed in {took:?}");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_survive_a_restart_and_corrupt_files_are_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(None, Some(dir.path())).await;
+    let list = a.create_task_list("persisted").unwrap();
+    let task = list.add_task("remember me", "across restarts").unwrap();
+    list.claim_task(&task, None).unwrap();
+    let id = list.id();
+    let before = list.state();
+    a.close().await.unwrap();
+
+    let again = agent(None, Some(dir.path())).await;
+    let lists = again.task_lists();
+    assert_eq!(lists.len(), 1);
+    assert_eq!(lists[0].id(), id);
+    assert_eq!(lists[0].name(), "persisted");
+    assert_eq!(lists[0].state(), before);
+    assert!(again.take_warnings().is_empty());
+    again.close().await.unwrap();
+
+    let file = dir
+        .path()
+        .join("tasklists")
+        .join(format!("{}.x0xl", id.to_hex()));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let third = agent(None, Some(dir.path())).await;
+    assert!(third.task_lists().is_empty());
+    let warnings = third.take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("checksum mismatch") && warnings[0].contains(".corrupt"),
+        "{warnings:?}"
+    );
+    let aside = file.with_extension("x0xl.corrupt");
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        bytes,
+        "the damaged file is kept as it was"
+    );
+    assert!(third.take_warnings().is_empty(), "reported once");
+    third.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_updated_events_say_what_changed_and_where() {
+    let a = agent(None, None).await;
+    let b = agent(Some(a.local_addr()), None).await;
+    let events = b.events().unwrap();
+    let list_a = a.create_task_list("e").unwrap();
+    let list_b = b.join_task_list(list_a.id()).unwrap();
+    let task = list_a.add_task("observed", "").unwrap();
+    list_a.claim_task(&task, None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut claimed = None;
+    while claimed.is_none() && Instant::now() < deadline {
+        let batch = tokio::time::timeout(Duration::from_secs(15), events.next_batch(64))
+            .await
+            .unwrap()
+            .unwrap();
+        claimed = batch.into_iter().find_map(|e| match e {
+            Event::TaskUpdated(u) if u.status == TaskStatus::Claimed => Some(u),
+            _ => None,
+        });
+    }
+    let update = claimed.expect("a claimed event");
+    assert_eq!((update.list, update.task), (list_b.id(), task));
+    assert_eq!(update.assignee, Some(a.agent_id()));
+    assert!(update.remote && !update.removed);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
