@@ -400,6 +400,12 @@ X0xStatus x0x_agent_builder_with_bind(struct X0xAgentBuilder *builder, const cha
 // Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, not host:port).
 X0xStatus x0x_agent_builder_with_bootstrap(struct X0xAgentBuilder *builder, const char *addr);
 
+// Keeps task lists in the directory `path` (NUL-terminated UTF-8, copied; created at build if
+// missing) and reloads them on the next build. Without it, task lists live in memory only.
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, empty).
+X0xStatus x0x_agent_builder_with_data_dir(struct X0xAgentBuilder *builder, const char *path);
+
 // Builds an agent from a snapshot of the builder's configuration (the builder stays usable and
 // may be freed at once).
 //

@@ -526,7 +526,7 @@ impl TaskLists {
                 manager.attach(ListId(list.id), list.name, list.state)?;
             }
         }
-        tokio::spawn(anti_entropy(Arc::downgrade(&manager), events));
+        crate::runtime::handle().spawn(anti_entropy(Arc::downgrade(&manager), events));
         Ok((manager, warnings))
     }
 
@@ -553,13 +553,15 @@ impl TaskLists {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::clone(&list));
-        tokio::spawn(receive(
+        // The x0x runtime, not the caller's: C and Python call this from plain threads.
+        let runtime = crate::runtime::handle();
+        runtime.spawn(receive(
             Arc::downgrade(&list),
             subscription,
             Arc::clone(&self.shared),
         ));
         if let Some(store) = &self.store {
-            tokio::spawn(persist(Arc::downgrade(&list), Arc::clone(store)));
+            runtime.spawn(persist(Arc::downgrade(&list), Arc::clone(store)));
         }
         Ok(list)
     }

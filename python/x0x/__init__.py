@@ -29,9 +29,10 @@ from .errors import (
     X0xOSError,
     X0xTimeoutError,
 )
-from .events import ConnectedEvent, DisconnectedEvent, EventName, PeerEvent
-from .ids import AgentId, MachineId, PublicKey
+from .events import ConnectedEvent, DisconnectedEvent, EventName, PeerEvent, TaskUpdatedEvent
+from .ids import AgentId, MachineId, PublicKey, TaskId, TaskListId
 from .pubsub import Message, Subscription
+from .tasklist import TaskItem, TaskList, TaskStatus
 
 __version__: str = _ffi_module_ffi.string(_lib.x0x_version()).decode("ascii")
 
@@ -57,6 +58,12 @@ __all__ = [
     "PublicKey",
     "Stats",
     "Subscription",
+    "TaskId",
+    "TaskItem",
+    "TaskList",
+    "TaskListId",
+    "TaskStatus",
+    "TaskUpdatedEvent",
     "X0xError",
     "X0xOSError",
     "X0xTimeoutError",

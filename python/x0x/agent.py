@@ -2,13 +2,14 @@
 
 import os
 from types import TracebackType
-from typing import Iterable, Optional, Type, TypedDict, Union, cast
+from typing import Iterable, List, Optional, Type, TypedDict, Union, cast
 
 from ._ffi import call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
-from .events import EVENT_NAMES, EventHandler, EventName, EventPump
-from .ids import AgentId, MachineId, PublicKey
+from .events import EVENT_NAMES, EventHandler, EventName, EventPump, logger
+from .ids import AgentId, MachineId, PublicKey, TaskListId
 from .pubsub import Subscription
+from .tasklist import TaskList
 
 __all__ = ["Agent", "AgentBuilder", "Stats", "generate_agent_key"]
 
@@ -84,6 +85,15 @@ class AgentBuilder(NativeHandle):
         check(lib.x0x_agent_builder_with_bind(self._handle(), _c_str(addr)))
         return self
 
+    def with_data_dir(self, path: StrPath) -> "AgentBuilder":
+        """Keep task lists in ``path`` (created if missing) and reload them on the next build.
+
+        A damaged file there is renamed to ``*.corrupt``, not loaded, and logged as a warning
+        (logger ``"x0x"``).
+        """
+        check(lib.x0x_agent_builder_with_data_dir(self._handle(), _c_str(os.fspath(path))))
+        return self
+
     def with_bootstrap(self, addrs: Union[str, Iterable[str]]) -> "AgentBuilder":
         """Add bootstrap peers, each ``host:port``; one address or an iterable of them."""
         for addr in [addrs] if isinstance(addrs, str) else addrs:
@@ -122,6 +132,9 @@ class Agent(NativeHandle):
         ptr_ = self._ptr
         self._public_key = PublicKey(take_bytes(lambda o: lib.x0x_agent_public_key(ptr_, o)))
         self._events: Optional[EventPump] = None
+        warnings = take_bytes(lambda o: lib.x0x_agent_take_warnings(ptr_, o)).decode("utf-8")
+        for warning in filter(None, warnings.split("\n")):
+            logger.warning("x0x: %s", warning)
 
     @staticmethod
     def builder() -> AgentBuilder:
@@ -212,6 +225,31 @@ class Agent(NativeHandle):
             )
         )
         return Subscription(out[0], topic)
+
+    async def create_task_list(self, name: str) -> TaskList:
+        """Create a task list; other agents join it with its ``id``."""
+        out = ffi.new("X0xTaskList **")
+        check(lib.x0x_agent_create_task_list(self._handle(), name.encode("utf-8"), out))
+        return TaskList(out[0])
+
+    async def join_task_list(self, list_id: Union[TaskListId, str]) -> TaskList:
+        """Join a task list by id (hex or ``TaskListId``): a replica that fills up from the
+        others and converges with them. Joining twice gives the same list."""
+        raw = bytes(TaskListId.from_hex(list_id) if isinstance(list_id, str) else list_id)
+        out = ffi.new("X0xTaskList **")
+        id_ = ffi.new("X0xId *")
+        ffi.memmove(id_.bytes, raw, len(raw))
+        check(lib.x0x_agent_join_task_list(self._handle(), id_, out))
+        return TaskList(out[0])
+
+    def task_lists(self) -> List[TaskList]:
+        """This agent's task lists (those created, joined, or loaded from the data dir)."""
+        agent = self._handle()
+        count = ffi.new("size_t *")
+        check(lib.x0x_agent_task_lists(agent, ffi.NULL, 0, count))
+        handles = ffi.new("X0xTaskList *[]", count[0])
+        check(lib.x0x_agent_task_lists(agent, handles, count[0], count))
+        return [TaskList(handles[i]) for i in range(min(count[0], len(handles)))]
 
     def stats(self) -> Stats:
         """A snapshot of this agent's traffic counters."""

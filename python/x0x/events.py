@@ -4,7 +4,19 @@ import asyncio
 import functools
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, Literal, Set, Tuple, TypedDict, Union
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Literal,
+    Optional,
+    Set,
+    Tuple,
+    TypedDict,
+    Union,
+)
 
 from ._ffi import call_async, check, ffi, lib
 from .errors import ClosedError
@@ -17,12 +29,19 @@ __all__ = [
     "EventHandler",
     "EventName",
     "PeerEvent",
+    "TaskUpdatedEvent",
 ]
 
 logger = logging.getLogger("x0x")
 
-EventName = Literal["connected", "disconnected", "peer_joined", "peer_left"]
-EVENT_NAMES: Tuple[str, ...] = ("connected", "disconnected", "peer_joined", "peer_left")
+EventName = Literal["connected", "disconnected", "peer_joined", "peer_left", "task_updated"]
+EVENT_NAMES: Tuple[str, ...] = (
+    "connected",
+    "disconnected",
+    "peer_joined",
+    "peer_left",
+    "task_updated",
+)
 
 
 class ConnectedEvent(TypedDict):
@@ -44,7 +63,24 @@ class PeerEvent(TypedDict):
     """The peer's machine id, hex (what its ``Agent.peer_id()`` returns)."""
 
 
-EventPayload = Union[ConnectedEvent, DisconnectedEvent, PeerEvent]
+class TaskUpdatedEvent(TypedDict):
+    """``"task_updated"``: a task changed, on this agent or on another replica."""
+
+    list_id: str
+    """The list's id, hex."""
+    task_id: str
+    """The task's id, hex."""
+    status: str
+    """``"Empty"``, ``"Claimed"`` or ``"Done"`` (``TaskStatus`` names)."""
+    assignee: Optional[str]
+    """Who claimed or completed it (AgentId hex), or ``None``."""
+    origin: str
+    """``"local"`` (a change made here) or ``"remote"`` (merged from another agent)."""
+    removed: bool
+    """Whether the task was removed from the list."""
+
+
+EventPayload = Union[ConnectedEvent, DisconnectedEvent, PeerEvent, TaskUpdatedEvent]
 EventHandler = Callable[[Any], Union[Awaitable[None], None]]
 
 _NAMES = {
@@ -52,11 +88,30 @@ _NAMES = {
     lib.X0X_EVENT_DISCONNECTED: "disconnected",
     lib.X0X_EVENT_PEER_JOINED: "peer_joined",
     lib.X0X_EVENT_PEER_LEFT: "peer_left",
+    lib.X0X_EVENT_TASK_UPDATED: "task_updated",
 }
+_STATUS = {
+    lib.X0X_TASK_EMPTY: "Empty",
+    lib.X0X_TASK_CLAIMED: "Claimed",
+    lib.X0X_TASK_DONE: "Done",
+}
+
+
+def _hex(x0x_id: Any) -> str:
+    return bytes(ffi.buffer(x0x_id.bytes)).hex()
 
 
 def _decode(event: Any) -> Tuple[str, EventPayload]:
     name = _NAMES[event.kind]
+    if name == "task_updated":
+        return name, TaskUpdatedEvent(
+            list_id=_hex(event.list_id),
+            task_id=_hex(event.task_id),
+            status=_STATUS[event.task_status],
+            assignee=_hex(event.assignee) if event.has_assignee else None,
+            origin="remote" if event.remote else "local",
+            removed=bool(event.removed),
+        )
     if name in ("peer_joined", "peer_left"):
         peer = MachineId(ffi.buffer(event.peer.bytes)).to_hex()
         return name, PeerEvent(peer_id=peer)

@@ -4,7 +4,7 @@ from typing import Type, TypeVar, Union
 
 from ._ffi import check, ffi, lib
 
-__all__ = ["AgentId", "MachineId", "PublicKey"]
+__all__ = ["AgentId", "MachineId", "PublicKey", "TaskId", "TaskListId"]
 
 _IdT = TypeVar("_IdT", bound="_Id")
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -121,3 +121,15 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey('{self._bytes[:8].hex()}…', {self.LENGTH} bytes)"
+
+
+class TaskId(_Id):
+    """Identifies a task: BLAKE3 of its title, its creator's AgentId and its creation time."""
+
+    __slots__ = ()
+
+
+class TaskListId(_Id):
+    """Identifies a task list; give it to other agents so they can ``join_task_list`` it."""
+
+    __slots__ = ()

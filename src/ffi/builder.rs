@@ -133,6 +133,25 @@ pub unsafe extern "C" fn x0x_agent_builder_with_bootstrap(
     })
 }
 
+/// Keeps task lists in the directory `path` (NUL-terminated UTF-8, copied; created at build if
+/// missing) and reloads them on the next build. Without it, task lists live in memory only.
+///
+/// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, empty).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_builder_with_data_dir(
+    builder: *mut X0xAgentBuilder,
+    path: *const c_char,
+) -> X0xStatus {
+    ffi_status(|| {
+        let path = arg_str(path, "path")?;
+        if path.is_empty() {
+            return Err(Error::invalid_argument("path must not be empty"));
+        }
+        self::builder(builder)?.with_data_dir(path);
+        Ok(())
+    })
+}
+
 /// Builds an agent from a snapshot of the builder's configuration (the builder stays usable and
 /// may be freed at once).
 ///
