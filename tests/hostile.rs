@@ -1,0 +1,1114 @@
+//! A rogue peer speaks the real wire protocol at an honest agent: every bad input must be dropped
+//! before any subscriber sees it, counted under its reason, and nothing may panic.
+//!
+//! The rogue authenticates like any peer (`x0x::net::dial`), then runs its own iroh-gossip
+//! `proto::State` so that it becomes a real gossip neighbour of the honest agent; its
+//! `Broadcast` commands produce genuine data frames, whose content we choose (forged envelopes).
+//!
+//! Nothing here sleeps to prove a negative: after each bad input the rogue sends a valid
+//! *sentinel* envelope on the same stream. Frames are read, verified and handed to the gossip
+//! actor in order, so when the sentinel arrives, whatever the bad input could have caused
+//! (a delivery, a counter) has already happened.
+//!
+//! Everything runs on 127.0.0.1.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData, Scope, TopicId};
+use rand::rngs::StdRng;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use x0x::events::Event;
+use x0x::net::{self, Authenticated};
+use x0x::pubsub::Subscription;
+use x0x::stats::Stats;
+use x0x::wire::{self, EnvelopeBody, Hello, Item, Rejection, Role, SignedEnvelope};
+use x0x::{Agent, Keypair, MachineId};
+
+/// One step (a join, a delivery, a close) must finish within this.
+const WAIT: Duration = Duration::from_secs(10);
+/// A whole test must finish within this.
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+const TOPIC: &str = "hostile";
+/// Mirrors the private `MESSAGE_DOMAIN` of `src/wire.rs`; every forgery below is checked with
+/// `wire::open` before it is sent, so a change there fails loudly here instead of testing nothing.
+const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
+/// Mirrors the private `SERVER_NAME` of `src/net.rs` (any certificate is accepted anyway).
+const SERVER_NAME: &str = "x0x";
+/// Mirrors the private `MAX_STRIKES` of `src/gossip.rs`.
+const MAX_STRIKES: usize = 64;
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics in background tasks are swallowed by tokio; count them instead.
+
+static BACKGROUND_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set on a test's own thread, where its body runs (`block_on`).
+    static TEST_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts panics on every thread but a test's own (tokio workers, the signer, the blocking
+/// pool...), so a failing assertion is not counted but a panicking background task is.
+fn watch_panics() {
+    TEST_THREAD.with(|t| t.set(true));
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !TEST_THREAD.with(Cell::get) {
+                BACKGROUND_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            default(info);
+        }));
+    });
+}
+
+fn assert_no_background_panics() {
+    assert_eq!(
+        BACKGROUND_PANICS.load(Ordering::SeqCst),
+        0,
+        "a background task or thread panicked (see stderr)"
+    );
+}
+
+/// Runs a test body with the panic watch on and an overall time limit.
+async fn bounded(body: impl Future<Output = ()>) {
+    watch_panics();
+    timeout(TEST_LIMIT, body)
+        .await
+        .expect("the test did not finish in time");
+    assert_no_background_panics();
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents.
+
+async fn agent(bootstrap: &[SocketAddr]) -> Agent {
+    let mut builder = Agent::builder();
+    builder.with_ephemeral_machine_key().with_bind(localhost());
+    for addr in bootstrap {
+        builder.with_bootstrap(&addr.to_string()).unwrap();
+    }
+    builder.build().await.unwrap()
+}
+
+/// A first node: joined, alone, subscribed to [`TOPIC`].
+async fn honest_agent() -> (Agent, Subscription) {
+    let honest = agent(&[]).await;
+    within("the honest agent joins", honest.join_network(WAIT))
+        .await
+        .unwrap();
+    let sub = honest.subscribe(TOPIC).unwrap();
+    (honest, sub)
+}
+
+/// The agent still answers and closes cleanly; its subscription ends.
+async fn close_cleanly(honest: Agent, sub: Subscription) {
+    let _ = honest.stats();
+    within("close()", honest.close()).await.unwrap();
+    assert!(honest.is_closed());
+    assert_eq!(
+        within("the subscription ends", sub.next_batch(16)).await,
+        None,
+        "a closed agent's subscription ends"
+    );
+    assert_no_background_panics();
+}
+
+/// The honest agent's stats once `delivered` has reached `expected` (it is counted just after
+/// the subscriber queues are filled, so a reader can see a message a moment before the count).
+async fn stats_after_deliveries(honest: &Agent, expected: u64) -> Stats {
+    wait_until("the delivered counter catches up", || {
+        honest.stats().delivered >= expected
+    })
+    .await;
+    let stats = honest.stats();
+    assert_eq!(stats.delivered, expected, "delivered");
+    stats
+}
+
+/// The drop counters, for exact before/after comparisons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Drops {
+    bad_signature: u64,
+    wrong_sender: u64,
+    malformed: u64,
+    oversized: u64,
+}
+
+impl Drops {
+    fn of(stats: Stats) -> Self {
+        Self {
+            bad_signature: stats.dropped_bad_signature,
+            wrong_sender: stats.dropped_wrong_sender,
+            malformed: stats.dropped_malformed,
+            oversized: stats.dropped_oversized,
+        }
+    }
+
+    fn plus(self, other: Drops) -> Self {
+        Self {
+            bad_signature: self.bad_signature + other.bad_signature,
+            wrong_sender: self.wrong_sender + other.wrong_sender,
+            malformed: self.malformed + other.malformed,
+            oversized: self.oversized + other.oversized,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelopes, good and bad.
+
+fn items(payload: &[u8]) -> Vec<Item> {
+    vec![Item {
+        topic: TOPIC.into(),
+        timestamp_ms: 1,
+        payload: Bytes::copy_from_slice(payload),
+    }]
+}
+
+fn sign_body(key: &Keypair, body: &[u8]) -> Vec<u8> {
+    key.sign(&[MESSAGE_DOMAIN, body].concat()).unwrap()
+}
+
+fn unseal(sealed: &[u8]) -> (SignedEnvelope, EnvelopeBody) {
+    let envelope: SignedEnvelope = postcard::from_bytes(sealed).unwrap();
+    let body: EnvelopeBody = postcard::from_bytes(&envelope.body).unwrap();
+    (envelope, body)
+}
+
+fn reseal(mut envelope: SignedEnvelope, body: &EnvelopeBody, signer: Option<&Keypair>) -> Bytes {
+    envelope.body = Bytes::from(wire::encode(body).unwrap());
+    if let Some(signer) = signer {
+        envelope.signature = sign_body(signer, &envelope.body);
+    }
+    Bytes::from(wire::encode(&envelope).unwrap())
+}
+
+fn expect_rejection(bytes: Bytes, expected: Rejection) -> Bytes {
+    assert_eq!(
+        wire::open(&bytes).map(|_| ()),
+        Err(expected),
+        "the forgery is not what this test means to send"
+    );
+    bytes
+}
+
+/// A well-formed envelope from `key` whose signature is by `other` (over the right bytes).
+fn forged_signature(key: &Keypair, other: &Keypair, seq: u64, payload: &[u8]) -> Bytes {
+    let (mut envelope, _) = unseal(&wire::seal(key, seq, items(payload)).unwrap());
+    envelope.signature = sign_body(other, &envelope.body);
+    expect_rejection(
+        Bytes::from(wire::encode(&envelope).unwrap()),
+        Rejection::BadSignature,
+    )
+}
+
+/// A sealed envelope whose payload was changed afterwards (not re-signed).
+fn tampered_payload(key: &Keypair, seq: u64, payload: &[u8]) -> Bytes {
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(payload)).unwrap());
+    body.items[0].payload = Bytes::from([payload, b" (tampered)"].concat());
+    expect_rejection(reseal(envelope, &body, None), Rejection::BadSignature)
+}
+
+/// Claims `victim` as sender, with `key`'s public key and a valid signature by `key`.
+fn wrong_sender(key: &Keypair, victim: x0x::AgentId, seq: u64, payload: &[u8]) -> Bytes {
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(payload)).unwrap());
+    body.sender = victim.0;
+    expect_rejection(reseal(envelope, &body, Some(key)), Rejection::WrongSender)
+}
+
+/// Envelope contents that do not decode (each signed where there is something to sign).
+fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
+    let sealed = wire::seal(key, seq, items(b"malformed")).unwrap();
+    let mut out = vec![
+        Bytes::from_static(b"definitely not an envelope"),
+        Bytes::new(),
+        sealed.slice(..sealed.len() / 2),
+    ];
+    // An unknown envelope version, correctly signed.
+    let (envelope, mut body) = unseal(&sealed);
+    body.version = body.version.wrapping_add(97);
+    out.push(reseal(envelope, &body, Some(key)));
+    // A public key that is not an ML-DSA-65 key, correctly "signed".
+    let (envelope, mut body) = unseal(&sealed);
+    body.public_key.truncate(100);
+    out.push(reseal(envelope, &body, Some(key)));
+    // A body that is not an EnvelopeBody.
+    let (mut envelope, _) = unseal(&sealed);
+    envelope.body = Bytes::from_static(&[0xff; 64]);
+    envelope.signature = sign_body(key, &envelope.body);
+    out.push(Bytes::from(wire::encode(&envelope).unwrap()));
+    out.into_iter()
+        .map(|bytes| expect_rejection(bytes, Rejection::Malformed))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rogue.
+
+fn network_topic() -> TopicId {
+    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
+}
+
+fn proto_config() -> proto::Config {
+    proto::Config {
+        max_message_size: wire::GOSSIP_MAX_MESSAGE_SIZE,
+        ..Default::default()
+    }
+}
+
+/// An authenticated peer that drives its own gossip state machine and writes whatever it likes.
+struct Rogue {
+    honest: MachineId,
+    agent_key: Keypair,
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    state: proto::State<MachineId, StdRng>,
+    /// Frames from the honest agent; ends when its stream or the connection does.
+    frames: mpsc::UnboundedReceiver<Bytes>,
+    neighbour_up: bool,
+    /// When false, frames from the honest agent are read and discarded (so a `Prune` cannot
+    /// move it out of the rogue's eager set).
+    listening: bool,
+    seq: u64,
+}
+
+impl Rogue {
+    /// Connects to `honest` and becomes its gossip neighbour.
+    async fn join(honest: &Agent) -> Self {
+        let endpoint = net::endpoint(localhost()).unwrap();
+        let listen = endpoint.local_addr().unwrap();
+        let machine_key = Keypair::generate().unwrap();
+        let me = machine_key.public_key().machine_id();
+        let auth = within(
+            "the rogue's handshake",
+            net::dial(
+                &endpoint,
+                &machine_key,
+                listen,
+                honest.local_addr(),
+                Some(honest.machine_id()),
+            ),
+        )
+        .await
+        .unwrap();
+        let Authenticated {
+            peer,
+            connection,
+            send,
+            mut recv,
+            ..
+        } = auth;
+        assert_eq!(peer, honest.machine_id());
+        let (tx, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = net::read_frame_checked(&mut recv).await {
+                if tx.send(frame).is_err() {
+                    break;
+                }
+            }
+        });
+        let state = proto::State::new(
+            me,
+            PeerData::new(wire::encode(&listen).unwrap()),
+            proto_config(),
+            rand::make_rng::<StdRng>(),
+        );
+        let mut rogue = Self {
+            honest: peer,
+            agent_key: Keypair::generate().unwrap(),
+            _endpoint: endpoint,
+            connection,
+            send,
+            state,
+            frames,
+            neighbour_up: false,
+            listening: true,
+            seq: 1,
+        };
+        let join = InEvent::Command(network_topic(), Command::Join(vec![peer]));
+        for frame in rogue.step(join) {
+            rogue.write_frame(&frame).await.unwrap();
+        }
+        within("the rogue becomes a neighbour", async {
+            while !rogue.neighbour_up {
+                let frame = rogue
+                    .frames
+                    .recv()
+                    .await
+                    .expect("the honest agent hung up during the join");
+                rogue.receive(frame).await;
+            }
+        })
+        .await;
+        rogue
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Feeds one event to the rogue's proto; returns the frames it wants sent to the honest agent.
+    fn step(&mut self, event: InEvent<MachineId>) -> Vec<Vec<u8>> {
+        let out: Vec<_> = self.state.handle(event, Instant::now(), None).collect();
+        let mut frames = Vec::new();
+        for event in out {
+            match event {
+                OutEvent::SendMessage(to, message) if to == self.honest => {
+                    frames.push(wire::encode(&message).unwrap());
+                }
+                OutEvent::EmitEvent(_, proto::Event::NeighborUp(peer)) if peer == self.honest => {
+                    self.neighbour_up = true;
+                }
+                OutEvent::EmitEvent(_, proto::Event::NeighborDown(peer)) if peer == self.honest => {
+                    self.neighbour_up = false;
+                }
+                // Timers are never fired: the rogue lives for seconds.
+                _ => {}
+            }
+        }
+        frames
+    }
+
+    /// Handles a frame from the honest agent, answering as a real neighbour would.
+    async fn receive(&mut self, frame: Bytes) {
+        let message: proto::Message<MachineId> =
+            postcard::from_bytes(&frame).expect("the honest agent sent an undecodable frame");
+        for reply in self.step(InEvent::RecvMessage(self.honest, message)) {
+            // The honest side may already be closing; the caller checks for that itself.
+            let _ = self.write_frame(&reply).await;
+        }
+    }
+
+    /// Processes whatever the honest agent has sent so far.
+    async fn pump(&mut self) {
+        while let Ok(frame) = self.frames.try_recv() {
+            if self.listening {
+                self.receive(frame).await;
+            }
+        }
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), quinn::WriteError> {
+        self.send.write_all(bytes).await
+    }
+
+    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), quinn::WriteError> {
+        let mut buf = BytesMut::new();
+        net::put_frame(&mut buf, frame);
+        self.write_raw(&buf).await
+    }
+
+    /// A genuine gossip data frame carrying `content`, made by the rogue's proto (not sent).
+    /// Control frames the proto produces alongside are sent.
+    async fn data_frame(&mut self, content: Bytes) -> Vec<u8> {
+        self.pump().await;
+        assert!(
+            self.neighbour_up,
+            "the rogue is no longer the honest agent's neighbour"
+        );
+        let broadcast = Command::Broadcast(content.clone(), Scope::Swarm);
+        let mut data = None;
+        for frame in self.step(InEvent::Command(network_topic(), broadcast)) {
+            if wire::gossip_data_content(&frame) == Some(&content[..]) {
+                assert!(data.is_none(), "one broadcast made two data frames");
+                data = Some(frame);
+            } else {
+                self.write_frame(&frame).await.unwrap();
+            }
+        }
+        data.expect("the broadcast made no data frame for the honest agent")
+    }
+
+    /// Broadcasts `content` as a gossip data message.
+    async fn broadcast(&mut self, content: Bytes) {
+        let frame = self.data_frame(content).await;
+        self.write_frame(&frame).await.unwrap();
+    }
+
+    /// Publishes a valid envelope and checks that the honest subscriber's next batch is exactly
+    /// it: nothing sent before it on this connection was delivered.
+    async fn sentinel(&mut self, sub: &Subscription, label: &str) {
+        let payload = format!("sentinel {label} {}", self.seq + 1);
+        let seq = self.next_seq();
+        let envelope = wire::seal(&self.agent_key, seq, items(payload.as_bytes())).unwrap();
+        self.broadcast(envelope).await;
+        let got = within(
+            &format!("sentinel {label:?} is delivered"),
+            sub.next_batch(64),
+        )
+        .await
+        .expect("the subscription closed");
+        let got: Vec<_> = got.iter().map(|m| (m.sender, m.payload.clone())).collect();
+        assert_eq!(
+            got,
+            vec![(self.agent_key.public_key().agent_id(), Bytes::from(payload))],
+            "only the sentinel may be delivered ({label})"
+        );
+    }
+
+    /// Waits until the honest agent has closed the connection; returns why.
+    async fn closed_by_peer(&mut self) -> (u64, Bytes) {
+        let error = within("the honest agent closes the connection", async {
+            // The reader ends too: drain it so nothing is left unread.
+            while self.frames.recv().await.is_some() {}
+            self.connection.closed().await
+        })
+        .await;
+        match error {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                (close.error_code.into_inner(), close.reason)
+            }
+            other => panic!("expected the honest agent to close the connection, got {other}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+/// Control: a valid envelope injected by the rogue is delivered, so the injection path works
+/// and the negative tests below mean something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_valid_envelope_from_rogue_is_delivered() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        wait_until("the honest agent counts the rogue as a neighbour", || {
+            honest.stats().neighbours == 1
+        })
+        .await;
+        let before = honest.stats();
+
+        let seq = rogue.next_seq();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(b"hello from the rogue")).unwrap();
+        rogue.broadcast(envelope).await;
+        let got = within("delivery", sub.next_batch(16)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, Bytes::from_static(b"hello from the rogue"));
+        assert_eq!(got[0].sender, rogue.agent_key.public_key().agent_id());
+        assert_eq!(&*got[0].topic, TOPIC);
+        assert_eq!(got[0].timestamp_ms, 1);
+
+        let after = stats_after_deliveries(&honest, before.delivered + 1).await;
+        assert_eq!(Drops::of(after), Drops::of(before), "nothing dropped");
+        // The sentinel helper works the same way.
+        rogue.sentinel(&sub, "control").await;
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A well-formed envelope signed by another key is dropped and counted as a bad signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_signature_is_dropped_and_counted() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        let other = Keypair::generate().unwrap();
+        let seq = rogue.next_seq();
+        let forged = forged_signature(&rogue.agent_key, &other, seq, b"forged");
+        rogue.broadcast(forged).await;
+        rogue.sentinel(&sub, "after forged signature").await;
+
+        let after = stats_after_deliveries(&honest, before.delivered + 1).await;
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(before).plus(Drops {
+                bad_signature: 1,
+                ..Drops::default()
+            })
+        );
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A payload changed after sealing is a bad signature, and is not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_payload_is_dropped_as_bad_signature() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        let seq = rogue.next_seq();
+        let tampered = tampered_payload(&rogue.agent_key, seq, b"original");
+        rogue.broadcast(tampered).await;
+        rogue.sentinel(&sub, "after tampered payload").await;
+
+        let after = stats_after_deliveries(&honest, before.delivered + 1).await;
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(before).plus(Drops {
+                bad_signature: 1,
+                ..Drops::default()
+            })
+        );
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// Someone else's AgentId as sender, with the rogue's own key and signature: wrong sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_sender_is_dropped_and_counted() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        // Impersonate the honest agent itself, and a stranger.
+        for victim in [
+            honest.agent_id(),
+            Keypair::generate().unwrap().public_key().agent_id(),
+        ] {
+            let seq = rogue.next_seq();
+            let forged = wrong_sender(&rogue.agent_key, victim, seq, b"impersonation");
+            rogue.broadcast(forged).await;
+        }
+        rogue.sentinel(&sub, "after wrong senders").await;
+
+        let after = stats_after_deliveries(&honest, before.delivered + 1).await;
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(before).plus(Drops {
+                wrong_sender: 2,
+                ..Drops::default()
+            })
+        );
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// Undecodable envelopes inside real data frames, and frames that are not gossip messages at
+/// all, are counted as malformed; none is delivered and the connection survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_content_and_frames_are_dropped_and_counted() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        // Garbage inside genuine data frames (checked by the reader, before the gossip layer).
+        let seq = rogue.next_seq();
+        let contents = malformed_contents(&rogue.agent_key, seq);
+        for content in &contents {
+            rogue.broadcast(content.clone()).await;
+        }
+        rogue.sentinel(&sub, "after malformed envelopes").await;
+        let mid = honest.stats();
+        assert_eq!(
+            Drops::of(mid),
+            Drops::of(before).plus(Drops {
+                malformed: contents.len() as u64,
+                ..Drops::default()
+            })
+        );
+
+        // Frames that are not gossip messages at all (rejected by the actor's decoder).
+        let seq = rogue.next_seq();
+        let real = rogue
+            .data_frame(wire::seal(&rogue.agent_key, seq, items(b"cut short")).unwrap())
+            .await;
+        let frames: Vec<Vec<u8>> = vec![
+            // Random-looking bytes: a 32-byte "topic", then no valid variant.
+            (0u8..40)
+                .map(|i| i.wrapping_mul(151).wrapping_add(7) | 0x80)
+                .collect(),
+            vec![0xff; 40],
+            // Empty.
+            Vec::new(),
+            // A real data frame cut before its content: not a data frame, not a message.
+            real[..40].to_vec(),
+            // A valid topic and message kind, then nothing.
+            real[..34].to_vec(),
+        ];
+        for frame in &frames {
+            assert_eq!(wire::gossip_data_content(frame), None);
+            assert!(postcard::from_bytes::<proto::Message<MachineId>>(frame).is_err());
+            rogue.write_frame(frame).await.unwrap();
+        }
+        rogue.sentinel(&sub, "after non-message frames").await;
+
+        let after = stats_after_deliveries(&honest, before.delivered + 2).await;
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(mid).plus(Drops {
+                malformed: frames.len() as u64,
+                ..Drops::default()
+            })
+        );
+        assert!(rogue.connection.close_reason().is_none(), "still connected");
+        assert_eq!(after.neighbours, 1);
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A valid envelope under a message id that is not its hash: the reader passes it (the envelope
+/// verifies), the gossip layer rejects it, and it is not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_message_id_is_not_delivered() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        let seq = rogue.next_seq();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(b"spoofed id")).unwrap();
+        let mut frame = rogue.data_frame(envelope.clone()).await;
+        // Layout: topic (32), two one-byte variants, then the 32-byte message id.
+        frame[34] ^= 0x01;
+        assert_eq!(wire::gossip_data_content(&frame), Some(&envelope[..]));
+        rogue.write_frame(&frame).await.unwrap();
+        rogue.sentinel(&sub, "after spoofed id").await;
+
+        // The same envelope under its real id is delivered: the spoof did not poison the cache.
+        rogue.broadcast(envelope).await;
+        let got = within("the honest copy", sub.next_batch(16)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, Bytes::from_static(b"spoofed id"));
+
+        let after = stats_after_deliveries(&honest, before.delivered + 2).await;
+        assert_eq!(Drops::of(after), Drops::of(before));
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A length prefix over the limit closes that connection (and is counted); the agent keeps
+/// serving a well-behaved peer afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_closes_the_connection_and_the_agent_keeps_working() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        rogue.sentinel(&sub, "before oversize").await;
+        let before = stats_after_deliveries(&honest, 1).await;
+        assert_eq!(before.neighbours, 1);
+
+        let len = u32::try_from(wire::MAX_FRAME_LEN + 1).unwrap();
+        rogue.write_raw(&len.to_be_bytes()).await.unwrap();
+        // Follow with bytes that would be a valid envelope, were the stream still read.
+        let seq = rogue.next_seq();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(b"after oversize")).unwrap();
+        let _ = rogue.write_raw(&envelope).await;
+
+        let (code, reason) = rogue.closed_by_peer().await;
+        assert_eq!((code, &reason[..]), (2, &b"frame too large"[..]));
+        wait_until("the rogue stops being a neighbour", || {
+            honest.stats().neighbours == 0
+        })
+        .await;
+        let after = honest.stats();
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(before).plus(Drops {
+                oversized: 1,
+                ..Drops::default()
+            })
+        );
+        assert_eq!(after.delivered, before.delivered);
+        assert_eq!(sub.try_next_batch(16), Some(vec![]));
+
+        two_way_exchange(&honest, &sub, "after oversize").await;
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A normal agent bootstraps to `honest`, and each receives the other's message.
+async fn two_way_exchange(honest: &Agent, honest_sub: &Subscription, label: &str) {
+    let good = agent(&[honest.local_addr()]).await;
+    let good_sub = good.subscribe(TOPIC).unwrap();
+    within("the good agent joins", good.join_network(WAIT))
+        .await
+        .unwrap();
+    let to_honest = Bytes::from(format!("good -> honest {label}"));
+    good.publish(TOPIC, to_honest.clone()).await.unwrap();
+    let got = within("honest receives", honest_sub.next_batch(16))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.sender, m.payload.clone()))
+            .collect::<Vec<_>>(),
+        vec![(good.agent_id(), to_honest)]
+    );
+    // The good agent's own message reaches its own subscription first.
+    let own = within("good sees its own", good_sub.next_batch(16))
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 1);
+
+    let to_good = Bytes::from(format!("honest -> good {label}"));
+    honest.publish(TOPIC, to_good.clone()).await.unwrap();
+    let got = within("good receives", good_sub.next_batch(16))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.sender, m.payload.clone()))
+            .collect::<Vec<_>>(),
+        vec![(honest.agent_id(), to_good)]
+    );
+    let own = within("honest sees its own", honest_sub.next_batch(16))
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 1);
+    within("the good agent closes", good.close()).await.unwrap();
+}
+
+/// Sends `n` invalid envelopes of every kind in turn; returns what each counter should gain.
+async fn send_invalid_envelopes(rogue: &mut Rogue, n: usize) -> Drops {
+    let other = Keypair::generate().unwrap();
+    let victim = Keypair::generate().unwrap().public_key().agent_id();
+    let mut drops = Drops::default();
+    for i in 0..n {
+        let seq = rogue.next_seq();
+        let payload = format!("invalid {i}");
+        let content = match i % 4 {
+            0 => {
+                drops.bad_signature += 1;
+                forged_signature(&rogue.agent_key, &other, seq, payload.as_bytes())
+            }
+            1 => {
+                drops.bad_signature += 1;
+                tampered_payload(&rogue.agent_key, seq, payload.as_bytes())
+            }
+            2 => {
+                drops.wrong_sender += 1;
+                wrong_sender(&rogue.agent_key, victim, seq, payload.as_bytes())
+            }
+            _ => {
+                drops.malformed += 1;
+                let mut bytes = payload.into_bytes();
+                bytes.extend_from_slice(&seq.to_le_bytes());
+                expect_rejection(Bytes::from(bytes), Rejection::Malformed)
+            }
+        };
+        rogue.broadcast(content).await;
+    }
+    drops
+}
+
+/// 63 invalid envelopes are tolerated (a valid one still gets through); the 64th closes the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_strikes_close_the_connection() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        let first = send_invalid_envelopes(&mut rogue, MAX_STRIKES - 1).await;
+        rogue.sentinel(&sub, "after 63 strikes").await;
+        assert!(rogue.connection.close_reason().is_none(), "still connected");
+        assert_eq!(
+            Drops::of(honest.stats()),
+            Drops::of(before).plus(first),
+            "63 strikes"
+        );
+
+        let last = send_invalid_envelopes(&mut rogue, 1).await;
+        let (code, reason) = rogue.closed_by_peer().await;
+        assert_eq!((code, &reason[..]), (4, &b"too many invalid messages"[..]));
+        wait_until("the rogue stops being a neighbour", || {
+            honest.stats().neighbours == 0
+        })
+        .await;
+
+        let after = stats_after_deliveries(&honest, before.delivered + 1).await;
+        assert_eq!(Drops::of(after), Drops::of(before).plus(first).plus(last));
+        assert_eq!(
+            after.dropped_bad_signature + after.dropped_wrong_sender + after.dropped_malformed
+                - (before.dropped_bad_signature
+                    + before.dropped_wrong_sender
+                    + before.dropped_malformed),
+            MAX_STRIKES as u64
+        );
+        assert_eq!(sub.try_next_batch(16), Some(vec![]));
+
+        two_way_exchange(&honest, &sub, "after strikes").await;
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A raw QUIC connection that has not sent its hello yet.
+struct Unauthenticated {
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    exporter: [u8; 32],
+    listen: SocketAddr,
+}
+
+async fn connect_raw(honest: &Agent) -> Unauthenticated {
+    let endpoint = net::endpoint(localhost()).unwrap();
+    let listen = endpoint.local_addr().unwrap();
+    let connection = within(
+        "QUIC handshake",
+        endpoint.connect(honest.local_addr(), SERVER_NAME).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (send, recv) = within("open a stream", connection.open_bi()).await.unwrap();
+    let mut exporter = [0u8; 32];
+    connection
+        .export_keying_material(&mut exporter, wire::EXPORTER_LABEL, b"")
+        .unwrap();
+    Unauthenticated {
+        _endpoint: endpoint,
+        connection,
+        send,
+        recv,
+        exporter,
+        listen,
+    }
+}
+
+/// Sends `first` (raw bytes) as the opening of the stream; the honest agent must answer with no
+/// hello of its own and close the connection.
+async fn expect_refused(
+    honest: &Agent,
+    label: &str,
+    first: impl FnOnce(&Unauthenticated) -> Vec<u8>,
+) {
+    let mut raw = connect_raw(honest).await;
+    let bytes = first(&raw);
+    raw.send.write_all(&bytes).await.unwrap();
+    let answer = within(
+        &format!("the honest agent answers a bad hello ({label})"),
+        net::read_frame_checked(&mut raw.recv),
+    )
+    .await;
+    assert!(
+        !matches!(answer, Ok(Some(_))),
+        "the honest agent sent its hello after a bad one ({label})"
+    );
+    let error = within(
+        &format!("the connection closes ({label})"),
+        raw.connection.closed(),
+    )
+    .await;
+    assert!(
+        !matches!(error, quinn::ConnectionError::LocallyClosed),
+        "{label}: {error}"
+    );
+}
+
+fn hello_frame(hello: &Hello) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    net::put_frame(&mut buf, &wire::encode(hello).unwrap());
+    buf.to_vec()
+}
+
+/// Hellos that do not prove the machine key for this connection are refused: no hello back, the
+/// connection closed, no neighbour, no event. A correct hello still works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hellos_are_refused() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let events = honest.events().unwrap();
+        let key = Keypair::generate().unwrap();
+        let stranger = Keypair::generate().unwrap();
+
+        expect_refused(&honest, "signed over another exporter secret", |raw| {
+            hello_frame(&Hello::new(&key, Role::Dialer, &[0x5a; 32], raw.listen).unwrap())
+        })
+        .await;
+        expect_refused(&honest, "reflected role", |raw| {
+            hello_frame(&Hello::new(&key, Role::Acceptor, &raw.exporter, raw.listen).unwrap())
+        })
+        .await;
+        expect_refused(&honest, "someone else's public key", |raw| {
+            let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
+            hello.public_key = stranger.public_key().as_bytes().to_vec();
+            hello_frame(&hello)
+        })
+        .await;
+        expect_refused(&honest, "listen address changed after signing", |raw| {
+            let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
+            hello.listen = "127.0.0.1:1".parse().unwrap();
+            hello_frame(&hello)
+        })
+        .await;
+        expect_refused(&honest, "no signature", |raw| {
+            let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
+            hello.signature.clear();
+            hello_frame(&hello)
+        })
+        .await;
+        expect_refused(&honest, "not a hello", |_| {
+            let mut buf = BytesMut::new();
+            net::put_frame(&mut buf, b"hello?");
+            buf.to_vec()
+        })
+        .await;
+        expect_refused(&honest, "oversized hello", |_| {
+            u32::try_from(wire::MAX_FRAME_LEN + 1)
+                .unwrap()
+                .to_be_bytes()
+                .to_vec()
+        })
+        .await;
+
+        let stats = honest.stats();
+        assert_eq!(stats.neighbours, 0);
+        assert_eq!(
+            stats.bytes_in, 0,
+            "no frame of a refused peer reached the gossip layer"
+        );
+        assert_eq!(events.try_next_batch(16), Some(vec![]), "no event");
+
+        // The correct hello on a fresh connection is accepted; becoming a neighbour works too.
+        let rogue = Rogue::join(&honest).await;
+        let joined = within("PeerJoined", events.next_batch(16)).await.unwrap();
+        assert!(
+            joined.contains(&Event::PeerJoined(*rogue.state.me())),
+            "{joined:?}"
+        );
+        assert_eq!(honest.stats().neighbours, 1);
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// Everything above against one agent; then it still serves a good peer, reports exact totals,
+/// closes cleanly, and nothing panicked anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauntlet_leaves_the_agent_working_and_closing_cleanly() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let start = honest.stats();
+        let mut expected = Drops::of(start);
+        let mut delivered = start.delivered;
+
+        // A bad hello.
+        expect_refused(&honest, "gauntlet", |raw| {
+            let key = Keypair::generate().unwrap();
+            hello_frame(&Hello::new(&key, Role::Dialer, &[1; 32], raw.listen).unwrap())
+        })
+        .await;
+
+        // Every kind of bad envelope and frame on one connection, which survives them.
+        let mut a = Rogue::join(&honest).await;
+        expected = expected.plus(send_invalid_envelopes(&mut a, 12).await);
+        let seq = a.next_seq();
+        for content in malformed_contents(&a.agent_key, seq) {
+            a.broadcast(content).await;
+            expected.malformed += 1;
+        }
+        for frame in [&b""[..], &[0xff; 40][..], &[0u8; 33][..]] {
+            a.write_frame(frame).await.unwrap();
+            expected.malformed += 1;
+        }
+        let seq = a.next_seq();
+        let envelope = wire::seal(&a.agent_key, seq, items(b"spoofed")).unwrap();
+        let mut spoofed = a.data_frame(envelope).await;
+        spoofed[40] ^= 0x80;
+        a.write_frame(&spoofed).await.unwrap();
+        a.sentinel(&sub, "gauntlet a").await;
+        delivered += 1;
+        assert_eq!(Drops::of(honest.stats()), expected);
+
+        // An oversized frame on a second connection.
+        let mut b = Rogue::join(&honest).await;
+        b.write_raw(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert_eq!(b.closed_by_peer().await.0, 2);
+        expected.oversized += 1;
+
+        // 64 strikes on a third.
+        let mut c = Rogue::join(&honest).await;
+        expected = expected.plus(send_invalid_envelopes(&mut c, MAX_STRIKES).await);
+        assert_eq!(c.closed_by_peer().await.0, 4);
+
+        // The first rogue is still a neighbour and still heard.
+        a.sentinel(&sub, "gauntlet a, at the end").await;
+        delivered += 1;
+        wait_until("only rogue a is left", || honest.stats().neighbours == 1).await;
+
+        let stats = stats_after_deliveries(&honest, delivered).await;
+        assert_eq!(Drops::of(stats), expected);
+        assert_eq!(sub.try_next_batch(16), Some(vec![]));
+
+        two_way_exchange(&honest, &sub, "after the gauntlet").await;
+        close_cleanly(honest, sub).await;
+        // The rogue that stayed connected sees the honest agent go.
+        let _ = within("rogue a is disconnected", a.connection.closed()).await;
+    })
+    .await;
+}
+
+/// Known gap (ignored; run with `--ignored`): the per-sender `seq` is never checked on receipt,
+/// so once the gossip layer forgets a message id (`message_id_retention`, 90 s by default) a
+/// captured valid envelope can be replayed and is delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gap: replayed envelopes are redelivered once the message-id cache expires"]
+async fn replayed_envelope_is_not_delivered_twice() {
+    watch_panics();
+    timeout(Duration::from_secs(180), replay_scenario())
+        .await
+        .expect("the test did not finish in time");
+    assert_no_background_panics();
+}
+
+async fn replay_scenario() {
+    let (honest, sub) = honest_agent().await;
+    let mut rogue = Rogue::join(&honest).await;
+    // The honest agent answers a duplicate with a Prune; the rogue ignores it and keeps pushing.
+    rogue.listening = false;
+    let seq = rogue.next_seq();
+    let envelope = wire::seal(&rogue.agent_key, seq, items(b"once")).unwrap();
+    // A replay resends the captured frame, byte for byte.
+    let frame = rogue.data_frame(envelope).await;
+    rogue.write_frame(&frame).await.unwrap();
+    let got = within("first delivery", sub.next_batch(16)).await.unwrap();
+    assert_eq!(got.len(), 1);
+
+    // At once: the gossip layer's message-id cache stops it.
+    rogue.write_frame(&frame).await.unwrap();
+    rogue.sentinel(&sub, "immediate replay").await;
+
+    // After the id cache has expired.
+    let retention = proto_config().broadcast.message_id_retention;
+    tokio::time::sleep(retention + Duration::from_secs(3)).await;
+    rogue.write_frame(&frame).await.unwrap();
+    rogue.sentinel(&sub, "late replay").await;
+    close_cleanly(honest, sub).await;
+}
