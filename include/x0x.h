@@ -152,6 +152,8 @@ typedef struct X0xStats {
   uint64_t dropped_malformed;
   // Received frames over the size limit (the connection was closed).
   uint64_t dropped_oversized;
+  // Received envelopes dropped as replays of ones seen before.
+  uint64_t dropped_replay;
   // Messages dropped from full subscriber queues.
   uint64_t queue_overflow;
   // Current gossip neighbours.

@@ -29,6 +29,7 @@ use crate::events::{Event, EventHub};
 use crate::identity::{Keypair, MachineId};
 use crate::net::{self, Authenticated, ReadError};
 use crate::pubsub::Registry;
+use crate::replay::ReplayGuard;
 use crate::stats::Counters;
 use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE};
 
@@ -153,6 +154,10 @@ enum Command {
         reply: oneshot::Sender<()>,
     },
     Broadcast(Bytes),
+    /// The caller gave up waiting for a join: stop it, unless it succeeded meanwhile.
+    AbortJoin {
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -171,7 +176,7 @@ enum NetEvent {
     },
     Frame {
         peer: MachineId,
-        frame: Bytes,
+        message: proto::Message<MachineId>,
     },
     Closed {
         peer: MachineId,
@@ -226,6 +231,7 @@ impl Network {
             shared: Arc::clone(&shared),
             net_tx: net_tx.clone(),
             join: None,
+            replay: ReplayGuard::default(),
         };
         tokio::spawn(accept_loop(
             endpoint,
@@ -263,6 +269,16 @@ impl Network {
         self.send(Command::Join { bootstrap, reply })?;
         done.await
             .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))?
+    }
+
+    /// Stops a join that is still waiting for its first neighbour. Returns true if it stopped
+    /// one, false if the join had succeeded (or there was none).
+    pub async fn abort_join(&self) -> bool {
+        let (reply, done) = oneshot::channel();
+        if self.send(Command::AbortJoin { reply }).is_err() {
+            return true;
+        }
+        done.await.unwrap_or(true)
     }
 
     /// Leaves the network gracefully.
@@ -352,6 +368,7 @@ struct Actor {
     shared: Arc<Shared>,
     net_tx: mpsc::Sender<NetEvent>,
     join: Option<JoinAttempt>,
+    replay: ReplayGuard,
 }
 
 impl Actor {
@@ -439,6 +456,10 @@ impl Actor {
             proto::Event::Received(gossip) => {
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
+                    Ok(envelope) if !self.replay.accept(envelope.sender, envelope.seq) => {
+                        let counters = &self.shared.counters;
+                        counters.add(&counters.dropped_replay, 1);
+                    }
                     Ok(envelope) => {
                         self.shared.registry.deliver(
                             envelope.sender,
@@ -538,6 +559,22 @@ impl Actor {
                     ));
                 }
             }
+            Command::AbortJoin { reply } => {
+                let aborted = self.shared.mode() == Mode::Joining;
+                if aborted {
+                    if let Some(join) = self.join.take() {
+                        for waiter in join.waiters {
+                            let _ = waiter.send(Err(Error::new(
+                                ErrorKind::Timeout,
+                                "the join was abandoned",
+                            )));
+                        }
+                    }
+                    self.handle(InEvent::Command(network_topic(), ProtoCommand::Quit));
+                    self.shared.set_mode(Mode::Left);
+                }
+                let _ = reply.send(aborted);
+            }
             Command::Shutdown { .. } => unreachable!("handled in run()"),
         }
     }
@@ -626,15 +663,7 @@ impl Actor {
                     self.bootstrap_failed(addr, error);
                 }
             }
-            NetEvent::Frame { peer, frame } => {
-                match postcard::from_bytes::<proto::Message<MachineId>>(&frame) {
-                    Ok(message) => self.handle(InEvent::RecvMessage(peer, message)),
-                    Err(_) => {
-                        let counters = &self.shared.counters;
-                        counters.add(&counters.dropped_malformed, 1);
-                    }
-                }
-            }
+            NetEvent::Frame { peer, message } => self.handle(InEvent::RecvMessage(peer, message)),
             NetEvent::Closed { peer, conn_id } => self.on_closed(peer, conn_id),
         }
     }
@@ -779,8 +808,19 @@ async fn read_loop(
             }
         };
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
-        if let Some(content) = wire::gossip_data_content(&frame) {
-            if let Err(rejection) = wire::open(content) {
+        // Decode and verify here, off the actor: the actor only ever sees valid messages.
+        let rejection = match wire::gossip_data_content(&frame) {
+            Some(content) => wire::open(content).err(),
+            None => None,
+        };
+        let message = match rejection {
+            Some(rejection) => Err(rejection),
+            None => postcard::from_bytes::<proto::Message<MachineId>>(&frame)
+                .map_err(|_| Rejection::Malformed),
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(rejection) => {
                 counters.add(
                     match rejection {
                         Rejection::BadSignature => &counters.dropped_bad_signature,
@@ -796,8 +836,12 @@ async fn read_loop(
                 }
                 continue;
             }
-        }
-        if net_tx.send(NetEvent::Frame { peer, frame }).await.is_err() {
+        };
+        if net_tx
+            .send(NetEvent::Frame { peer, message })
+            .await
+            .is_err()
+        {
             break;
         }
     }

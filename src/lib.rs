@@ -22,6 +22,8 @@ pub mod pubsub;
 /// cbindgen:ignore
 pub mod queue;
 /// cbindgen:ignore
+pub mod replay;
+/// cbindgen:ignore
 pub mod runtime;
 /// cbindgen:ignore
 pub mod stats;

@@ -98,13 +98,14 @@ impl Registry {
                 timestamp_ms: item.timestamp_ms,
             };
             for (_, queue) in subs {
+                // Count first, so stats never lag a message a reader already has.
+                counters.add(&counters.delivered, 1);
                 let before = queue.dropped();
                 queue.push_all([message.clone()]);
                 counters.add(&counters.queue_overflow, queue.dropped() - before);
                 delivered += 1;
             }
         }
-        counters.add(&counters.delivered, delivered as u64);
         delivered
     }
 

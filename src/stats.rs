@@ -19,6 +19,8 @@ pub struct Counters {
     pub dropped_malformed: AtomicU64,
     /// Received frames over the size limit (the connection is closed).
     pub dropped_oversized: AtomicU64,
+    /// Received envelopes dropped as replays (a sequence number seen before from that sender).
+    pub dropped_replay: AtomicU64,
     /// Messages dropped from full subscriber queues.
     pub queue_overflow: AtomicU64,
     /// Frame bytes received.
@@ -44,6 +46,7 @@ impl Counters {
             dropped_wrong_sender: get(&self.dropped_wrong_sender),
             dropped_malformed: get(&self.dropped_malformed),
             dropped_oversized: get(&self.dropped_oversized),
+            dropped_replay: get(&self.dropped_replay),
             queue_overflow: get(&self.queue_overflow),
             neighbours: neighbours as u64,
             bytes_in: get(&self.bytes_in),
@@ -69,6 +72,8 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Received frames over the size limit.
     pub dropped_oversized: u64,
+    /// Received envelopes dropped as replays.
+    pub dropped_replay: u64,
     /// Messages dropped from full subscriber queues.
     pub queue_overflow: u64,
     /// Current gossip neighbours.

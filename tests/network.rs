@@ -84,6 +84,13 @@ async fn unreachable_bootstrap_times_out_with_a_clear_message() {
             .contains(&silent.local_addr().unwrap().to_string()),
         "{err}"
     );
+    // The failed join is over: publishing must not pretend to work (it once did for the
+    // rest of the 5 s handshake timeout).
+    let err = a.publish("t", Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
+    tokio::time::sleep(Duration::from_secs(6)).await; // past the handshake timeout
+    let err = a.publish("t", Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
     a.close().await.unwrap();
 }
 

@@ -24,6 +24,7 @@ class Stats(TypedDict):
     dropped_wrong_sender: int
     dropped_malformed: int
     dropped_oversized: int
+    dropped_replay: int
     queue_overflow: int
     neighbours: int
     bytes_in: int

@@ -42,6 +42,8 @@ pub struct X0xStats {
     pub dropped_malformed: u64,
     /// Received frames over the size limit (the connection was closed).
     pub dropped_oversized: u64,
+    /// Received envelopes dropped as replays of ones seen before.
+    pub dropped_replay: u64,
     /// Messages dropped from full subscriber queues.
     pub queue_overflow: u64,
     /// Current gossip neighbours.
@@ -62,6 +64,7 @@ impl From<Stats> for X0xStats {
             dropped_wrong_sender: s.dropped_wrong_sender,
             dropped_malformed: s.dropped_malformed,
             dropped_oversized: s.dropped_oversized,
+            dropped_replay: s.dropped_replay,
             queue_overflow: s.queue_overflow,
             neighbours: s.neighbours,
             bytes_in: s.bytes_in,

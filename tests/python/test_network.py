@@ -205,6 +205,8 @@ async def test_unreachable_bootstrap_times_out() -> None:
         assert address in str(info.value)
         assert isinstance(info.value, TimeoutError)
         assert not agent.is_connected()
+        with pytest.raises(x0x.NotConnectedError):  # the failed join is over
+            await agent.publish("t", b"x")
     finally:
         await agent.close()
         silent.close()
