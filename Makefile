@@ -35,9 +35,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(PY_CHECKED)
 	$(VENV)/bin/mypy $(MYPY_CHECKED)
 
-# Includes tests/header.rs: fails if include/x0x.h is not what cbindgen generates.
+# Includes tests/header.rs: fails if include/x0x.h is not what cbindgen generates. The ignored
+# test is the 90 s replay-after-cache-expiry check.
 test-rust:
 	cargo test --all-targets
+	cargo test --test hostile -- --ignored
 
 test-c:
 	$(MAKE) -C tests/c test valgrind

@@ -349,36 +349,34 @@ impl TaskListState {
         Ok(delta)
     }
 
+    fn view(id: &TaskId, data: &TaskData) -> TaskView {
+        let value = |lww: &Option<Lww<String>>| lww.as_ref().map(|l| l.value.clone());
+        TaskView {
+            id: *id,
+            title: value(&data.title).unwrap_or_default(),
+            description: value(&data.description).unwrap_or_default(),
+            checkbox: data.checkbox,
+            created_ms: data.created_ms.unwrap_or(0),
+            updated_ms: data.updated_ms(),
+        }
+    }
+
     /// The tasks in the list, oldest first (ties by id): the same order on every replica.
     pub fn tasks(&self) -> Vec<TaskView> {
         let mut tasks: Vec<TaskView> = self
             .tasks
             .iter()
             .filter(|(id, _)| self.contains(id))
-            .map(|(id, data)| TaskView {
-                id: *id,
-                title: data
-                    .title
-                    .as_ref()
-                    .map(|l| l.value.clone())
-                    .unwrap_or_default(),
-                description: data
-                    .description
-                    .as_ref()
-                    .map(|l| l.value.clone())
-                    .unwrap_or_default(),
-                checkbox: data.checkbox,
-                created_ms: data.created_ms.unwrap_or(0),
-                updated_ms: data.updated_ms(),
-            })
+            .map(|(id, data)| Self::view(id, data))
             .collect();
         tasks.sort_by_key(|t| (t.created_ms, t.id));
         tasks
     }
 
-    /// One task.
+    /// One task, if it is in the list (a lookup, not a scan: sync calls this per change).
     pub fn task(&self, id: &TaskId) -> Option<TaskView> {
-        self.tasks().into_iter().find(|t| t.id == *id)
+        let data = self.tasks.get(id)?;
+        self.contains(id).then(|| Self::view(id, data))
     }
 
     /// Every task id the state mentions (removed ones included).
