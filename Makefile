@@ -53,6 +53,8 @@ header:
 
 bench: $(STAMP)
 	$(PY) bench/ffi_overhead.py
+	$(PY) bench/pubsub.py
+	$(PY) bench/tasklist_convergence.py
 
 clean:
 	rm -rf build dist target $(VENV) python/x0x/_x0x_cffi.* tests/c/build

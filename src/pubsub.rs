@@ -224,6 +224,7 @@ fn sign_loop(
 ) {
     // Microseconds at start: later runs of the same agent continue above earlier ones.
     let mut seq = now_ms().saturating_mul(1000);
+    let me = agent_key.public_key().agent_id();
     let mut carry: Option<Item> = None;
     while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
         let mut bytes = first.payload.len() + first.topic.len();
@@ -239,15 +240,17 @@ fn sign_loop(
             items.push(item);
         }
         seq += 1;
-        match wire::seal(agent_key, seq, items.clone()) {
+        // Local subscribers first (they need no signature), then seal the batch for the network.
+        registry.deliver(me, &items, counters);
+        let count = items.len();
+        match wire::seal(agent_key, seq, items) {
             Ok(envelope) => {
-                counters.add(&counters.published, items.len() as u64);
+                counters.add(&counters.published, count as u64);
                 counters.add(&counters.envelopes_signed, 1);
-                registry.deliver(agent_key.public_key().agent_id(), &items, counters);
                 broadcast(envelope);
             }
             // Signing cannot fail with a valid key; if it ever does, say so rather than hang.
-            Err(e) => eprintln!("x0x: dropping {} messages: {e}", items.len()),
+            Err(e) => eprintln!("x0x: {count} messages were not sent: {e}"),
         }
     }
 }

@@ -47,10 +47,12 @@ pub enum Role {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
     /// The sender's machine public key (ML-DSA-65).
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
     /// Where the sender accepts connections.
     pub listen: SocketAddr,
     /// ML-DSA-65 over `"x0x-hello-v1" ‖ role ‖ exporter secret ‖ postcard(listen)`.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -115,6 +117,7 @@ pub struct EnvelopeBody {
     /// The sender's `AgentId`; must equal the id of `public_key`.
     pub sender: [u8; ID_LEN],
     /// The sender's agent public key.
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
     /// Increases with every envelope from this sender (microseconds at start, then +1).
     pub seq: u64,
@@ -128,6 +131,7 @@ pub struct SignedEnvelope {
     /// postcard of an [`EnvelopeBody`].
     pub body: Bytes,
     /// ML-DSA-65 over `"x0x-msg-v2" ‖ body`.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -177,13 +181,12 @@ pub fn seal(agent_key: &Keypair, seq: u64, items: Vec<Item>) -> Result<Bytes> {
 
 /// Decodes and verifies an envelope, or says why it is rejected.
 pub fn open(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
-    let (body, key) = parse_unverified(bytes)?;
-    let envelope: SignedEnvelope = postcard::from_bytes(bytes).map_err(|_| Rejection::Malformed)?;
+    let (envelope, body, key) = parse_unverified(bytes)?;
     if !key.verify(&signed_bytes(&envelope.body), &envelope.signature) {
         return Err(Rejection::BadSignature);
     }
     Ok(VerifiedEnvelope {
-        sender: key.agent_id(),
+        sender: AgentId(body.sender),
         seq: body.seq,
         items: body.items,
     })
@@ -191,15 +194,18 @@ pub fn open(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
 
 /// Decodes an envelope that was verified before (by the reader that received it).
 pub fn open_verified(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
-    let (body, key) = parse_unverified(bytes)?;
+    let (_, body, _) = parse_unverified(bytes)?;
     Ok(VerifiedEnvelope {
-        sender: key.agent_id(),
+        // parse_unverified checked that the sender is the id of the included key.
+        sender: AgentId(body.sender),
         seq: body.seq,
         items: body.items,
     })
 }
 
-fn parse_unverified(bytes: &[u8]) -> std::result::Result<(EnvelopeBody, PublicKey), Rejection> {
+fn parse_unverified(
+    bytes: &[u8],
+) -> std::result::Result<(SignedEnvelope, EnvelopeBody, PublicKey), Rejection> {
     let envelope: SignedEnvelope = postcard::from_bytes(bytes).map_err(|_| Rejection::Malformed)?;
     let body: EnvelopeBody =
         postcard::from_bytes(&envelope.body).map_err(|_| Rejection::Malformed)?;
@@ -210,7 +216,7 @@ fn parse_unverified(bytes: &[u8]) -> std::result::Result<(EnvelopeBody, PublicKe
     if key.agent_id().0 != body.sender {
         return Err(Rejection::WrongSender);
     }
-    Ok((body, key))
+    Ok((envelope, body, key))
 }
 
 /// If `frame` is an encoded gossip **data** message (`proto::Message` → topic `Gossip` →
