@@ -1,0 +1,65 @@
+"""Every Python example runs, and says what it should."""
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run(name: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_basic_agent_keeps_its_machine_id(tmp_path: Path) -> None:
+    key = str(tmp_path / "machine.key")
+    first, second = run("basic_agent.py", key), run("basic_agent.py", key)
+    machine_line = [line for line in first.splitlines() if line.startswith("machine id:")]
+    assert machine_line and machine_line[0] in second.splitlines()
+    assert "public key: 1952 bytes of ML-DSA-65" in first
+    assert "joined:     listening on 127.0.0.1:" in first
+
+
+def test_pubsub_messaging_crosses_between_agents() -> None:
+    out = run("pubsub_messaging.py")
+    assert "bob connected: True" in out
+    assert "alice received from bob: hi alice, bob here" in out
+    assert "bob received from alice: hello bob, this is alice" in out
+    assert "alice: published 1, delivered 2, rejected 0" in out
+
+
+def test_events_example_sees_a_visitor_come_and_go() -> None:
+    out = run("events.py")
+    for expected in (
+        "hub: connected (1 neighbour)",
+        "hub: peer event for",
+        "visitor leaves",
+        "hub: disconnected (no neighbours left)",
+    ):
+        assert expected in out, out
+
+
+def test_task_collaboration_converges() -> None:
+    out = run("task_collaboration.py")
+    assert "worker joined 'release 1.0'" in out
+    assert "[Done   ] write docs by worker" in out
+    assert "[Claimed] tag release by worker" in out
+    assert out.rstrip().endswith("converged: True")
+
+
+@pytest.mark.parametrize("command", [["--help"], ["publish", "--help"]])
+def test_cli_help(command: List[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "x0x", *command], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "usage: python -m x0x" in done.stdout
