@@ -341,6 +341,12 @@ impl Agent {
         self.tasklists.all()
     }
 
+    /// Writes every changed task list to the data directory now (they are also written shortly
+    /// after each change, and at close). Blocking: call it from a thread that may block.
+    pub fn save_task_lists(&self) -> Result<()> {
+        self.tasklists.flush()
+    }
+
     /// Problems found while loading (damaged task list files that were set aside); each is
     /// returned once.
     pub fn take_warnings(&self) -> Vec<String> {

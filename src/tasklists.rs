@@ -133,6 +133,9 @@ pub struct TaskList {
     store: Option<Arc<Store>>,
     dirty: AtomicBool,
     save_requested: Notify,
+    /// One save of this list at a time (the background saver and close would otherwise write
+    /// the same temporary file at once); also lets close wait for a save in progress.
+    save_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for TaskList {
@@ -177,6 +180,7 @@ impl TaskList {
             sync,
             store,
             dirty: AtomicBool::new(false),
+            save_lock: Mutex::new(()),
             save_requested: Notify::new(),
         })
     }
@@ -373,6 +377,18 @@ impl TaskList {
         if !changed.is_empty() {
             self.changed(TaskListState::default(), &changed, true);
         }
+    }
+
+    /// Saves the list if it changed since the last save. Blocking: call from a blocking thread.
+    fn save_if_dirty(&self, store: &Store) -> Result<()> {
+        let _one_at_a_time = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = store.save(&self.persisted()) {
+                self.dirty.store(true, Ordering::Release); // retried with the next change
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn persisted(&self) -> PersistedList {
@@ -613,9 +629,7 @@ impl TaskLists {
             return Ok(());
         };
         for list in self.all() {
-            if list.dirty.swap(false, Ordering::AcqRel) {
-                store.save(&list.persisted())?;
-            }
+            list.save_if_dirty(store)?;
         }
         Ok(())
     }
@@ -645,14 +659,9 @@ async fn persist(list: Weak<TaskList>, store: Arc<Store>) {
         drop(strong);
         tokio::time::sleep(SAVE_DELAY).await; // coalesce a burst of changes into one write
         let Some(strong) = list.upgrade() else { return };
-        if strong.dirty.swap(false, Ordering::AcqRel) {
-            let snapshot = strong.persisted();
-            let store = Arc::clone(&store);
-            let saved = tokio::task::spawn_blocking(move || store.save(&snapshot)).await;
-            if !matches!(saved, Ok(Ok(()))) {
-                strong.dirty.store(true, Ordering::Release); // retried with the next change
-            }
-        }
+        let store = Arc::clone(&store);
+        // A failed save stays dirty and is retried with the next change (or at close).
+        let _ = tokio::task::spawn_blocking(move || strong.save_if_dirty(&store)).await;
     }
 }
 

@@ -198,3 +198,42 @@ async fn task_updated_events_say_what_changed_and_where() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_saves_of_one_list_do_not_collide() {
+    // Two saves of the same list used to write the same temporary file at once, and one then
+    // failed to rename it ("No such file or directory") — seen as a failing close.
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(agent(None, Some(dir.path())).await);
+    let list = a.create_task_list("big").unwrap();
+    for i in 0..3000 {
+        list.add_task(
+            &format!("task {i}"),
+            "a description long enough to take time to write",
+        )
+        .unwrap();
+    }
+    for round in 0..30 {
+        list.add_task(&format!("round {round}"), "").unwrap(); // dirty again
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let savers: Vec<_> = (0..2)
+            .map(|_| {
+                let (a, barrier) = (Arc::clone(&a), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    a.save_task_lists()
+                })
+            })
+            .collect();
+        for saver in savers {
+            saver
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+    a.close().await.unwrap();
+    let again = agent(None, Some(dir.path())).await;
+    assert_eq!(again.task_lists()[0].tasks().len(), 3030);
+    again.close().await.unwrap();
+}

@@ -173,7 +173,8 @@ pub unsafe extern "C" fn x0x_task_list_name(
 ) -> X0xStatus {
     ffi_status(|| {
         let list = arg_ref(list, "list")?;
-        *arg_out(out, "out")? = X0xBytes::from_vec(list.inner.name().into_bytes());
+        let out = arg_out(out, "out")?; // before allocating: an early return must not leak
+        *out = X0xBytes::from_vec(list.inner.name().into_bytes());
         Ok(())
     })
 }
