@@ -1,7 +1,7 @@
 """x0x: networking for software agents.
 
-Post-quantum (ML-DSA-65) identities, and (as the SDK grows) signed gossip pub/sub and CRDT task
-lists, from a Rust core through a stable C ABI.
+Post-quantum (ML-DSA-65) identities, signed gossip pub/sub and CRDT task lists, from a Rust core
+through a stable C ABI.
 
     import asyncio, x0x
 
@@ -35,6 +35,7 @@ from .pubsub import Message, Subscription
 from .tasklist import TaskItem, TaskList, TaskStatus
 
 __version__: str = _ffi_module_ffi.string(_lib.x0x_version()).decode("ascii")
+"""The version of the native x0x library in use, e.g. ``"0.1.0"``."""
 
 __all__ = [
     "Agent",

@@ -87,6 +87,7 @@ async def publish(args: argparse.Namespace) -> None:
 
 
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses the command line (``sys.argv[1:]`` when ``argv`` is None)."""
     parser = argparse.ArgumentParser(prog="python -m x0x", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -108,6 +109,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the command; returns the exit status (1 after an x0x, OS or argument error)."""
     args = parse(argv)
     command = {"node": node, "subscribe": subscribe, "publish": publish}[args.command]
     try:

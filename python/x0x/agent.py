@@ -18,20 +18,33 @@ class Stats(TypedDict):
     """An agent's traffic counters (``Agent.stats()``)."""
 
     published: int
+    """Messages this agent published."""
     envelopes_signed: int
+    """Signed envelopes (batches of messages) this agent produced."""
     delivered: int
+    """Messages handed to subscriber queues (one per subscriber)."""
     dropped_bad_signature: int
+    """Received envelopes dropped for a bad signature."""
     dropped_wrong_sender: int
+    """Received envelopes dropped for a sender id that does not match the key."""
     dropped_malformed: int
+    """Received frames or envelopes dropped because they did not decode."""
     dropped_oversized: int
+    """Received frames over the size limit (the connection was closed)."""
     dropped_replay: int
+    """Received envelopes dropped as replays of ones seen before."""
     queue_overflow: int
+    """Messages dropped from full subscriber queues (see ``Subscription.dropped``)."""
     neighbours: int
+    """Current gossip neighbours."""
     bytes_in: int
+    """Frame bytes received."""
     bytes_out: int
+    """Frame bytes sent."""
 
 
 StrPath = Union[str, "os.PathLike[str]"]
+"""A file system path: a ``str`` or an ``os.PathLike`` such as ``pathlib.Path``."""
 
 
 def generate_agent_key() -> bytes:
@@ -261,8 +274,8 @@ class Agent(NativeHandle):
 
     def on(self, event: EventName, handler: EventHandler) -> None:
         """Call ``handler(payload)`` on each ``event``: ``"connected"``, ``"disconnected"``,
-        ``"peer_joined"`` or ``"peer_left"`` (payloads: ``ConnectedEvent``,
-        ``DisconnectedEvent``, ``PeerEvent``).
+        ``"peer_joined"``, ``"peer_left"`` or ``"task_updated"`` (payloads: ``ConnectedEvent``,
+        ``DisconnectedEvent``, ``PeerEvent``, ``TaskUpdatedEvent``).
 
         Handlers may be plain functions or coroutine functions; several per event are called in
         the order added. An exception in a handler is logged (logger ``"x0x"``), never raised.

@@ -29,10 +29,12 @@ class X0xError(Exception):
     """Base class of every x0x error. ``status`` is the C status code, ``message`` the reason."""
 
     status: int = -1
+    """The C status code this error stands for (``X0X_*`` in ``include/x0x.h``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        """Why the operation failed (also ``str(error)``)."""
 
     def __str__(self) -> str:
         return self.message

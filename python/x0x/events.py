@@ -35,6 +35,7 @@ __all__ = [
 logger = logging.getLogger("x0x")
 
 EventName = Literal["connected", "disconnected", "peer_joined", "peer_left", "task_updated"]
+"""The events ``Agent.on`` accepts; each names its payload type (``ConnectedEvent`` ...)."""
 EVENT_NAMES: Tuple[str, ...] = (
     "connected",
     "disconnected",
@@ -48,12 +49,14 @@ class ConnectedEvent(TypedDict):
     """``"connected"``: the agent gained its first gossip neighbour."""
 
     neighbours: int
+    """How many gossip neighbours the agent has now."""
 
 
 class DisconnectedEvent(TypedDict):
     """``"disconnected"``: the agent lost its last gossip neighbour (or left the network)."""
 
     neighbours: int
+    """Always 0."""
 
 
 class PeerEvent(TypedDict):
@@ -82,6 +85,7 @@ class TaskUpdatedEvent(TypedDict):
 
 EventPayload = Union[ConnectedEvent, DisconnectedEvent, PeerEvent, TaskUpdatedEvent]
 EventHandler = Callable[[Any], Union[Awaitable[None], None]]
+"""An event handler: a function or coroutine function taking the event's payload."""
 
 _NAMES = {
     lib.X0X_EVENT_CONNECTED: "connected",

@@ -8,6 +8,7 @@ __all__ = ["AgentId", "MachineId", "PublicKey", "TaskId", "TaskListId"]
 
 _IdT = TypeVar("_IdT", bound="_Id")
 BytesLike = Union[bytes, bytearray, memoryview]
+"""Bytes, or an object that exposes them (``bytearray``, ``memoryview``)."""
 
 
 class _Id:
@@ -15,6 +16,7 @@ class _Id:
 
     __slots__ = ("_bytes",)
     LENGTH: int = lib.X0X_ID_LEN
+    """Bytes in an id."""
 
     def __init__(self, data: BytesLike) -> None:
         raw = bytes(data)
@@ -77,6 +79,7 @@ class PublicKey:
 
     __slots__ = ("_bytes",)
     LENGTH: int = lib.X0X_PUBLIC_KEY_LEN
+    """Bytes in a public key."""
 
     def __init__(self, data: BytesLike) -> None:
         raw = bytes(data)

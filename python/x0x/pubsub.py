@@ -45,6 +45,7 @@ class Subscription(NativeHandle):
         """Wraps an ``X0xSubscription *``; use ``Agent.subscribe`` instead."""
         super().__init__(ptr)
         self.topic = topic
+        """The topic this subscription receives."""
         self._buffer: Deque[Message] = collections.deque()
         # Few distinct senders per topic: reuse their AgentId objects.
         self._senders: Dict[bytes, AgentId] = {}

@@ -25,9 +25,13 @@ class TaskItem(NamedTuple):
     """A task as it is on this replica at the moment ``get_tasks()`` was called."""
 
     id: TaskId
+    """The task's id."""
     title: str
+    """Its title, as given to ``add_task``."""
     description: str
+    """Its description ("" if none was given)."""
     status: TaskStatus
+    """Empty, Claimed or Done."""
     assignee: Optional[AgentId]
     """Who claimed or completed it (``None`` while Empty)."""
     updated_at: int
