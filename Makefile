@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py build_ff
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
 
-.PHONY: demo test lint test-rust test-c test-python header docs bench clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels header docs bench clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python
+test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels
 
 lint: $(STAMP)
 	cargo fmt --check
@@ -49,6 +49,19 @@ test-c:
 # Coverage includes the CLI and helper processes the tests start; below 90% fails.
 test-python: $(STAMP)
 	$(PY) -m pytest --cov --cov-fail-under=90
+
+# The whole Python suite on PyPy, and both wheels (cp38-abi3, PyPy) installed into fresh venvs
+# and smoke-tested. They need pypy3 (Debian: pypy3 pypy3-dev pypy3-venv); without it they are
+# skipped with a message, unless X0X_REQUIRE_PYPY=1 (CI sets it) makes that an error.
+define need_pypy
+	@if ! command -v pypy3 >/dev/null; then 	  if [ -n "$$X0X_REQUIRE_PYPY" ]; then echo "pypy3 is required (X0X_REQUIRE_PYPY)" >&2; exit 1; fi; 	  echo "SKIPPED $@: pypy3 not installed (apt-get install pypy3 pypy3-dev pypy3-venv)"; exit 0; 	fi; $(1)
+endef
+
+test-pypy: $(STAMP)
+	$(call need_pypy,scripts/test_pypy.sh)
+
+test-wheels: $(STAMP)
+	$(call need_pypy,scripts/test_wheels.sh)
 
 # Regenerates API.md from the package's docstrings (lint fails when it is stale).
 docs: $(STAMP)
