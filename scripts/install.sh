@@ -16,7 +16,7 @@
 # Installs (re-running overwrites them with the same content):
 #   $PREFIX/include/x0x.h
 #   $PREFIX/lib/libx0x.a
-#   $PREFIX/lib/libx0x.so
+#   $PREFIX/lib/libx0x.so.VERSION (+ libx0x.so.MAJOR and libx0x.so links)
 #   $PREFIX/lib/pkgconfig/x0x.pc   (from x0x.pc.in)
 set -eu
 
@@ -90,7 +90,13 @@ put() { # mode source destination
 }
 put 644 "$HEADER" "$DEST/include/x0x.h"
 put 644 "$STATIC" "$DEST/lib/libx0x.a"
-put 755 "$SHARED" "$DEST/lib/libx0x.so"
+# The real file carries the full version; libx0x.so.MAJOR (the SONAME build.rs sets) is what
+# programs load, libx0x.so what the linker finds.
+MAJOR=${VERSION%%.*}
+put 755 "$SHARED" "$DEST/lib/libx0x.so.$VERSION"
+ln -sf "libx0x.so.$VERSION" "$DEST/lib/libx0x.so.$MAJOR"
+ln -sf "libx0x.so.$MAJOR" "$DEST/lib/libx0x.so"
+echo "    $DEST/lib/libx0x.so.$MAJOR -> libx0x.so.$VERSION, libx0x.so -> libx0x.so.$MAJOR"
 put 644 "$PC" "$DEST/lib/pkgconfig/x0x.pc"
 
 echo "==> done"
