@@ -10,11 +10,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.x0x-installed
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(shell find python/x0x -name '*.py') build_ffi.py setup.py pyproject.toml
-PY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py build_ffi.py setup.py
+PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api.py build_ffi.py setup.py
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels header docs bench clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability reliability header docs bench clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels
+test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels test-reliability
 
 lint: $(STAMP)
 	cargo fmt --check
@@ -34,6 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PY_CHECKED)
 	$(VENV)/bin/ruff format --check $(PY_CHECKED)
 	$(VENV)/bin/mypy $(MYPY_CHECKED)
+	$(VENV)/bin/mypy tests/netns  # separately: it has its own conftest module
 	$(PY) scripts/gen_api.py --check
 	$(PY) scripts/gen_api.py --coverage --min 95
 
@@ -62,6 +63,15 @@ test-pypy: $(STAMP)
 
 test-wheels: $(STAMP)
 	$(call need_pypy,scripts/test_wheels.sh)
+
+# Reliability under faults: agents in network namespaces, nftables loss and partitions, kill -9
+# (tests/netns; needs root, ip and nft, else skipped). CI size in `make test`; full and strict:
+reliability: $(STAMP)
+	X0X_RELIABILITY_STRICT=1 X0X_RELIABILITY=full $(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs
+	X0X_RELIABILITY=full cargo test --release --test reliability -- --nocapture
+
+test-reliability: $(STAMP)
+	$(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs
 
 # Regenerates API.md from the package's docstrings (lint fails when it is stale).
 docs: $(STAMP)

@@ -45,6 +45,15 @@ const PENDING_CAP: usize = 4096;
 const MAX_STRIKES: u32 = 64;
 /// Time a closing connection gets to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
+/// Peer addresses remembered at most.
+const ADDR_BOOK_CAP: usize = 4096;
+/// How often an agent with too few neighbours reaches out to one more known peer.
+const TOP_UP_PERIOD: Duration = Duration::from_secs(2);
+/// Below this many neighbours an agent tops up. HyParView refills its active view only from its
+/// passive view, once per failure, and drops passive peers it could not reach — so after a
+/// partition (or many crashes) an agent can stay with one neighbour, or a healed partition can
+/// stay split for good. Reaching out to known and bootstrap addresses repairs both.
+const TOP_UP_BELOW: usize = 3;
 
 fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
@@ -240,6 +249,8 @@ impl Network {
             net_tx: net_tx.clone(),
             join: None,
             replay: ReplayGuard::default(),
+            bootstrap: Vec::new(),
+            topping_up: false,
         };
         tokio::spawn(accept_loop(
             endpoint,
@@ -346,6 +357,7 @@ async fn accept_loop(
 
 struct Link {
     peer: MachineId,
+    incarnation: u64,
     conn_id: u64,
     frames: mpsc::UnboundedSender<Bytes>,
     queued: Arc<AtomicUsize>,
@@ -377,6 +389,10 @@ struct Actor {
     net_tx: mpsc::Sender<NetEvent>,
     join: Option<JoinAttempt>,
     replay: ReplayGuard,
+    /// The bootstrap addresses of the last join, for topping up.
+    bootstrap: Vec<SocketAddr>,
+    /// Whether a top-up dial is under way (one at a time).
+    topping_up: bool,
 }
 
 impl Actor {
@@ -385,8 +401,11 @@ impl Actor {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut net_rx: mpsc::Receiver<NetEvent>,
     ) {
+        let mut top_up = tokio::time::interval(TOP_UP_PERIOD);
+        top_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = top_up.tick() => self.top_up(),
                 command = commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.shutdown().await;
@@ -587,7 +606,44 @@ impl Actor {
         }
     }
 
+    /// Reaches out to one known peer (or bootstrap address) that is not a neighbour, when short
+    /// of neighbours; a Join through it makes it (or a peer it forwards us to) a neighbour.
+    fn top_up(&mut self) {
+        if self.shared.mode() != Mode::Joined
+            || self.neighbours.len() >= TOP_UP_BELOW
+            || self.topping_up
+        {
+            return;
+        }
+        let known: Vec<(Option<MachineId>, SocketAddr)> = self
+            .addr_book
+            .iter()
+            .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
+            .map(|(peer, addr)| (Some(*peer), *addr))
+            .chain(self.bootstrap.iter().map(|addr| (None, *addr)))
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        let (peer, addr) = known[rand::random_range(0..known.len())];
+        match peer {
+            Some(peer) if self.links.contains_key(&peer) => {
+                self.handle(InEvent::Command(
+                    network_topic(),
+                    ProtoCommand::Join(vec![peer]),
+                ));
+            }
+            _ => {
+                self.topping_up = true;
+                self.dial(addr, peer, true);
+            }
+        }
+    }
+
     fn start_join(&mut self, bootstrap: Vec<SocketAddr>, reply: oneshot::Sender<Result<()>>) {
+        if !bootstrap.is_empty() {
+            self.bootstrap = bootstrap.clone();
+        }
         if self.shared.mode() == Mode::Joined
             && (bootstrap.is_empty() || !self.neighbours.is_empty())
         {
@@ -665,6 +721,9 @@ impl Actor {
             } => {
                 if let Some(peer) = peer {
                     self.pending.remove(&peer);
+                    // Unreachable: don't keep dialing it (a crashed peer, or a rogue's
+                    // throwaway key); the gossip layer reintroduces it if it comes back.
+                    self.addr_book.remove(&peer);
                     self.handle(InEvent::PeerDisconnected(peer));
                 }
                 if bootstrap {
@@ -679,6 +738,7 @@ impl Actor {
     fn on_connected(&mut self, auth: Authenticated, bootstrap: bool) {
         let Authenticated {
             peer,
+            incarnation,
             listen,
             connection,
             send,
@@ -696,7 +756,30 @@ impl Actor {
             }
             return;
         }
+        if self.addr_book.len() >= ADDR_BOOK_CAP && !self.addr_book.contains_key(&peer) {
+            // Bounded: every authenticated key adds an entry, and keys cost an attacker nothing.
+            let victim = self
+                .addr_book
+                .keys()
+                .nth(rand::random_range(0..self.addr_book.len()));
+            if let Some(victim) = victim.copied() {
+                self.addr_book.remove(&victim);
+            }
+        }
         self.addr_book.insert(peer, listen);
+        if self
+            .links
+            .get(&peer)
+            .is_some_and(|link| link.incarnation != incarnation)
+        {
+            // The peer restarted: its old connection is dead even if it has not timed out yet.
+            // Forget it now, so that what we send (the answer to its join) goes to the new one.
+            if let Some(old) = self.links.remove(&peer) {
+                old.connection.close(5u32.into(), b"peer restarted");
+            }
+            self.spares.retain(|spare| spare.peer != peer);
+            self.handle(InEvent::PeerDisconnected(peer));
+        }
         self.next_conn_id += 1;
         let conn_id = self.next_conn_id;
         tokio::spawn(read_loop(
@@ -717,6 +800,7 @@ impl Actor {
         ));
         let link = Link {
             peer,
+            incarnation,
             conn_id,
             frames,
             queued,
@@ -732,6 +816,7 @@ impl Actor {
             }
         }
         if bootstrap {
+            self.topping_up = false;
             if let Some(join) = self.join.as_mut() {
                 join.outstanding = join.outstanding.saturating_sub(1);
             }
@@ -743,6 +828,7 @@ impl Actor {
     }
 
     fn bootstrap_failed(&mut self, addr: SocketAddr, error: Error) {
+        self.topping_up = false;
         let Some(join) = self.join.as_mut() else {
             return;
         };

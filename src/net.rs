@@ -29,7 +29,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alives make a silent peer's death visible within [`IDLE_TIMEOUT`]: the gossip layer has
 /// no failure detector of its own.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn crypto_provider() -> Arc<CryptoProvider> {
     let mut provider = aws_lc_rs::default_provider();
@@ -42,7 +42,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("5 s is a valid QUIC idle timeout"),
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("3 s is a valid QUIC idle timeout"),
     ));
     Arc::new(transport)
 }
@@ -134,6 +134,8 @@ impl ServerCertVerifier for AnyCertificate {
 pub struct Authenticated {
     /// The peer.
     pub peer: MachineId,
+    /// The peer process's incarnation (changes when it restarts).
+    pub incarnation: u64,
     /// Where the peer accepts connections.
     pub listen: SocketAddr,
     /// The QUIC connection.
@@ -183,6 +185,7 @@ pub async fn dial(
         }
         Ok(Authenticated {
             peer,
+            incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             connection,
             send,
@@ -217,6 +220,7 @@ pub async fn accept(
         write_frame(&mut send, &wire::encode(&hello)?).await?;
         Ok(Authenticated {
             peer: key.machine_id(),
+            incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             connection,
             send,

@@ -51,18 +51,37 @@ pub struct Hello {
     pub public_key: Vec<u8>,
     /// Where the sender accepts connections.
     pub listen: SocketAddr,
-    /// ML-DSA-65 over `"x0x-hello-v1" ‖ role ‖ exporter secret ‖ postcard(listen)`.
+    /// Random per process run: a connection from a known peer with a new incarnation means the
+    /// peer restarted, so its old connection is dead even if it has not timed out yet.
+    pub incarnation: u64,
+    /// ML-DSA-65 over `"x0x-hello-v1" ‖ role ‖ exporter secret ‖ postcard(listen) ‖ incarnation`.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
-fn hello_transcript(role: Role, exporter: &[u8; 32], listen: &SocketAddr) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(HELLO_DOMAIN.len() + 1 + 32 + 32);
+fn hello_transcript(
+    role: Role,
+    exporter: &[u8; 32],
+    listen: &SocketAddr,
+    incarnation: u64,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(HELLO_DOMAIN.len() + 1 + 32 + 32 + 8);
     out.extend_from_slice(HELLO_DOMAIN);
     out.push(role as u8);
     out.extend_from_slice(exporter);
     out.extend_from_slice(&encode(listen)?);
+    out.extend_from_slice(&incarnation.to_le_bytes());
     Ok(out)
+}
+
+/// This process's incarnation (see [`Hello::incarnation`]).
+pub fn incarnation() -> u64 {
+    static INCARNATION: once_cell::sync::Lazy<u64> = once_cell::sync::Lazy::new(|| {
+        let mut bytes = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+        u64::from_le_bytes(bytes)
+    });
+    *INCARNATION
 }
 
 impl Hello {
@@ -73,10 +92,13 @@ impl Hello {
         exporter: &[u8; 32],
         listen: SocketAddr,
     ) -> Result<Self> {
-        let signature = machine_key.sign(&hello_transcript(role, exporter, &listen)?)?;
+        let incarnation = incarnation();
+        let signature =
+            machine_key.sign(&hello_transcript(role, exporter, &listen, incarnation)?)?;
         Ok(Self {
             public_key: machine_key.public_key().as_bytes().to_vec(),
             listen,
+            incarnation,
             signature,
         })
     }
@@ -86,10 +108,8 @@ impl Hello {
     pub fn verify(&self, role: Role, exporter: &[u8; 32]) -> Result<PublicKey> {
         let key =
             PublicKey::from_bytes(&self.public_key).map_err(|e| protocol(format!("hello: {e}")))?;
-        if !key.verify(
-            &hello_transcript(role, exporter, &self.listen)?,
-            &self.signature,
-        ) {
+        let transcript = hello_transcript(role, exporter, &self.listen, self.incarnation)?;
+        if !key.verify(&transcript, &self.signature) {
             return Err(protocol(
                 "hello: bad signature (the peer does not hold its key)",
             ));
