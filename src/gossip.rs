@@ -48,7 +48,7 @@ const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Peer addresses remembered at most.
 const ADDR_BOOK_CAP: usize = 4096;
 /// How often an agent with too few neighbours reaches out to one more known peer.
-const TOP_UP_PERIOD: Duration = Duration::from_secs(2);
+const TOP_UP_PERIOD: Duration = Duration::from_secs(1);
 /// Below this many neighbours an agent tops up. HyParView refills its active view only from its
 /// passive view, once per failure, and drops passive peers it could not reach — so after a
 /// partition (or many crashes) an agent can stay with one neighbour, or a healed partition can
@@ -865,6 +865,9 @@ impl Actor {
                 let spare = self.spares.swap_remove(i);
                 self.links.insert(peer, spare);
             } else {
+                // Most likely gone: a top-up should not spend a handshake timeout on it. If it
+                // is alive, gossip brings its address back (or it dials us).
+                self.addr_book.remove(&peer);
                 self.handle(InEvent::PeerDisconnected(peer));
             }
         }

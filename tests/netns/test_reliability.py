@@ -373,9 +373,9 @@ def test_r3_kill(full: bool) -> None:
             known_limitation(
                 f"R3: survivors without 3 live neighbours within 5 s of the kill: "
                 f"{ {i: None if t is None else round(t, 2) for i, t in slow.items()} } "
-                f"(None: never; live neighbours at end {final_live}). A dead neighbour is only "
-                "noticed at the QUIC idle timeout (5 s), and HyParView refills its active view "
-                "only from its passive view, once per failure"
+                f"(None: never; live neighbours at end {final_live}). A dead neighbour is "
+                "noticed at the QUIC idle timeout (3 s); replacements come from the gossip "
+                "layer's passive view and the 1 s neighbour top-up"
             )
 
 
@@ -544,7 +544,7 @@ def test_r5_restart(full: bool) -> None:
         before = victim.call({"cmd": "tasks", "list": list_id})["digest"]
         old_peer, old_agent = victim.peer_id, victim.agent_id
         # It restarts with its neighbours as bootstrap peers (as a real agent's fixed bootstrap
-        # list would be): they still hold its old connection until their 5 s idle timeout.
+        # list would be): they still hold its old connection until their 3 s idle timeout.
         boot = sorted(a.index for a in agents if a.peer_id in neighbours(victim))
         time.sleep(0.5)  # lists are written 100 ms after a change
         victim.kill()
@@ -599,7 +599,7 @@ def test_r5_restart(full: bool) -> None:
         assert conv_total is not None and conv_total <= 5.0
         if first_failure:
             known_limitation(
-                f"R5: an agent restarted within the 5 s idle timeout could not join through "
+                f"R5: an agent restarted within the 3 s idle timeout could not join through "
                 f"peers that still held its old connection ({first_failure}); the second "
                 f"start after the timeout joined in {rejoin:.2f} s. gossip.rs on_connected "
                 "keeps the stale link and parks the new connection as a spare"
