@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability reliability header docs bench clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability test-fuzz reliability header docs bench clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels test-reliability
+test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels test-reliability test-fuzz
 
 lint: $(STAMP)
 	cargo fmt --check
@@ -63,6 +63,14 @@ test-pypy: $(STAMP)
 
 test-wheels: $(STAMP)
 	$(call need_pypy,scripts/test_wheels.sh)
+
+# Fuzzing: every network-reachable decoder and the C ABI's input parsing (fuzz/), each target
+# for FUZZ_SECONDS after replaying fuzz/regressions (inputs that once crashed x0x). Installs
+# cargo-fuzz on first use (it runs on the stable toolchain with RUSTC_BOOTSTRAP=1, see the script).
+FUZZ_SECONDS ?= 15
+test-fuzz:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # Reliability under faults: agents in network namespaces, nftables loss and partitions, kill -9
 # (tests/netns; needs root, ip and nft, else skipped). CI size in `make test`; full and strict:

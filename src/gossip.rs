@@ -31,7 +31,7 @@ use crate::net::{self, Authenticated, ReadError};
 use crate::pubsub::Registry;
 use crate::replay::ReplayGuard;
 use crate::stats::Counters;
-use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE};
+use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE, MAX_GOSSIP_ROUND};
 
 /// A peer whose unsent backlog passes this many bytes is treated as dead.
 const PEER_HARD_CAP: usize = 256 << 20;
@@ -907,6 +907,9 @@ async fn read_loop(
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         // Decode and verify here, off the actor: the actor only ever sees valid messages.
         let rejection = match wire::gossip_data_content(&frame) {
+            Some(_) if wire::gossip_data_round(&frame).is_some_and(|r| r > MAX_GOSSIP_ROUND) => {
+                Some(Rejection::Malformed)
+            }
             Some(content) => wire::open(content).err(),
             None => None,
         };
@@ -1038,5 +1041,27 @@ mod tests {
             .filter_map(|f| wire::gossip_data_content(f))
             .collect();
         assert_eq!(found, vec![&content[..]]);
+        let frame = data
+            .iter()
+            .find(|f| wire::gossip_data_content(f).is_some())
+            .unwrap();
+        assert_eq!(
+            wire::gossip_data_round(frame),
+            Some(0),
+            "first hop from the origin"
+        );
+        for control in &control {
+            assert_eq!(wire::gossip_data_round(control), None);
+        }
+        // A relay can claim any round; 65535 overflowed the proto's `round + 1` (found by
+        // fuzzing: a panic with overflow checks on). The reader must see and refuse it.
+        assert!(
+            frame.ends_with(&[0, 0]),
+            "scope Swarm(Round(0)) ends the frame"
+        );
+        let mut forged = frame[..frame.len() - 1].to_vec();
+        forged.extend_from_slice(&[0xff, 0xff, 0x03]);
+        assert_eq!(wire::gossip_data_round(&forged), Some(65535));
+        assert!(postcard::from_bytes::<proto::Message<MachineId>>(&forged).is_ok());
     }
 }

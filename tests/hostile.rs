@@ -709,6 +709,36 @@ async fn spoofed_message_id_is_not_delivered() {
     .await;
 }
 
+/// A relay can claim any delivery round; the gossip layer forwards with `round + 1` in a u16,
+/// so round 65535 overflowed — a panic that stopped the agent's networking in builds with
+/// overflow checks, like this test's (found by fuzzing). It must be dropped as malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_delivery_round_is_dropped_not_a_crash() {
+    watch_panics();
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+        let seq = rogue.next_seq();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(b"round 65535")).unwrap();
+        let frame = rogue.data_frame(envelope).await;
+        assert!(
+            frame.ends_with(&[0, 0]),
+            "scope Swarm(Round(0)) ends the frame"
+        );
+        let mut forged = frame[..frame.len() - 1].to_vec();
+        forged.extend_from_slice(&[0xff, 0xff, 0x03]);
+        assert_eq!(wire::gossip_data_round(&forged), Some(65535));
+        rogue.write_frame(&forged).await.unwrap();
+        rogue.sentinel(&sub, "after the absurd round").await;
+        let after = honest.stats();
+        assert_eq!(after.dropped_malformed, before.dropped_malformed + 1);
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+    assert_no_background_panics();
+}
+
 /// A length prefix over the limit closes that connection (and is counted); the agent keeps
 /// serving a well-behaved peer afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

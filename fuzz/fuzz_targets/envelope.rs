@@ -1,0 +1,31 @@
+//! Signed envelopes (`wire::open`, `wire::open_verified`), the content of every data message.
+//!
+//! `open` runs in the connection reader; `open_verified` decodes the same bytes again in the
+//! actor, trusting that the reader checked the signature. They must agree: whatever `open`
+//! accepts, `open_verified` accepts with the same sender, sequence number and items; whatever
+//! `open_verified` rejects, `open` rejects the same way; they differ only on a bad signature.
+//!
+//! Input: byte 0 is the mode, the rest its argument.
+//! * even: the rest is an envelope as received;
+//! * odd: the rest is an `EnvelopeBody`, which the target signs with a fixed key, so that the
+//!   checks behind the signature (version, sender = id of the key, the items) are reached with
+//!   arbitrary bodies.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use x0x::Keypair;
+
+static KEY: OnceLock<Keypair> = OnceLock::new();
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        x0x_fuzz::check_open(rest);
+    } else {
+        let key = KEY.get_or_init(|| x0x_fuzz::keypair(3));
+        x0x_fuzz::check_open(&x0x_fuzz::sign_envelope(key, rest));
+    }
+});

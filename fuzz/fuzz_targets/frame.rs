@@ -1,0 +1,21 @@
+//! The bytes a connected peer sends after the hellos, through everything an agent does with
+//! them: the reader's length-prefixed framing (`net::read_frame_checked`), its verification of
+//! data messages (`wire::gossip_data_content` + `wire::open`), the decode of
+//! `iroh_gossip::proto::Message` (`gossip::read_loop`), then the actor: the proto state machine,
+//! its timers, the peer data it reports, and the delivery of received envelopes
+//! (`wire::open_verified` + the replay window). See `x0x_fuzz::Node` for the checks:
+//! * a frame that decodes to a data message was found by `gossip_data_content` (so its content
+//!   was verified), and the gossip layer delivers only verified content;
+//! * decoded messages re-encode stably, and outgoing frames fit the frame limit;
+//! * nothing panics (the actor runs on a tokio task: a panic kills the agent's networking).
+//!
+//! Input: the byte stream as received (u32 big-endian length, frame, repeat). It is fed twice:
+//! to a node that peers join through, and to a node that joined through the sender.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    x0x_fuzz::Node::new(false).connection(data);
+    x0x_fuzz::Node::new(true).connection(data);
+});

@@ -1,0 +1,41 @@
+//! The hello, the first frame of every connection, decoded before the peer is authenticated
+//! (`net::read_hello`: postcard `wire::Hello`), then checked (`Hello::verify`) against a fixed
+//! TLS exporter secret, as each side of a connection does.
+//!
+//! Checks: nothing panics; a hello verifies for one role at most (a signature binds the role, so
+//! a hello cannot be reflected back); a verified hello's key is its `public_key` and it does not
+//! verify for another connection's secret; a decoded hello encodes and decodes to itself.
+//!
+//! Input: the frame's bytes (without the length prefix).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use x0x::wire::{self, Hello, Role};
+use x0x_fuzz::EXPORTER;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(hello) = postcard::from_bytes::<Hello>(data) else {
+        return;
+    };
+    let again: Hello = postcard::from_bytes(&wire::encode(&hello).expect("a hello encodes"))
+        .expect("a re-encoded hello decodes");
+    assert_eq!(
+        (&again.public_key, again.listen, again.incarnation, &again.signature),
+        (&hello.public_key, hello.listen, hello.incarnation, &hello.signature),
+        "a hello does not survive encoding"
+    );
+    let dialer = hello.verify(Role::Dialer, &EXPORTER);
+    let acceptor = hello.verify(Role::Acceptor, &EXPORTER);
+    assert!(
+        dialer.is_err() || acceptor.is_err(),
+        "a hello verifies for both roles"
+    );
+    for key in [dialer, acceptor].into_iter().flatten() {
+        assert_eq!(key.as_bytes(), &hello.public_key[..]);
+        let _ = key.machine_id();
+        let mut other = EXPORTER;
+        other[0] ^= 1;
+        assert!(hello.verify(Role::Dialer, &other).is_err());
+        assert!(hello.verify(Role::Acceptor, &other).is_err());
+    }
+});

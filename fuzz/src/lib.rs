@@ -1,0 +1,669 @@
+//! What the x0x fuzz targets share: fixed keys, mirrors of a few private definitions, the
+//! connection model the `frame` target drives, and the seed inputs of every target
+//! ([`seeds`], written out by `src/bin/make_corpus.rs`).
+//!
+//! Mirrors: where x0x keeps something private that a target needs, it is copied here and named
+//! as a mirror, with the source it copies. Each one is listed in fuzz/README.md with the
+//! visibility change that would let the target use the real thing.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData, TopicId};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use x0x::identity::KEYPAIR_LEN;
+use x0x::replay::ReplayGuard;
+use x0x::tasklist::{TaskId, TaskListState};
+use x0x::wire::{self, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
+use x0x::{AgentId, Keypair, MachineId};
+
+/// Every fuzz target, in the order `scripts/fuzz.sh` runs them.
+pub const TARGETS: &[&str] = &[
+    "frame",
+    "envelope",
+    "hello",
+    "tasklist_state",
+    "keypair",
+    "c_abi",
+    "replay",
+];
+
+/// The TLS exporter secret every `hello` input is checked against.
+pub const EXPORTER: [u8; 32] = [0x5a; 32];
+
+/// Mirror of `wire::MESSAGE_DOMAIN` (private): the prefix of the bytes an envelope signs.
+pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
+
+/// Mirror of `gossip::network_topic()` (private): the one topic every agent joins.
+pub fn network_topic() -> TopicId {
+    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
+}
+
+/// Mirror of `gossip::proto_config()` (private): the proto configuration agents run.
+pub fn proto_config() -> proto::Config {
+    let mut config = proto::Config {
+        max_message_size: wire::GOSSIP_MAX_MESSAGE_SIZE,
+        ..Default::default()
+    };
+    config.broadcast.graft_timeout_1 = Duration::from_millis(250);
+    config.broadcast.graft_timeout_2 = Duration::from_millis(125);
+    config
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// The 72-byte key format with a correct checksum over `head` (magic, version, algorithm,
+/// reserved, seed): lets a target reach the checks behind the checksum.
+pub fn key_bytes(head: &[u8; 40]) -> [u8; KEYPAIR_LEN] {
+    let mut out = [0u8; KEYPAIR_LEN];
+    out[..40].copy_from_slice(head);
+    out[40..].copy_from_slice(&sha256(head));
+    out
+}
+
+/// The header of a valid version-1 ML-DSA-65 key followed by `seed`.
+pub fn key_head(seed: [u8; 32]) -> [u8; 40] {
+    let mut head = [0u8; 40];
+    head[..8].copy_from_slice(b"x0xk\x01\x01\x00\x00");
+    head[8..].copy_from_slice(&seed);
+    head
+}
+
+/// A fixed key pair (the same for the same `n` in every run).
+pub fn keypair(n: u8) -> Keypair {
+    Keypair::from_bytes(&key_bytes(&key_head([n; 32]))).expect("a well-formed key")
+}
+
+/// Signs `body` (the bytes of an `EnvelopeBody`) as `wire::seal` would and encodes the
+/// `SignedEnvelope`; lets a target reach what lies behind a valid signature.
+pub fn sign_envelope(key: &Keypair, body: &[u8]) -> Vec<u8> {
+    let mut signed = MESSAGE_DOMAIN.to_vec();
+    signed.extend_from_slice(body);
+    let envelope = wire::SignedEnvelope {
+        body: Bytes::copy_from_slice(body),
+        signature: key.sign(&signed).expect("signing works"),
+    };
+    wire::encode(&envelope).expect("encodes")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mirrors of the private task list messages (src/tasklists.rs). postcard's layout follows the
+// type's shape only, so these decode exactly what the private types decode.
+
+/// Mirror of `tasklists::SyncMessage` (private), the payload of task list pub/sub messages.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// One change (or a few): merge it.
+    Delta {
+        /// The list's name.
+        name: String,
+        /// The delta.
+        state: TaskListState,
+    },
+    /// A chunk of a replica's full state: merge it.
+    Full {
+        /// The list's name.
+        name: String,
+        /// The chunk.
+        state: TaskListState,
+    },
+    /// "Send me your full state".
+    Request,
+}
+
+/// Mirror of `tasklists::PersistedList` (private), the body of a task list file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PersistedList {
+    /// The list id.
+    pub id: [u8; 32],
+    /// The list's name.
+    pub name: String,
+    /// The owning agent.
+    pub me: [u8; 32],
+    /// The state.
+    pub state: TaskListState,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection model of the `frame` target.
+
+/// Splits a received byte stream into frames exactly as `net::read_frame_checked` reads them:
+/// a big-endian u32 length, then that many bytes; a length over [`MAX_FRAME_LEN`] ends the
+/// connection (`Oversized`), and so does a short read (end of stream).
+pub fn frames(mut stream: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while stream.len() >= 4 {
+        let len = u32::from_be_bytes(stream[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_FRAME_LEN {
+            break; // Oversized: the reader closes the connection.
+        }
+        let Some(frame) = stream.get(4..4 + len) else {
+            break; // The stream ended inside the frame.
+        };
+        out.push(frame);
+        stream = &stream[4 + len..];
+    }
+    out
+}
+
+/// Length-prefixes `frames` into one stream (the inverse of [`frames`]).
+pub fn stream(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for frame in frames {
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+    }
+    out
+}
+
+/// Mirror of `gossip::MAX_STRIKES` (private): invalid frames tolerated per connection.
+pub const MAX_STRIKES: u32 = 64;
+
+/// The machine id of the node under test and of the peer whose stream is fuzzed.
+pub const NODE: MachineId = MachineId([1; 32]);
+/// See [`NODE`].
+pub const PEER: MachineId = MachineId([2; 32]);
+
+fn peer_data(port: u16) -> PeerData {
+    PeerData::new(wire::encode(&SocketAddr::from(([127, 0, 0, 1], port))).expect("encodes"))
+}
+
+/// A proto state machine as an agent runs it (`gossip::Actor`): its own config, joined to the
+/// network topic. Seeded, so a crash reproduces.
+pub fn proto_state(me: MachineId, port: u16) -> proto::State<MachineId, StdRng> {
+    proto::State::new(
+        me,
+        peer_data(port),
+        proto_config(),
+        StdRng::seed_from_u64(u64::from(me.0[0])),
+    )
+}
+
+/// One agent's view of one connection: what `gossip::read_loop` does with each frame, then what
+/// `gossip::Actor` does with each decoded message, with the checks that must hold.
+pub struct Node {
+    state: proto::State<MachineId, StdRng>,
+    now: Instant,
+    timers: Vec<(Instant, proto::Timer<MachineId>)>,
+    /// Data message contents that `wire::open` accepted (the reader's verification).
+    verified: HashSet<Bytes>,
+    replay: ReplayGuard,
+    /// Frames the node sent (counted, not kept).
+    pub sent: usize,
+    /// Messages delivered to the application.
+    pub delivered: usize,
+}
+
+impl Node {
+    /// A node that has joined the network topic (`join_network`), as every agent does, and then:
+    /// * `dialed = false`: waits for peers to join through it (the first node of a network);
+    /// * `dialed = true`: has connected to `PEER` as its bootstrap peer and sent it a join, so
+    ///   the stream holds the bootstrap peer's answers.
+    pub fn new(dialed: bool) -> Self {
+        let mut node = Self {
+            state: proto_state(NODE, 5483),
+            now: Instant::now(),
+            timers: Vec::new(),
+            verified: HashSet::new(),
+            replay: ReplayGuard::default(),
+            sent: 0,
+            delivered: 0,
+        };
+        node.handle(InEvent::Command(network_topic(), Command::Join(vec![])));
+        if dialed {
+            node.handle(InEvent::Command(network_topic(), Command::Join(vec![PEER])));
+        }
+        node
+    }
+
+    /// Feeds the node everything `PEER` sent on one connection (the bytes after the hellos),
+    /// then the connection's end, then fires the timers that were scheduled.
+    pub fn connection(&mut self, bytes: &[u8]) {
+        let mut strikes = 0;
+        for frame in frames(bytes) {
+            if !self.frame(frame) {
+                strikes += 1;
+                if strikes >= MAX_STRIKES {
+                    break; // The reader closes the connection.
+                }
+            }
+        }
+        self.handle(InEvent::PeerDisconnected(PEER));
+        self.run_timers(64);
+    }
+
+    /// One frame, as `gossip::read_loop` handles it; false if it was rejected (a strike).
+    pub fn frame(&mut self, frame: &[u8]) -> bool {
+        let content = wire::gossip_data_content(frame);
+        if content.is_some()
+            && wire::gossip_data_round(frame).is_some_and(|r| r > wire::MAX_GOSSIP_ROUND)
+        {
+            return false; // an absurd delivery round: it overflowed the proto's round + 1
+        }
+        if let Some(content) = content {
+            match wire::open(content) {
+                Ok(_) => {
+                    self.verified.insert(Bytes::copy_from_slice(content));
+                }
+                Err(_) => return false,
+            }
+        }
+        let Ok(message) = postcard::from_bytes::<proto::Message<MachineId>>(frame) else {
+            return false;
+        };
+        // The property the reader relies on: a frame that decodes to a data message is one
+        // `gossip_data_content` recognised, so its content was verified above. If this fails,
+        // unverified bytes reach the gossip layer, which would deliver and forward them.
+        if matches!(message.kind(), proto::state::MessageKind::Data) {
+            assert!(
+                content.is_some(),
+                "a frame decodes to a data message, but gossip_data_content did not find it: \
+                 its content was never verified"
+            );
+        }
+        // Whatever decodes must encode again (the actor re-encodes messages it forwards), to
+        // bytes that decode to a message whose data content is the same.
+        let again = wire::encode(&message).expect("a decoded message encodes again");
+        let decoded: proto::Message<MachineId> =
+            postcard::from_bytes(&again).expect("a re-encoded message decodes");
+        assert_eq!(
+            wire::gossip_data_content(&again),
+            content,
+            "re-encoding changed the data content"
+        );
+        assert_eq!(
+            wire::encode(&decoded).expect("encodes"),
+            again,
+            "encoding is not stable"
+        );
+        self.handle(InEvent::RecvMessage(PEER, message));
+        true
+    }
+
+    /// Fires up to `max` scheduled timers, earliest first, moving the clock to each.
+    pub fn run_timers(&mut self, max: usize) {
+        for _ in 0..max {
+            let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i].0) else {
+                return;
+            };
+            let (at, timer) = self.timers.swap_remove(i);
+            self.now = self.now.max(at);
+            self.handle(InEvent::TimerExpired(timer));
+        }
+    }
+
+    /// `gossip::Actor::handle` and `apply`.
+    pub fn handle(&mut self, event: InEvent<MachineId>) {
+        let out: Vec<_> = self.state.handle(event, self.now, None).collect();
+        for event in out {
+            match event {
+                OutEvent::SendMessage(_, message) => {
+                    let frame = wire::encode(&message).expect("an outgoing message encodes");
+                    assert!(
+                        frame.len() <= MAX_FRAME_LEN,
+                        "the node sends a {}-byte frame, over the frame limit",
+                        frame.len()
+                    );
+                    self.sent += 1;
+                }
+                OutEvent::EmitEvent(topic, proto::Event::Received(gossip))
+                    if topic == network_topic() =>
+                {
+                    self.received(&gossip.content);
+                }
+                OutEvent::EmitEvent(..) | OutEvent::DisconnectPeer(_) => {}
+                OutEvent::ScheduleTimer(delay, timer) => {
+                    self.timers.push((self.now + delay, timer));
+                }
+                OutEvent::PeerData(_, data) => {
+                    // The actor keeps the address a peer announces, if it decodes.
+                    let _ = postcard::from_bytes::<SocketAddr>(data.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// `gossip::Actor::on_gossip` for `Received`.
+    fn received(&mut self, content: &Bytes) {
+        assert!(
+            self.verified.contains(content),
+            "the gossip layer delivered content that the reader never verified"
+        );
+        // Verified content must decode again, to what `open` returned.
+        let envelope = wire::open_verified(content).expect("verified content decodes");
+        if self.replay.accept(envelope.sender, envelope.seq) {
+            self.delivered += envelope.items.len();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeds.
+
+fn item(topic: &str, payload: &[u8]) -> Item {
+    Item {
+        topic: topic.into(),
+        timestamp_ms: 1_700_000_000_000,
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+/// A valid sealed envelope from key `n`.
+pub fn sealed(n: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
+    wire::seal(&keypair(n), seq, items)
+        .expect("seals")
+        .to_vec()
+}
+
+fn body(key: &Keypair, version: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
+    wire::encode(&wire::EnvelopeBody {
+        version,
+        sender: key.public_key().agent_id().0,
+        public_key: key.public_key().as_bytes().to_vec(),
+        seq,
+        items,
+    })
+    .expect("encodes")
+}
+
+/// Two proto state machines wired back to back (as `gossip::tests::pump`); returns the frames
+/// each one sent, `(a's, b's)`.
+fn pump(
+    a: &mut proto::State<MachineId, StdRng>,
+    b: &mut proto::State<MachineId, StdRng>,
+    first: InEvent<MachineId>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (id_a, id_b) = (*a.me(), *b.me());
+    let now = Instant::now();
+    let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
+    let mut inbox = vec![(true, first)];
+    let mut steps = 0;
+    while let Some((to_a, event)) = inbox.pop() {
+        steps += 1;
+        if steps > 1000 {
+            break;
+        }
+        let state = if to_a { &mut *a } else { &mut *b };
+        for out in state.handle(event, now, None).collect::<Vec<_>>() {
+            match out {
+                OutEvent::SendMessage(_, message) => {
+                    let frame = wire::encode(&message).expect("encodes");
+                    if to_a {
+                        sent_a.push(frame.clone());
+                    } else {
+                        sent_b.push(frame.clone());
+                    }
+                    let decoded = postcard::from_bytes(&frame).expect("decodes");
+                    let from = if to_a { id_a } else { id_b };
+                    inbox.push((!to_a, InEvent::RecvMessage(from, decoded)));
+                }
+                // Fire timers at once: they produce the lazy-push (IHave) and shuffle traffic.
+                OutEvent::ScheduleTimer(_, timer) if steps < 200 => {
+                    inbox.push((to_a, InEvent::TimerExpired(timer)));
+                }
+                _ => {}
+            }
+        }
+    }
+    (sent_a, sent_b)
+}
+
+/// Frames of a real exchange: `PEER` joins through `NODE`, broadcasts envelopes, and leaves.
+fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut node = proto_state(NODE, 5483);
+    let mut peer = proto_state(PEER, 5484);
+    let topic = network_topic();
+    let _: Vec<_> = node
+        .handle(
+            InEvent::Command(topic, Command::Join(vec![])),
+            Instant::now(),
+            None,
+        )
+        .collect();
+    let (mut from_peer, mut from_node) =
+        pump(&mut peer, &mut node, InEvent::Command(topic, Command::Join(vec![NODE])));
+    let contents = [
+        sealed(3, 1, vec![item("chat", b"hello")]),
+        sealed(3, 2, vec![item("chat", b"two"), item("x0x/tasklist/00", b"")]),
+        sealed(4, u64::MAX, vec![]),
+    ];
+    for (i, content) in contents.into_iter().enumerate() {
+        let scope = if i == 1 {
+            proto::Scope::Neighbors
+        } else {
+            proto::Scope::Swarm
+        };
+        let command = Command::Broadcast(Bytes::from(content), scope);
+        let (a, b) = pump(&mut peer, &mut node, InEvent::Command(topic, command));
+        from_peer.extend(a);
+        from_node.extend(b);
+    }
+    let (a, b) = pump(&mut peer, &mut node, InEvent::Command(topic, Command::Quit));
+    from_peer.extend(a);
+    from_node.extend(b);
+    (from_peer, from_node)
+}
+
+fn hello_seeds() -> Vec<Vec<u8>> {
+    let key = keypair(5);
+    let mut out = Vec::new();
+    for (role, listen) in [
+        (Role::Dialer, "127.0.0.1:5483"),
+        (Role::Acceptor, "0.0.0.0:9000"),
+        (Role::Dialer, "[::1]:5483"),
+        (Role::Acceptor, "[fe80::1%2]:1"),
+    ] {
+        let listen: SocketAddr = listen.parse().expect("an address");
+        let hello = Hello::new(&key, role, &EXPORTER, listen).expect("signs");
+        out.push(wire::encode(&hello).expect("encodes"));
+    }
+    // Signed over another connection's secret, and a short key.
+    let other = Hello::new(&key, Role::Dialer, &[0; 32], "10.0.0.1:1".parse().unwrap()).unwrap();
+    out.push(wire::encode(&other).unwrap());
+    let short = Hello {
+        public_key: vec![1; 16],
+        listen: "127.0.0.1:1".parse().unwrap(),
+        incarnation: u64::MAX,
+        signature: vec![2; 16],
+    };
+    out.push(wire::encode(&short).unwrap());
+    out
+}
+
+fn tasklist_states() -> Vec<TaskListState> {
+    let agent = |n: u8| AgentId([n; 32]);
+    let mut a = TaskListState::default();
+    let mut out = Vec::new();
+    let (id1, d1) = a.add_task("write docs", "all of them", agent(1), 100, 1);
+    out.push(d1);
+    let (id2, d2) = a.add_task("ship", "", agent(2), 100, 2);
+    out.push(d2);
+    out.push(a.claim(&id1, agent(2), 150).unwrap());
+    out.push(a.complete(&id2, agent(3), 160).unwrap());
+    out.push(a.edit(&id1, "write the docs", "π", agent(1), 170).unwrap());
+    out.push(a.remove(&id2).unwrap());
+    let mut b = TaskListState::default();
+    let (_, d) = b.add_task("write docs", "other", agent(9), 100, 7);
+    b.claim(&TaskId::derive("write docs", &agent(9), 100), agent(1), 99)
+        .unwrap();
+    out.push(d);
+    out.push(a);
+    out.push(b);
+    out
+}
+
+fn tasklist_seeds() -> Vec<Vec<u8>> {
+    let states = tasklist_states();
+    let enc = |s: &TaskListState| wire::encode(s).expect("encodes");
+    let mut out = Vec::new();
+    for (i, s) in states.iter().enumerate() {
+        // Three states back to back: the target merges them every way.
+        let mut three = enc(s);
+        three.extend(enc(&states[(i + 1) % states.len()]));
+        three.extend(enc(&states[(i + 3) % states.len()]));
+        out.push(three);
+    }
+    out.push(Vec::new());
+    for message in [
+        SyncMessage::Delta {
+            name: "list".into(),
+            state: states[2].clone(),
+        },
+        SyncMessage::Full {
+            name: String::new(),
+            state: states[7].clone(),
+        },
+        SyncMessage::Request,
+    ] {
+        out.push(wire::encode(&message).expect("encodes"));
+    }
+    out.push(
+        wire::encode(&PersistedList {
+            id: [7; 32],
+            name: "persisted".into(),
+            me: [1; 32],
+            state: states[7].clone(),
+        })
+        .expect("encodes"),
+    );
+    out
+}
+
+fn keypair_seeds() -> Vec<Vec<u8>> {
+    // Byte 0 is the mode (see fuzz_targets/keypair.rs): even = the rest as is, odd = the rest's
+    // first 40 bytes with a computed checksum.
+    let valid = key_bytes(&key_head([9; 32]));
+    let mut out = vec![
+        [&[0u8][..], &valid].concat(),
+        [&[1u8][..], &valid[..40]].concat(),
+        [&[1u8][..], b"x0xk\x02\x01\x00\x00", &[0; 32]].concat(),
+        [&[0u8][..], &valid[..71]].concat(),
+    ];
+    let id = keypair(9).public_key().agent_id();
+    out.push([&[0u8][..], id.to_hex().as_bytes()].concat());
+    out.push([&[2u8][..], id.to_hex().to_uppercase().as_bytes()].concat());
+    out
+}
+
+fn c_abi_seeds() -> Vec<Vec<u8>> {
+    // Byte 0 picks the function (see fuzz_targets/c_abi.rs), the rest is the argument.
+    let id_hex = keypair(9).public_key().agent_id().to_hex();
+    let key = key_bytes(&key_head([9; 32]));
+    let arg = |f: u8, bytes: &[u8]| [&[f][..], bytes].concat();
+    vec![
+        arg(0, id_hex.as_bytes()),
+        arg(0, b"zz"),
+        arg(1, b"example.org:5483"),
+        arg(1, b"[::1]:5483"),
+        arg(1, b"host name:1"),
+        arg(2, b"127.0.0.1:0"),
+        arg(2, b"[::1]:0"),
+        arg(3, &key),
+        arg(4, &key[..40]),
+        arg(5, b"/tmp/x0x/machine.key"),
+        arg(6, b"/tmp/x0x/data"),
+        arg(7, b"my list\0title\0description"),
+        arg(7, b"\xff\xfe\0\0"),
+        arg(8, b"abc\0def"),
+    ]
+}
+
+fn replay_seeds() -> Vec<Vec<u8>> {
+    // 4-byte records (see fuzz_targets/replay.rs): [sender, op, v as u16 LE].
+    let rec = |sender: u8, op: u8, v: u16| [[sender, op], v.to_le_bytes()].concat();
+    vec![
+        [rec(0, 0, 1), rec(0, 0, 1), rec(0, 1, 1), rec(0, 1, 1)].concat(),
+        [rec(1, 2, 64), rec(1, 1, 4095), rec(1, 1, 1), rec(1, 0, 4096)].concat(),
+        [rec(2, 3, 0), rec(2, 1, 1), rec(2, 3, 0), rec(3, 3, 5000), rec(3, 2, 1000)].concat(),
+    ]
+}
+
+fn envelope_seeds() -> Vec<Vec<u8>> {
+    // Byte 0 is the mode (see fuzz_targets/envelope.rs): 0 = an envelope as received, 1 = an
+    // envelope body that the target signs with key 3.
+    let key = keypair(3);
+    let mut out = vec![
+        [&[0u8][..], &sealed(3, 1, vec![item("chat", b"hello")])].concat(),
+        [
+            &[0u8][..],
+            &sealed(4, 7, vec![item("a", b"one"), item("b", b"two")]),
+        ]
+        .concat(),
+        [&[0u8][..], &sealed(3, 0, vec![])].concat(),
+        [&[1u8][..], &body(&key, 2, 5, vec![item("t", b"payload")])].concat(),
+        [&[1u8][..], &body(&key, 1, 5, vec![])].concat(),
+        [&[1u8][..], &body(&keypair(4), 2, 5, vec![])].concat(),
+    ];
+    // Claims key 4's id with key 3's key.
+    let mut forged = body(&key, 2, 1, vec![]);
+    forged[1..33].copy_from_slice(&keypair(4).public_key().agent_id().0);
+    out.push([&[1u8][..], &forged].concat());
+    out
+}
+
+fn frame_seeds() -> Vec<Vec<u8>> {
+    let (from_peer, from_node) = gossip_frames();
+    let mut out = vec![stream(&from_peer), stream(&from_node)];
+    // Each frame alone, so the fuzzer has every message kind as a short input.
+    out.extend(from_peer.iter().map(|f| stream(std::slice::from_ref(f))));
+    // A data frame whose content is not a valid envelope, and an oversized length.
+    if let Some(data) = from_peer.iter().find(|f| wire::gossip_data_content(f).is_some()) {
+        let mut bad = data.clone();
+        let last = bad.len() - 40;
+        bad[last] ^= 1;
+        out.push(stream(&[from_peer[0].clone(), bad]));
+    }
+    // A Swarm-scope data frame whose round is written in postcard's widest form for a u16
+    // (`80 80 00` is 0): every round value is then one in-place mutation away.
+    if let Some(data) = from_peer
+        .iter()
+        .find(|f| wire::gossip_data_content(f).is_some() && f.ends_with(&[0, 0]))
+    {
+        let wide = [&data[..data.len() - 1], &[0x80, 0x80, 0x00][..]].concat();
+        out.push(stream(&[wide]));
+    }
+    out.push([&(MAX_FRAME_LEN as u32 + 1).to_be_bytes()[..], &[0; 8]].concat());
+    out
+}
+
+/// The seed inputs of `target`.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    match target {
+        "frame" => frame_seeds(),
+        "envelope" => envelope_seeds(),
+        "hello" => hello_seeds(),
+        "tasklist_state" => tasklist_seeds(),
+        "keypair" => keypair_seeds(),
+        "c_abi" => c_abi_seeds(),
+        "replay" => replay_seeds(),
+        _ => panic!("no target {target}"),
+    }
+}
+
+/// Checks an envelope the way every target that opens one does: `open` and `open_verified`
+/// agree (see fuzz_targets/envelope.rs).
+pub fn check_open(bytes: &[u8]) {
+    let opened = wire::open(bytes);
+    let decoded = wire::open_verified(bytes);
+    match (&opened, &decoded) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!((a.sender, a.seq), (b.sender, b.seq), "open and open_verified differ");
+            assert_eq!(a.items, b.items, "open and open_verified differ");
+        }
+        (Ok(_), Err(e)) => panic!("open accepts what open_verified rejects ({e:?})"),
+        // Only the signature is left unchecked by open_verified.
+        (Err(Rejection::BadSignature), Ok(_)) => {}
+        (Err(a), Err(b)) => assert_eq!(a, b, "open and open_verified reject differently"),
+        (Err(e), Ok(_)) => panic!("open_verified accepts what open rejects as {e:?}"),
+    }
+}
