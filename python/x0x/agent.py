@@ -249,11 +249,10 @@ class Agent(NativeHandle):
     async def join_task_list(self, list_id: Union[TaskListId, str]) -> TaskList:
         """Join a task list by id (hex or ``TaskListId``): a replica that fills up from the
         others and converges with them. Joining twice gives the same list."""
-        raw = bytes(TaskListId.from_hex(list_id) if isinstance(list_id, str) else list_id)
+        if isinstance(list_id, str):
+            list_id = TaskListId.from_hex(list_id)
         out = ffi.new("X0xTaskList **")
-        id_ = ffi.new("X0xId *")
-        ffi.memmove(id_.bytes, raw, len(raw))
-        check(lib.x0x_agent_join_task_list(self._handle(), id_, out))
+        check(lib.x0x_agent_join_task_list(self._handle(), list_id._cdata(), out))
         return TaskList(out[0])
 
     def task_lists(self) -> List[TaskList]:

@@ -41,10 +41,7 @@ class TaskItem(NamedTuple):
 
 
 def _task_id(task_id: Union[TaskId, str]) -> Any:
-    out = ffi.new("X0xId *")
-    raw = bytes(TaskId.from_hex(task_id) if isinstance(task_id, str) else task_id)
-    ffi.memmove(out.bytes, raw, len(raw))
-    return out
+    return (TaskId.from_hex(task_id) if isinstance(task_id, str) else task_id)._cdata()
 
 
 def _text(text: str) -> bytes:
@@ -106,10 +103,7 @@ class TaskList(NativeHandle):
         Raises ``NotFoundError`` (a ``KeyError``) for an unknown task. If someone claimed it
         earlier, their claim stays the winner on every replica: check ``get_tasks()``.
         """
-        agent = ffi.NULL
-        if agent_id is not None:
-            agent = ffi.new("X0xId *")
-            ffi.memmove(agent.bytes, bytes(agent_id), 32)
+        agent = ffi.NULL if agent_id is None else agent_id._cdata()
         check(lib.x0x_task_list_claim_task(self._handle(), _task_id(task_id), agent))
 
     async def complete_task(self, task_id: Union[TaskId, str]) -> None:
