@@ -162,6 +162,10 @@ typedef struct X0xStats {
   uint64_t bytes_in;
   // Frame bytes sent.
   uint64_t bytes_out;
+  // Verified envelopes received from the gossip overlay, duplicates included.
+  uint64_t envelopes_received;
+  // Received envelopes that were duplicates (suppressed: not delivered or forwarded again).
+  uint64_t duplicates;
 } X0xStats;
 
 // One event. A plain value inside its `X0xEventBatch`.
@@ -201,6 +205,9 @@ typedef struct X0xMessage {
   struct X0xId sender;
   // When the sender published it, in milliseconds since the Unix epoch (the sender's clock).
   uint64_t timestamp_ms;
+  // Links it crossed from the publisher to this agent: 0 for the agent's own messages, 1
+  // from a direct neighbour, more when relayed through the overlay.
+  uint32_t hops;
 } X0xMessage;
 
 // One task: a view into its `X0xTaskBatch`, valid until the batch is freed.

@@ -24,9 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 
+use crate::duplicates::{Duplicates, Verdict};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventHub};
-use crate::identity::{Keypair, MachineId};
+use crate::identity::{AgentId, Keypair, MachineId};
 use crate::net::{self, Authenticated, ReadError};
 use crate::pubsub::Registry;
 use crate::replay::ReplayGuard;
@@ -42,7 +43,7 @@ const BACKLOG_LOW: usize = 16 << 20;
 /// Frames kept for a peer we are still dialing.
 const PENDING_CAP: usize = 4096;
 /// Invalid data messages tolerated from one connection before it is closed.
-const MAX_STRIKES: u32 = 64;
+pub(crate) const MAX_STRIKES: u32 = 64;
 /// Time a closing connection gets to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Peer addresses remembered at most.
@@ -55,11 +56,11 @@ const TOP_UP_PERIOD: Duration = Duration::from_secs(1);
 /// stay split for good. Reaching out to known and bootstrap addresses repairs both.
 const TOP_UP_BELOW: usize = 3;
 
-fn network_topic() -> TopicId {
+pub(crate) fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
 }
 
-fn proto_config() -> proto::Config {
+pub(crate) fn proto_config() -> proto::Config {
     let mut config = proto::Config {
         max_message_size: GOSSIP_MAX_MESSAGE_SIZE,
         ..Default::default()
@@ -68,10 +69,12 @@ fn proto_config() -> proto::Config {
     // (Graft). The defaults (80/40 ms) cause Graft storms when a burst queues the eager path
     // on 2 cores; 1 s made many senders at once wait a second (one eager set serves every
     // sender, so pruning for one sender's duplicates breaks another's tree, and repair is the
-    // lazy path). Measured with 10 agents all publishing at once: 250/125 ms repairs in
-    // about 0.4 s without Graft storms.
-    config.broadcast.graft_timeout_1 = Duration::from_millis(250);
-    config.broadcast.graft_timeout_2 = Duration::from_millis(125);
+    // lazy path; see `duplicates`). 10 agents all publishing at once (R2) finish without
+    // Graft storms at 150/75 ms. On 50 ms RTT links with 5% loss (R1, 20 agents) a longer
+    // timeout barely saves duplicates and costs latency: 150, 250, 350 ms gave p99 490, 705,
+    // 799 ms and 0.8, 0.66, 0.6 duplicates per payload.
+    config.broadcast.graft_timeout_1 = Duration::from_millis(150);
+    config.broadcast.graft_timeout_2 = Duration::from_millis(75);
     // Payloads kept to answer Grafts. The default 30 s holds 30 s of traffic in memory (at
     // 100k msg/s of 256 B, 25+ MiB); repair asks within a second, so 5 s is ample.
     config.broadcast.message_cache_retention = Duration::from_secs(5);
@@ -194,11 +197,20 @@ enum NetEvent {
     Frame {
         peer: MachineId,
         message: proto::Message<MachineId>,
+        /// For a data message: its payload's id and verified publisher.
+        payload: Option<Payload>,
     },
     Closed {
         peer: MachineId,
         conn_id: u64,
     },
+}
+
+/// A verified payload, as the reader saw it.
+struct Payload {
+    /// BLAKE3 of the content (the gossip layer's message id).
+    id: [u8; 32],
+    publisher: AgentId,
 }
 
 /// The façade's handle on the actor.
@@ -251,6 +263,8 @@ impl Network {
             replay: ReplayGuard::default(),
             bootstrap: Vec::new(),
             topping_up: false,
+            received: 0,
+            duplicates: Duplicates::default(),
         };
         tokio::spawn(accept_loop(
             endpoint,
@@ -393,6 +407,10 @@ struct Actor {
     bootstrap: Vec<SocketAddr>,
     /// Whether a top-up dial is under way (one at a time).
     topping_up: bool,
+    /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
+    received: u64,
+    /// Recent payload ids, and which duplicates may prune.
+    duplicates: Duplicates,
 }
 
 impl Actor {
@@ -481,6 +499,8 @@ impl Actor {
             }
             proto::Event::NeighborDown(peer) => self.lose_neighbour(peer),
             proto::Event::Received(gossip) => {
+                self.received += 1;
+                let hops = delivery_hops(gossip.scope);
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
                     Ok(envelope) if !self.replay.accept(envelope.sender, envelope.seq) => {
@@ -491,6 +511,7 @@ impl Actor {
                         self.shared.registry.deliver(
                             envelope.sender,
                             &envelope.items,
+                            hops,
                             &self.shared.counters,
                         );
                     }
@@ -580,6 +601,11 @@ impl Actor {
             }
             Command::Broadcast(envelope) => {
                 if self.shared.mode() != Mode::Left {
+                    // Our own payload: copies that come back are duplicates, and we publish.
+                    if let Some(publisher) = wire::claimed_sender(&envelope) {
+                        let id = *blake3::hash(&envelope).as_bytes();
+                        self.duplicates.remember(id, publisher, Instant::now());
+                    }
                     self.handle(InEvent::Command(
                         network_topic(),
                         ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
@@ -730,8 +756,42 @@ impl Actor {
                     self.bootstrap_failed(addr, error);
                 }
             }
-            NetEvent::Frame { peer, message } => self.handle(InEvent::RecvMessage(peer, message)),
+            NetEvent::Frame {
+                peer,
+                message,
+                payload,
+            } => self.on_frame(peer, message, payload),
             NetEvent::Closed { peer, conn_id } => self.on_closed(peer, conn_id),
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        peer: MachineId,
+        message: proto::Message<MachineId>,
+        payload: Option<Payload>,
+    ) {
+        let Some(payload) = payload else {
+            self.handle(InEvent::RecvMessage(peer, message));
+            return;
+        };
+        let counters = &self.shared.counters;
+        // Before delivery: stats never lag a message a reader already has.
+        counters.add(&counters.envelopes_received, 1);
+        let verdict = self
+            .duplicates
+            .check(payload.id, payload.publisher, Instant::now());
+        if verdict == Verdict::Drop {
+            counters.add(&counters.duplicates, 1);
+            return;
+        }
+        let received_before = self.received;
+        self.handle(InEvent::RecvMessage(peer, message));
+        // The gossip layer delivers a payload the first time it sees it, at once; one it does
+        // not deliver is a duplicate it suppressed (and pruned the link it came on).
+        if self.received == received_before {
+            let counters = &self.shared.counters;
+            counters.add(&counters.duplicates, 1);
         }
     }
 
@@ -874,6 +934,18 @@ impl Actor {
     }
 }
 
+/// How many links a payload crossed from its publisher to us (1: a direct neighbour).
+fn delivery_hops(scope: proto::DeliveryScope) -> u32 {
+    match scope {
+        // The proto keeps the round private; its serde form is the round's number (a varint).
+        proto::DeliveryScope::Swarm(round) => postcard::to_slice(&round, &mut [0u8; 4])
+            .ok()
+            .and_then(|bytes| postcard::from_bytes::<u16>(bytes).ok())
+            .map_or(0, |round| u32::from(round) + 1),
+        proto::DeliveryScope::Neighbors => 1,
+    }
+}
+
 fn close_after_grace(link: Link, reason: &'static [u8]) {
     // Dropping the sender lets the writer flush what is queued and finish the stream.
     drop(link.frames);
@@ -906,20 +978,25 @@ async fn read_loop(
         };
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         // Decode and verify here, off the actor: the actor only ever sees valid messages.
-        let rejection = match wire::gossip_data_content(&frame) {
+        let payload = match wire::gossip_data_content(&frame) {
             Some(_) if wire::gossip_data_round(&frame).is_some_and(|r| r > MAX_GOSSIP_ROUND) => {
-                Some(Rejection::Malformed)
+                Err(Rejection::Malformed)
             }
-            Some(content) => wire::open(content).err(),
-            None => None,
+            Some(content) => wire::open(content).map(|envelope| {
+                Some(Payload {
+                    id: *blake3::hash(content).as_bytes(),
+                    publisher: envelope.sender,
+                })
+            }),
+            None => Ok(None),
         };
-        let message = match rejection {
-            Some(rejection) => Err(rejection),
-            None => postcard::from_bytes::<proto::Message<MachineId>>(&frame)
-                .map_err(|_| Rejection::Malformed),
-        };
-        let message = match message {
-            Ok(message) => message,
+        let decoded = payload.and_then(|payload| {
+            postcard::from_bytes::<proto::Message<MachineId>>(&frame)
+                .map(|message| (message, payload))
+                .map_err(|_| Rejection::Malformed)
+        });
+        let (message, payload) = match decoded {
+            Ok(decoded) => decoded,
             Err(rejection) => {
                 counters.add(
                     match rejection {
@@ -938,7 +1015,11 @@ async fn read_loop(
             }
         };
         if net_tx
-            .send(NetEvent::Frame { peer, message })
+            .send(NetEvent::Frame {
+                peer,
+                message,
+                payload,
+            })
             .await
             .is_err()
         {

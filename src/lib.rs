@@ -7,10 +7,16 @@
 /// cbindgen:ignore
 pub mod agent;
 /// cbindgen:ignore
+pub mod duplicates;
+/// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
 pub mod events;
 pub mod ffi;
+/// cbindgen:ignore
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 /// cbindgen:ignore
 pub mod gossip;
 /// cbindgen:ignore

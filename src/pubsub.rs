@@ -36,6 +36,9 @@ pub struct Message {
     pub sender: AgentId,
     /// Milliseconds since the Unix epoch, stamped by the sender.
     pub timestamp_ms: u64,
+    /// Links it crossed from the publisher to this agent: 0 for the agent's own messages,
+    /// 1 from a direct neighbour, more when relayed.
+    pub hops: u32,
 }
 
 type Queue = Arc<BoundedQueue<Message>>;
@@ -84,7 +87,13 @@ impl Registry {
 
     /// Delivers a verified batch to every subscriber of each item's topic; returns how many
     /// deliveries were made. Never blocks: a full queue drops its oldest message.
-    pub fn deliver(&self, sender: AgentId, items: &[Item], counters: &Counters) -> usize {
+    pub fn deliver(
+        &self,
+        sender: AgentId,
+        items: &[Item],
+        hops: u32,
+        counters: &Counters,
+    ) -> usize {
         let topics = self.lock();
         let mut delivered = 0;
         for item in items {
@@ -96,6 +105,7 @@ impl Registry {
                 payload: item.payload.clone(),
                 sender,
                 timestamp_ms: item.timestamp_ms,
+                hops,
             };
             for (_, queue) in subs {
                 // Count first, so stats never lag a message a reader already has.
@@ -241,7 +251,7 @@ fn sign_loop(
         }
         seq += 1;
         // Local subscribers first (they need no signature), then seal the batch for the network.
-        registry.deliver(me, &items, counters);
+        registry.deliver(me, &items, 0, counters);
         let count = items.len();
         match wire::seal(agent_key, seq, items) {
             Ok(envelope) => {

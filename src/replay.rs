@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::identity::AgentId;
 
 /// How many sequence numbers below a sender's highest are still told apart; older is refused.
-const WINDOW: u64 = 4096;
+pub(crate) const WINDOW: u64 = 4096;
 /// Senders remembered at most; the least recently heard are forgotten first.
 const MAX_SENDERS: usize = 16_384;
 

@@ -11,6 +11,10 @@ pub struct Counters {
     pub envelopes_signed: AtomicU64,
     /// Messages handed to subscriber queues (one per subscriber).
     pub delivered: AtomicU64,
+    /// Verified envelopes received from the gossip overlay, duplicates included.
+    pub envelopes_received: AtomicU64,
+    /// Of those, envelopes seen before (suppressed: not delivered again, not forwarded).
+    pub duplicates: AtomicU64,
     /// Received envelopes dropped: the signature did not verify.
     pub dropped_bad_signature: AtomicU64,
     /// Received envelopes dropped: the sender id was not the id of the included key.
@@ -42,6 +46,8 @@ impl Counters {
             published: get(&self.published),
             envelopes_signed: get(&self.envelopes_signed),
             delivered: get(&self.delivered),
+            envelopes_received: get(&self.envelopes_received),
+            duplicates: get(&self.duplicates),
             dropped_bad_signature: get(&self.dropped_bad_signature),
             dropped_wrong_sender: get(&self.dropped_wrong_sender),
             dropped_malformed: get(&self.dropped_malformed),
@@ -64,6 +70,11 @@ pub struct Stats {
     pub envelopes_signed: u64,
     /// Messages handed to subscriber queues (one per subscriber).
     pub delivered: u64,
+    /// Verified envelopes received from the gossip overlay, duplicates included.
+    pub envelopes_received: u64,
+    /// Received envelopes that were duplicates (suppressed). `duplicates / (envelopes_received
+    /// - duplicates)` is the overlay's relative message redundancy as this agent sees it.
+    pub duplicates: u64,
     /// Received envelopes dropped for a bad signature.
     pub dropped_bad_signature: u64,
     /// Received envelopes dropped for a sender id that does not match the key.

@@ -67,7 +67,7 @@ impl ListId {
 }
 
 #[derive(Serialize, Deserialize)]
-enum SyncMessage {
+pub(crate) enum SyncMessage {
     /// One change (or a few): merge it.
     Delta { name: String, state: TaskListState },
     /// A chunk of a replica's full state: merge it.
@@ -403,11 +403,11 @@ impl TaskList {
 
 /// The on-disk form of a list: `"x0xl"`, version 1, postcard of this, then SHA-256 of all before.
 #[derive(Serialize, Deserialize)]
-struct PersistedList {
-    id: [u8; 32],
-    name: String,
-    me: [u8; 32],
-    state: TaskListState,
+pub(crate) struct PersistedList {
+    pub(crate) id: [u8; 32],
+    pub(crate) name: String,
+    pub(crate) me: [u8; 32],
+    pub(crate) state: TaskListState,
 }
 
 /// A directory of persisted lists: `<dir>/tasklists/<list id hex>.x0xl`.
@@ -427,7 +427,7 @@ impl Store {
         self.dir.join(format!("{}.{FILE_EXTENSION}", id.to_hex()))
     }
 
-    fn encode(list: &PersistedList) -> Result<Vec<u8>> {
+    pub(crate) fn encode(list: &PersistedList) -> Result<Vec<u8>> {
         let mut out = FILE_MAGIC.to_vec();
         out.push(FILE_VERSION);
         out.extend(crate::wire::encode(list)?);
@@ -436,7 +436,7 @@ impl Store {
         Ok(out)
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<PersistedList, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<PersistedList, String> {
         if bytes.len() < 5 + 32 || &bytes[..4] != FILE_MAGIC {
             return Err("not an x0x task list file".into());
         }

@@ -28,7 +28,7 @@ pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 256;
 
 const HELLO_DOMAIN: &[u8] = b"x0x-hello-v1";
-const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
+pub(crate) const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
 const ENVELOPE_VERSION: u8 = 2;
 /// The TLS exporter label that binds a [`Hello`] to its QUIC connection.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-x0x-peer-binding-v1";
@@ -223,6 +223,17 @@ pub fn open_verified(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Reje
     })
 }
 
+/// The sender id an envelope claims, read without decoding or verifying the rest. Only for
+/// envelopes already verified (or our own): it is whatever the bytes say.
+pub fn claimed_sender(envelope: &[u8]) -> Option<AgentId> {
+    // postcard: SignedEnvelope.body (varint length + bytes) → EnvelopeBody { version: u8,
+    // sender: [u8; 32], .. }.
+    let (len, rest) = read_varint(envelope)?;
+    let body = rest.get(..usize::try_from(len).ok()?)?;
+    let sender = body.get(1..1 + ID_LEN)?;
+    Some(AgentId(sender.try_into().ok()?))
+}
+
 fn parse_unverified(
     bytes: &[u8],
 ) -> std::result::Result<(SignedEnvelope, EnvelopeBody, PublicKey), Rejection> {
@@ -346,6 +357,16 @@ mod tests {
         assert_eq!(opened.sender, key.public_key().agent_id());
         assert_eq!(opened.seq, 7);
         assert_eq!(opened.items, vec![item("a", b"one"), item("b", b"two")]);
+    }
+
+    #[test]
+    fn claimed_sender_reads_the_sender_without_decoding() {
+        let key = Keypair::generate().unwrap();
+        let sealed = seal(&key, 3, vec![item("t", b"x")]).unwrap();
+        assert_eq!(claimed_sender(&sealed), Some(key.public_key().agent_id()));
+        assert_eq!(claimed_sender(&sealed[..20]), None);
+        assert_eq!(claimed_sender(b""), None);
+        assert_eq!(claimed_sender(&[0xff; 11]), None);
     }
 
     #[test]

@@ -40,6 +40,9 @@ async fn two_agents_exchange_signed_messages() {
     assert_eq!(got[0].payload, Bytes::from_static(b"hello from b"));
     assert_eq!(got[0].sender, b.agent_id());
     assert_eq!(&*got[0].topic, "chat");
+    assert_eq!(got[0].hops, 1, "from a direct neighbour");
+    let stats = a.stats();
+    assert_eq!((stats.envelopes_received, stats.duplicates), (1, 0));
 
     // The publisher's own subscription gets its message too.
     let own = tokio::time::timeout(WAIT, sub_b.next_batch(16))
@@ -47,6 +50,7 @@ async fn two_agents_exchange_signed_messages() {
         .unwrap()
         .unwrap();
     assert_eq!(own[0].payload, Bytes::from_static(b"hello from b"));
+    assert_eq!(own[0].hops, 0);
 
     a.close().await.unwrap();
     b.close().await.unwrap();
@@ -122,8 +126,83 @@ async fn five_agents_in_a_line_all_receive() {
             Bytes::from_static(b"end to end"),
             "agent {i}"
         );
+        let most = if i == 4 { 0 } else { 4 };
+        assert!(
+            (i == 4 || got[0].hops >= 1) && got[0].hops <= most,
+            "agent {i}: {} hops",
+            got[0].hops
+        );
     }
     for a in &agents {
         a.close().await.unwrap();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `WAIT` passes.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_counted_and_pruned_away() {
+    // A triangle: every link starts eager, so the first message reaches b and c twice (from a
+    // and relayed by the other); each duplicate prunes its link, so the next one arrives once.
+    let a = agent(&[]).await;
+    a.join_network(JOIN).await.unwrap();
+    let b = agent(&[a.local_addr()]).await;
+    b.join_network(JOIN).await.unwrap();
+    let c = agent(&[a.local_addr(), b.local_addr()]).await;
+    c.join_network(JOIN).await.unwrap();
+    let agents = [&a, &b, &c];
+    eventually("a triangle", || {
+        agents.iter().all(|x| x.stats().neighbours == 2)
+    })
+    .await;
+    let subs: Vec<_> = [&b, &c].iter().map(|x| x.subscribe("t").unwrap()).collect();
+    let received = || -> (u64, u64) {
+        agents.iter().fold((0, 0), |(r, d), x| {
+            let s = x.stats();
+            (r + s.envelopes_received, d + s.duplicates)
+        })
+    };
+
+    a.publish("t", Bytes::from_static(b"first")).await.unwrap();
+    eventually("4 receipts", || received().0 == 4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // nothing more arrives
+    assert_eq!(
+        received(),
+        (4, 2),
+        "b and c each got the first message twice"
+    );
+
+    a.publish("t", Bytes::from_static(b"second")).await.unwrap();
+    eventually("6 receipts", || received().0 >= 6).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        received(),
+        (6, 2),
+        "the pruned tree carries it once to each"
+    );
+    for sub in &subs {
+        let got = tokio::time::timeout(WAIT, sub.next_batch(4))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut payloads: Vec<_> = got.iter().map(|m| m.payload.clone()).collect();
+        if payloads.len() < 2 {
+            let more = tokio::time::timeout(WAIT, sub.next_batch(4))
+                .await
+                .unwrap()
+                .unwrap();
+            payloads.extend(more.iter().map(|m| m.payload.clone()));
+        }
+        assert_eq!(payloads, [&b"first"[..], &b"second"[..]]);
+    }
+    for x in agents {
+        x.close().await.unwrap();
     }
 }

@@ -1,8 +1,8 @@
 //! The replay window (`replay::ReplayGuard`), fed the (sender, sequence number) of every
 //! envelope the actor delivers. Any agent chooses its own sequence numbers (it signs them), so
 //! they are attacker-controlled. Checked against a model: a sequence number is accepted exactly
-//! when it was not accepted before from that sender and is less than the window (4096) below
-//! the highest one seen from that sender.
+//! when it was not accepted before from that sender and is less than the window
+//! (`replay::WINDOW`, 4096) below the highest one seen from that sender.
 //!
 //! Input: 4-byte records `[sender, op, v (u16 LE)]`, each giving one sequence number relative to
 //! the sender's previous one (`op % 4`: +v, -v, +64·v, u64::MAX - v), so that the fuzzer works
@@ -12,11 +12,9 @@
 use std::collections::{HashMap, HashSet};
 
 use libfuzzer_sys::fuzz_target;
+use x0x::fuzzing::WINDOW;
 use x0x::replay::ReplayGuard;
 use x0x::AgentId;
-
-/// Mirror of `replay::WINDOW` (private).
-const WINDOW: u64 = 4096;
 
 #[derive(Default)]
 struct Model {

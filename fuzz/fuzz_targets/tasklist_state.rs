@@ -1,7 +1,7 @@
-//! Task list states as they arrive from other agents (the `state` of the private
-//! `tasklists::SyncMessage`, a pub/sub payload) or from a list file (the private
-//! `tasklists::PersistedList`), decoded with postcard and merged. The private types are mirrored
-//! in `x0x_fuzz` (same shape, so the same postcard layout); `TaskListState` is the real one.
+//! Task list states as they arrive from other agents (the `state` of a `tasklists::SyncMessage`,
+//! a pub/sub payload) or from a list file (`Store::decode`: magic, version, SHA-256 checksum,
+//! then a postcard `tasklists::PersistedList`), decoded and merged. Those are private to x0x;
+//! `x0x::fuzzing` runs x0x's own decoders on them.
 //!
 //! Checks, for any decoded states a, b, c: merge is commutative, associative and idempotent
 //! (the CRDT's contract, which hostile states must not break: replicas that diverge never
@@ -10,13 +10,14 @@
 //! into pieces that merge back to it; a state encodes and decodes to itself; nothing panics.
 //!
 //! Input: up to three postcard-encoded `TaskListState`s back to back (missing ones are empty);
-//! the whole input is also tried as a `SyncMessage` and as a `PersistedList`.
+//! the whole input is also tried as a `SyncMessage`, and as a list file twice: as is, and with
+//! its last 32 bytes replaced by the correct checksum, to reach the checks behind it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use x0x::fuzzing;
 use x0x::tasklist::TaskListState;
 use x0x::wire;
-use x0x_fuzz::{PersistedList, SyncMessage};
 
 fn merged(states: &[&TaskListState]) -> TaskListState {
     let mut out = TaskListState::default();
@@ -77,16 +78,20 @@ fn check_encoding(state: &TaskListState) {
 
 fuzz_target!(|data: &[u8]| {
     // The pub/sub payload, as `TaskList::on_message` handles it.
-    if let Ok(SyncMessage::Delta { state, .. } | SyncMessage::Full { state, .. }) =
-        postcard::from_bytes::<SyncMessage>(data)
-    {
+    if let Ok(Some((_, state))) = fuzzing::decode_sync_message(data) {
         let mut mine = TaskListState::default();
         merge_remote(&mut mine, &state);
         check_views(&mine);
     }
-    // The body of a list file, as `Store::load_all` loads it.
-    if let Ok(list) = postcard::from_bytes::<PersistedList>(data) {
-        check_views(&list.state);
+    // A list file, as `Store::load_all` loads it: as is, then with a correct checksum.
+    if let Ok((_, state)) = fuzzing::decode_list_file(data) {
+        check_views(&state);
+    }
+    if let Some(body) = data.len().checked_sub(32).map(|n| &data[..n]) {
+        let file = [body, &x0x_fuzz::sha256(body)].concat();
+        if let Ok((_, state)) = fuzzing::decode_list_file(&file) {
+            check_views(&state);
+        }
     }
 
     let mut states = Vec::new();

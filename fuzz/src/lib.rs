@@ -1,21 +1,18 @@
-//! What the x0x fuzz targets share: fixed keys, mirrors of a few private definitions, the
-//! connection model the `frame` target drives, and the seed inputs of every target
-//! ([`seeds`], written out by `src/bin/make_corpus.rs`).
+//! What the x0x fuzz targets share: fixed keys, the connection model the `frame` target drives,
+//! and the seed inputs of every target ([`seeds`], written out by `src/bin/make_corpus.rs`).
 //!
-//! Mirrors: where x0x keeps something private that a target needs, it is copied here and named
-//! as a mirror, with the source it copies. Each one is listed in fuzz/README.md with the
-//! visibility change that would let the target use the real thing.
+//! Private x0x items come from `x0x::fuzzing`, which x0x compiles only for fuzzing (see
+//! fuzz/README.md); nothing of x0x is copied here.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
-use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData, TopicId};
+use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use x0x::fuzzing::{self, network_topic, proto_config, MAX_STRIKES, MESSAGE_DOMAIN};
 use x0x::identity::KEYPAIR_LEN;
 use x0x::replay::ReplayGuard;
 use x0x::tasklist::{TaskId, TaskListState};
@@ -35,25 +32,6 @@ pub const TARGETS: &[&str] = &[
 
 /// The TLS exporter secret every `hello` input is checked against.
 pub const EXPORTER: [u8; 32] = [0x5a; 32];
-
-/// Mirror of `wire::MESSAGE_DOMAIN` (private): the prefix of the bytes an envelope signs.
-pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
-
-/// Mirror of `gossip::network_topic()` (private): the one topic every agent joins.
-pub fn network_topic() -> TopicId {
-    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
-}
-
-/// Mirror of `gossip::proto_config()` (private): the proto configuration agents run.
-pub fn proto_config() -> proto::Config {
-    let mut config = proto::Config {
-        max_message_size: wire::GOSSIP_MAX_MESSAGE_SIZE,
-        ..Default::default()
-    };
-    config.broadcast.graft_timeout_1 = Duration::from_millis(250);
-    config.broadcast.graft_timeout_2 = Duration::from_millis(125);
-    config
-}
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -97,44 +75,6 @@ pub fn sign_envelope(key: &Keypair, body: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Mirrors of the private task list messages (src/tasklists.rs). postcard's layout follows the
-// type's shape only, so these decode exactly what the private types decode.
-
-/// Mirror of `tasklists::SyncMessage` (private), the payload of task list pub/sub messages.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum SyncMessage {
-    /// One change (or a few): merge it.
-    Delta {
-        /// The list's name.
-        name: String,
-        /// The delta.
-        state: TaskListState,
-    },
-    /// A chunk of a replica's full state: merge it.
-    Full {
-        /// The list's name.
-        name: String,
-        /// The chunk.
-        state: TaskListState,
-    },
-    /// "Send me your full state".
-    Request,
-}
-
-/// Mirror of `tasklists::PersistedList` (private), the body of a task list file.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PersistedList {
-    /// The list id.
-    pub id: [u8; 32],
-    /// The list's name.
-    pub name: String,
-    /// The owning agent.
-    pub me: [u8; 32],
-    /// The state.
-    pub state: TaskListState,
-}
-
-// ---------------------------------------------------------------------------------------------
 // The connection model of the `frame` target.
 
 /// Splits a received byte stream into frames exactly as `net::read_frame_checked` reads them:
@@ -165,9 +105,6 @@ pub fn stream(frames: &[Vec<u8>]) -> Vec<u8> {
     }
     out
 }
-
-/// Mirror of `gossip::MAX_STRIKES` (private): invalid frames tolerated per connection.
-pub const MAX_STRIKES: u32 = 64;
 
 /// The machine id of the node under test and of the peer whose stream is fuzzed.
 pub const NODE: MachineId = MachineId([1; 32]);
@@ -514,28 +451,14 @@ fn tasklist_seeds() -> Vec<Vec<u8>> {
         out.push(three);
     }
     out.push(Vec::new());
-    for message in [
-        SyncMessage::Delta {
-            name: "list".into(),
-            state: states[2].clone(),
-        },
-        SyncMessage::Full {
-            name: String::new(),
-            state: states[7].clone(),
-        },
-        SyncMessage::Request,
-    ] {
-        out.push(wire::encode(&message).expect("encodes"));
+    // Pub/sub payloads (a delta, a full state, a request) and list files, by x0x's encoders.
+    out.extend(fuzzing::encode_sync_messages("list", &states[2]));
+    let unnamed = fuzzing::encode_sync_messages("", &states[7]);
+    out.extend(unnamed.into_iter().take(2)); // a delta and a full state
+    for (name, state) in [("persisted", &states[7]), ("", &states[0])] {
+        let file = fuzzing::encode_list_file([7; 32], name, [1; 32], state.clone());
+        out.push(file.expect("encodes"));
     }
-    out.push(
-        wire::encode(&PersistedList {
-            id: [7; 32],
-            name: "persisted".into(),
-            me: [1; 32],
-            state: states[7].clone(),
-        })
-        .expect("encodes"),
-    );
     out
 }
 

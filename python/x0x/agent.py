@@ -41,6 +41,11 @@ class Stats(TypedDict):
     """Frame bytes received."""
     bytes_out: int
     """Frame bytes sent."""
+    envelopes_received: int
+    """Verified envelopes (signed batches) received from the overlay, duplicates included."""
+    duplicates: int
+    """Received envelopes seen before (suppressed). ``duplicates / (envelopes_received -
+    duplicates)`` is the overlay's relative message redundancy as this agent sees it."""
 
 
 StrPath = Union[str, "os.PathLike[str]"]

@@ -26,6 +26,9 @@ class Message(NamedTuple):
     """When the sender published it: milliseconds since the Unix epoch, by the sender's clock."""
     topic: str
     """The topic it was published on."""
+    hops: int
+    """Links it crossed from the publisher to this agent: 0 for the agent's own messages, 1 from
+    a direct neighbour, more when relayed through the overlay."""
 
 
 class Subscription(NativeHandle):
@@ -66,7 +69,9 @@ class Subscription(NativeHandle):
                 sender = self._senders.get(key)
                 if sender is None:
                     sender = self._senders[key] = AgentId(key)
-                self._buffer.append(Message(payload, sender, int(view.timestamp_ms), self.topic))
+                self._buffer.append(
+                    Message(payload, sender, int(view.timestamp_ms), self.topic, int(view.hops))
+                )
         finally:
             lib.x0x_message_batch_free(batch)
 

@@ -52,6 +52,10 @@ pub struct X0xStats {
     pub bytes_in: u64,
     /// Frame bytes sent.
     pub bytes_out: u64,
+    /// Verified envelopes received from the gossip overlay, duplicates included.
+    pub envelopes_received: u64,
+    /// Received envelopes that were duplicates (suppressed: not delivered or forwarded again).
+    pub duplicates: u64,
 }
 
 impl From<Stats> for X0xStats {
@@ -69,6 +73,8 @@ impl From<Stats> for X0xStats {
             neighbours: s.neighbours,
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,
+            envelopes_received: s.envelopes_received,
+            duplicates: s.duplicates,
         }
     }
 }

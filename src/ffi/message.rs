@@ -24,6 +24,9 @@ pub struct X0xMessage {
     pub sender: X0xId,
     /// When the sender published it, in milliseconds since the Unix epoch (the sender's clock).
     pub timestamp_ms: u64,
+    /// Links it crossed from the publisher to this agent: 0 for the agent's own messages, 1
+    /// from a direct neighbour, more when relayed through the overlay.
+    pub hops: u32,
 }
 
 /// A batch of messages, oldest first. Opaque; read it with `x0x_message_batch_len` and
@@ -58,6 +61,7 @@ impl X0xMessageBatch {
                     payload_len: m.payload.len(),
                     sender: X0xId::from(m.sender.0),
                     timestamp_ms: m.timestamp_ms,
+                    hops: m.hops,
                 }
             })
             .collect();

@@ -262,6 +262,7 @@ static void check_message(const X0xMessage *m, const char *topic, const char *pr
     uint64_t now = wall_ms();
     uint64_t diff = m->timestamp_ms > now ? m->timestamp_ms - now : now - m->timestamp_ms;
     CHECK(diff <= 60000);
+    CHECK(m->hops <= 1); /* two agents: its own message (0) or its neighbour's (1) */
 }
 
 /* Receives exactly messages "<prefix><first>" .. "<prefix><first + count - 1>", in order, from
@@ -684,6 +685,7 @@ static void check_next_callback(void) {
     X0xMessageBatch *batch = w.result; /* the callback got ownership; we took it over */
     CHECK(x0x_message_batch_len(batch) == 1);
     check_message(x0x_message_batch_get(batch, 0), "cb", "c", 0, &g_b_agent);
+    CHECK(x0x_message_batch_get(batch, 0)->hops == 1); /* B published, A received */
     x0x_message_batch_free(batch);
     expect_empty(sub);
 
@@ -919,6 +921,9 @@ static void check_stats(void) {
     CHECK(a.dropped_oversized == 0 && b.dropped_oversized == 0);
     CHECK(a.queue_overflow == 6); /* only check_capacity overflowed */
     CHECK(a.neighbours >= 1 && b.neighbours >= 1);
+    /* Two agents: every envelope arrives once; A receives B's. */
+    CHECK(a.envelopes_received >= 1 && a.envelopes_received <= b.envelopes_signed);
+    CHECK(a.duplicates == 0 && b.duplicates == 0);
     CHECK(a.bytes_in > X0X_MAX_PAYLOAD_LEN && b.bytes_out > X0X_MAX_PAYLOAD_LEN);
     CHECK_STATUS(x0x_agent_stats(g_a, NULL), X0X_INVALID_ARGUMENT);
     CHECK_STATUS(x0x_agent_stats(NULL, &a), X0X_INVALID_ARGUMENT);

@@ -8,9 +8,9 @@ Every line it prints on stdout is one JSON object with an ``event`` name and ``t
 * ``{"event":"ready","peer_id":hex,"agent_id":hex,"lists":[hex,...],"join_s":float}`` once
   ``join_network()`` returned (``lists``: task lists held; ``restored``/``restored_n``: digest and
   size of each list loaded from ``--data-dir``, taken before joining);
-* ``{"event":"recv","from":sender_hex16,"seq":n,"t_send":ns,"t_recv":ns,"hops":null}`` per message
+* ``{"event":"recv","from":sender_hex16,"seq":n,"t_send":ns,"t_recv":ns,"hops":h}`` per message
   received on ``--topic`` (payload: ``b"X0XR"``, seq and ``t_send`` big-endian u64, padding);
-  ``hops`` is always null: the core does not expose the Plumtree round of a message;
+  ``hops``: links the message crossed (``Message.hops``; 0 for the agent's own);
 * ``{"event":"sent","seq":n,"t_send":ns}`` per message published, ``publish_done`` at the end;
 * ``{"event":"stats",...}``: ``agent.stats()`` plus ``sub_dropped`` and ``peers`` (the neighbour
   set from peer_joined/peer_left), every ``--stats-interval`` seconds and on ``report``;
@@ -117,7 +117,7 @@ class Driver:
                     "seq": seq,
                     "t_send": t_send,
                     "t_recv": t_recv,
-                    "hops": None,
+                    "hops": message.hops,
                     "len": len(payload),
                 },
             )

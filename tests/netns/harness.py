@@ -14,9 +14,11 @@ created in the root namespace, so deleting the namespaces removes everything. Ea
 namespace has an nftables table ``inet x0x`` with three chains: ``loss`` (output), ``part_out``
 (output) and ``part_in`` (input); the helpers flush and refill them.
 
-Delay and jitter are not emulated: that needs ``tc qdisc netem`` (sch_netem), which this kernel
-lacks. nftables' ``numgen random`` is not seedable, so loss patterns differ between runs even
-with the same seed (the seed fixes every choice the tests make).
+Delay: ``tc qdisc netem`` needs sch_netem, which the CI kernel lacks, so ``Net(n, delay_ms=d)``
+replaces the bridge with ``switch.py``, a userspace switch in the hub namespace that holds every
+frame for ``d`` ms (round-trip time 2d). nftables' ``numgen random`` is not seedable, so loss
+patterns differ between runs even with the same seed (the seed fixes every choice the tests
+make).
 """
 
 import contextlib
@@ -35,6 +37,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.py"
+SWITCH = HERE / "switch.py"
 SUBNET = "10.77.0"
 PORT = 7000
 MAX_AGENTS = 200  # 10.77.0.1 .. 10.77.0.200
@@ -219,10 +222,13 @@ class Agent:
 class Net:
     """The namespaces, bridge and agents of one test; a context manager that removes them all."""
 
-    def __init__(self, n: int, log_dir: Optional[Path] = None) -> None:
+    def __init__(self, n: int, log_dir: Optional[Path] = None, delay_ms: float = 0) -> None:
         if not 1 <= n <= MAX_AGENTS:
             raise ValueError(f"1..{MAX_AGENTS} agents, got {n}")
         self.n = n
+        self.delay_ms = delay_ms
+        self.switch: Optional[subprocess.Popen[str]] = None
+        self.switch_stats: Dict[str, Any] = {}
         self.prefix = f"x0x-{os.getpid()}-"
         self.hub = self.prefix + "hub"
         self.agents: List[Agent] = []  # every process started, including killed ones
@@ -261,8 +267,9 @@ class Net:
     def _setup(self) -> None:
         self._ip("netns", "add", self.hub)
         self.created.append(self.hub)
-        self._ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        self._ip("-n", self.hub, "link", "set", "br0", "up")
+        if not self.delay_ms:
+            self._ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+            self._ip("-n", self.hub, "link", "set", "br0", "up")
         self._ip("-n", self.hub, "link", "set", "lo", "up")
         for i in range(self.n):
             ns = self.ns(i)
@@ -283,7 +290,10 @@ class Net:
                 "netns",
                 self.hub,
             )
-            self._ip("-n", self.hub, "link", "set", f"v{i}", "master", "br0", "up")
+            if self.delay_ms:
+                self._ip("-n", self.hub, "link", "set", f"v{i}", "up")
+            else:
+                self._ip("-n", self.hub, "link", "set", f"v{i}", "master", "br0", "up")
             self._ip("-n", ns, "addr", "add", f"{self.addr(i)}/24", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up")
             self._nft(
@@ -294,6 +304,33 @@ class Net:
                 " chain part_in { type filter hook input priority 0; }\n"
                 "}\n",
             )
+        if self.delay_ms:
+            self._start_switch()
+
+    def _start_switch(self) -> None:
+        self.switch = subprocess.Popen(
+            ["ip", "netns", "exec", self.hub, sys.executable, "-u", str(SWITCH)]
+            + ["--delay-ms", str(self.delay_ms)]
+            + [f"v{i}" for i in range(self.n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.switch.stdout is not None
+        line = self.switch.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"switch.py did not start: {line!r}")
+
+    def _stop_switch(self) -> None:
+        if self.switch is None:
+            return
+        switch, self.switch = self.switch, None
+        try:
+            out, _ = switch.communicate(timeout=5)  # EOF on its stdin: it reports and exits
+            self.switch_stats = json.loads(out.strip().splitlines()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError):
+            switch.kill()
+            switch.wait(timeout=5)
 
     # -- faults ------------------------------------------------------------------------------
     def set_loss(self, i: int, percent: int) -> None:
@@ -373,6 +410,7 @@ class Net:
         for agent in self.agents:
             with contextlib.suppress(Exception):
                 agent.stop(timeout=1)
+        self._stop_switch()
         for ns in reversed(self.created):
             run(["ip", "netns", "del", ns], check=False)
         self.created.clear()

@@ -5,7 +5,7 @@
 
 Each scenario prints one line with its measured figures (also collected at the end of the run).
 Every random choice is seeded (X0X_RELIABILITY_SEED, default 1); nftables' random loss is not
-seedable. Delay is not emulated: this kernel has no sch_netem (tc qdisc netem).
+seedable. Delay comes from harness's userspace switch (switch.py): this kernel has no sch_netem.
 """
 
 import os
@@ -27,6 +27,9 @@ SEED = int(os.environ.get("X0X_RELIABILITY_SEED", "1"))
 STRICT = os.environ.get("X0X_RELIABILITY_STRICT") == "1"
 PAYLOAD = 1024
 NS = 1_000_000_000
+
+
+Snapshot = List[Dict[str, Any]]  # one agent.stats() per agent
 
 
 def rng_for(name: str) -> random.Random:
@@ -126,11 +129,11 @@ def sent_by(agent: Agent) -> Dict[int, int]:
     return {e["seq"]: e["t_send"] for e in agent.select("sent")}
 
 
-def received(agent: Agent) -> Dict[Tuple[str, int], List[int]]:
-    """(sender16, seq) -> every t_recv (more than one would be a duplicate)."""
-    out: Dict[Tuple[str, int], List[int]] = {}
+def received(agent: Agent) -> Dict[Tuple[str, int], List[Dict[str, Any]]]:
+    """(sender16, seq) -> every ``recv`` event (more than one would be a duplicate)."""
+    out: Dict[Tuple[str, int], List[Dict[str, Any]]] = {}
     for e in agent.select("recv"):
-        out.setdefault((e["from"], e["seq"]), []).append(e["t_recv"])
+        out.setdefault((e["from"], e["seq"]), []).append(e)
     return out
 
 
@@ -160,22 +163,27 @@ def delivery(
     """Delivery of messages sent in [t_from, t_to) by ``publishers`` to ``receivers``."""
     expected = missing = dups = 0
     latencies: List[float] = []
+    hops: List[int] = []
     worst: List[str] = []
+    last_hop: Dict[Tuple[str, int], int] = {}  # per message: hops to its farthest receiver
     for pub in publishers:
         sent = {s: t for s, t in sent_by(pub).items() if t_from <= t < t_to}
         for agent in receivers:
             got = received(agent)
             for seq, t_send in sent.items():
                 expected += 1
-                times = got.get((pub.sender, seq))
-                if not times:
+                copies = got.get((pub.sender, seq))
+                if not copies:
                     missing += 1
                     if len(worst) < 5:
                         worst.append(f"a{agent.index} lacks a{pub.index}#{seq}")
                     continue
-                dups += len(times) - 1
+                dups += len(copies) - 1
                 if agent is not pub:
-                    latencies.append((times[0] - t_send) / NS)
+                    latencies.append((copies[0]["t_recv"] - t_send) / NS)
+                    hops.append(copies[0]["hops"])
+                    key = (pub.sender, seq)
+                    last_hop[key] = max(last_hop.get(key, 0), copies[0]["hops"])
     return {
         "expected": expected,
         "missing": missing,
@@ -185,6 +193,10 @@ def delivery(
         "p99": percentile(latencies, 99),
         "max": max(latencies) if latencies else float("nan"),
         "slow": sum(1 for x in latencies if x > 0.2) / max(1, len(latencies)),
+        "max_hops": max(hops, default=0),
+        # The Plumtree paper's last delivery hop: per message, the hops to its last receiver.
+        "ldh": sum(last_hop.values()) / max(1, len(last_hop)),
+        "mean_hops": sum(hops) / max(1, len(hops)),
         "examples": worst,
     }
 
@@ -194,9 +206,10 @@ def delivery(
 
 def test_r1_loss(full: bool) -> None:
     n, seconds, rate, loss = (20, 30, 10, 5) if full else (8, 10, 10, 5)
+    rtt_ms = 50
     base = 3  # seconds without loss first: the same run's baseline
     rng = rng_for("R1")
-    with Net(n) as net:
+    with Net(n, delay_ms=rtt_ms / 2) as net:
         agents = build(net, n, rng)
         pubs = [agents[i] for i in sorted(rng.sample(range(n), 3))]
         time.sleep(1.0)
@@ -205,6 +218,7 @@ def test_r1_loss(full: bool) -> None:
         for pub in pubs:
             pub.send({"cmd": "publish", "rate": rate, "count": rate * (base + seconds)})
         time.sleep(base)
+        at_loss = stats(agents)
         for i in range(n):
             net.set_loss(i, loss)
         t_loss = time.time_ns()
@@ -215,40 +229,57 @@ def test_r1_loss(full: bool) -> None:
         expected = {p.sender: set(sent_by(p)) for p in pubs}
         drain = wait_delivered(agents, expected, 15)
         after = stats(agents)
-        d = delivery(agents, pubs, t_from=t_loss)
-        b = delivery(agents, pubs, t_from=t0, t_to=t_loss)
-        everything = delivery(agents, pubs)
-        errors = sum(len(p.select("publish_error")) for p in pubs)
-        # Redundancy: frame bytes received network-wide per payload byte delivered remotely
-        # (whole run; includes the signature and public key in every envelope and Plumtree's
-        # IHave/Graft traffic).
-        bytes_in = sum(a["bytes_in"] - b_["bytes_in"] for a, b_ in zip(after, before))
-        remote = (everything["expected"] - everything["missing"]) - sum(
-            len(sent_by(p)) for p in pubs
-        )
-        redundancy = bytes_in / max(1, remote * PAYLOAD)
-        overflow = sum(s["queue_overflow"] for s in after)
-        report(
-            "R1",
-            f"{n} agents, {loss}% UDP loss on each (no delay: no sch_netem), 3 pubs x {rate} "
-            f"msg/s x {PAYLOAD} B x {seconds} s: delivered {100 * d['ratio']:.2f}% "
-            f"({d['expected'] - d['missing']}/{d['expected']}), dups {d['dups']}, "
-            f"latency p50 {1000 * d['p50']:.0f} ms p99 {1000 * d['p99']:.0f} ms "
-            f"max {1000 * d['max']:.0f} ms (same run, {base} s without loss first: p50 "
-            f"{1000 * b['p50']:.0f} ms p99 {1000 * b['p99']:.0f} ms), > 200 ms: "
-            f"{100 * d['slow']:.1f}% (no loss {100 * b['slow']:.1f}%), drain "
-            f"{'n/a' if drain is None else f'{drain:.2f} s'} after the last publish, "
-            f"bytes_in/payload delivered {redundancy:.2f}x, publish errors {errors}, "
-            f"queue_overflow {overflow}, hops n/a (not exposed by the core)",
-            delivered=d["ratio"],
-            p99=d["p99"],
-            p99_baseline=b["p99"],
-            redundancy=redundancy,
-        )
-        assert errors == 0
-        assert everything["missing"] == 0, everything["examples"]
-        assert everything["dups"] == 0
-        assert overflow == 0
+    d = delivery(agents, pubs, t_from=t_loss)
+    b = delivery(agents, pubs, t_from=t0, t_to=t_loss)
+    everything = delivery(agents, pubs)
+    errors = sum(len(p.select("publish_error")) for p in pubs)
+
+    def total(key: str, start: Snapshot = before, end: Snapshot = after) -> int:
+        return sum(e[key] - s_[key] for e, s_ in zip(end, start))
+
+    def redundancy(start: Snapshot, end: Snapshot) -> float:
+        # Relative message redundancy (Plumtree paper): payload copies received beyond the
+        # first, per first receipt, network-wide (the core's envelope counters; one message
+        # per envelope at these rates).
+        dups = total("duplicates", start, end)
+        return dups / max(1, total("envelopes_received", start, end) - dups)
+
+    rmr = redundancy(at_loss, after)
+    rmr_baseline = redundancy(before, at_loss)
+    # Frame bytes received network-wide per payload byte delivered remotely (includes the
+    # signature and public key in every envelope, and Plumtree's IHave/Graft traffic).
+    remote = (everything["expected"] - everything["missing"]) - sum(len(sent_by(p)) for p in pubs)
+    bytes_ratio = total("bytes_in") / max(1, remote * PAYLOAD)
+    overflow = sum(s["queue_overflow"] for s in after)
+    report(
+        "R1",
+        f"{n} agents, {rtt_ms} ms RTT (switch: {net.switch_stats.get('send_failed', '?')} frames "
+        f"lost), {loss}% UDP loss on each, 3 pubs x {rate} msg/s x {PAYLOAD} B x {seconds} s: "
+        f"delivered {100 * d['ratio']:.2f}% ({d['expected'] - d['missing']}/{d['expected']}), "
+        f"dups {d['dups']}, latency p50 {1000 * d['p50']:.0f} ms p99 {1000 * d['p99']:.0f} ms "
+        f"max {1000 * d['max']:.0f} ms (same run, {base} s without loss first: p50 "
+        f"{1000 * b['p50']:.0f} ms p99 {1000 * b['p99']:.0f} ms), drain "
+        f"{'n/a' if drain is None else f'{drain:.2f} s'} after the last publish, relative "
+        f"message redundancy {rmr:.3f} (no loss {rmr_baseline:.3f}), last delivery hop mean "
+        f"{d['ldh']:.2f} (hops: max {d['max_hops']}, mean {d['mean_hops']:.2f}), "
+        f"bytes_in/payload delivered {bytes_ratio:.2f}x, publish errors {errors}, "
+        f"queue_overflow {overflow}",
+        delivered=d["ratio"],
+        p99=d["p99"],
+        p99_baseline=b["p99"],
+        rmr=rmr,
+        max_hops=d["max_hops"],
+        ldh=d["ldh"],
+        bytes_ratio=bytes_ratio,
+    )
+    assert errors == 0
+    assert everything["missing"] == 0, everything["examples"]
+    assert everything["dups"] == 0
+    assert overflow == 0
+    # The switch really delayed: nothing crosses a link in less than half the RTT.
+    assert b["p50"] >= rtt_ms / 2000, b
+    if d["p99"] > 0.5 or rmr > 0.5 or d["ldh"] > 6:
+        known_limitation(f"R1: p99 {d['p99']:.3f} s, redundancy {rmr:.3f}, LDH {d['ldh']:.2f}")
 
 
 # -- R2: burst --------------------------------------------------------------------------------

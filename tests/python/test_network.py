@@ -63,10 +63,11 @@ async def test_two_agents_exchange_signed_messages(make_agent: MakeAgent) -> Non
     assert bob.is_connected()
     await bob.publish("chat", b"hello")
     message = await next_message(inbox)
-    assert message == Message(b"hello", bob.agent_id, message.timestamp, "chat")
+    assert message == Message(b"hello", bob.agent_id, message.timestamp, "chat", 1)
     assert abs(message.timestamp / 1000 - __import__("time").time()) < 60
     stats = alice.stats()
     assert stats["delivered"] == 1 and stats["dropped_bad_signature"] == 0
+    assert stats["envelopes_received"] == 1 and stats["duplicates"] == 0
     assert stats["neighbours"] == 1 and stats["bytes_in"] > 3309  # at least one signature
 
 

@@ -1,0 +1,81 @@
+//! The private items the fuzz targets (fuzz/) need, exposed only when x0x is built for fuzzing:
+//! cargo-fuzz passes `--cfg fuzzing` to every crate it builds, and a normal build has no such
+//! module. The targets use these instead of copies, so they always fuzz what x0x runs. Not an API.
+
+use iroh_gossip::proto::{self, TopicId};
+
+use crate::error::Result;
+use crate::tasklist::TaskListState;
+use crate::tasklists::{PersistedList, Store, SyncMessage};
+
+/// `wire::MESSAGE_DOMAIN`: what the bytes an envelope's signature covers start with.
+pub const MESSAGE_DOMAIN: &[u8] = crate::wire::MESSAGE_DOMAIN;
+
+/// `gossip::MAX_STRIKES`: invalid frames tolerated from one connection.
+pub const MAX_STRIKES: u32 = crate::gossip::MAX_STRIKES;
+
+/// `replay::WINDOW`: how far below a sender's highest sequence number is still accepted.
+pub const WINDOW: u64 = crate::replay::WINDOW;
+
+/// `gossip::network_topic`: the topic every agent joins.
+pub fn network_topic() -> TopicId {
+    crate::gossip::network_topic()
+}
+
+/// `gossip::proto_config`: the configuration of an agent's gossip state machine.
+pub fn proto_config() -> proto::Config {
+    crate::gossip::proto_config()
+}
+
+/// Decodes a task list pub/sub payload (`tasklists::SyncMessage`) as `TaskList::on_message`
+/// does: the name and state of a delta or full-state chunk, `None` for a request.
+pub fn decode_sync_message(
+    payload: &[u8],
+) -> std::result::Result<Option<(String, TaskListState)>, postcard::Error> {
+    Ok(match postcard::from_bytes::<SyncMessage>(payload)? {
+        SyncMessage::Delta { name, state } | SyncMessage::Full { name, state } => {
+            Some((name, state))
+        }
+        SyncMessage::Request => None,
+    })
+}
+
+/// The payloads a list named `name` sends: a delta and a full-state chunk of `state`, and a
+/// request.
+pub fn encode_sync_messages(name: &str, state: &TaskListState) -> Vec<Vec<u8>> {
+    [
+        SyncMessage::Delta {
+            name: name.into(),
+            state: state.clone(),
+        },
+        SyncMessage::Full {
+            name: name.into(),
+            state: state.clone(),
+        },
+        SyncMessage::Request,
+    ]
+    .iter()
+    .map(|message| crate::wire::encode(message).expect("a sync message encodes"))
+    .collect()
+}
+
+/// Decodes a task list file as `Store::load_all` does (`Store::decode`: magic, version,
+/// checksum, then the postcard `tasklists::PersistedList`); returns the list's name and state.
+pub fn decode_list_file(bytes: &[u8]) -> std::result::Result<(String, TaskListState), String> {
+    Store::decode(bytes).map(|list| (list.name, list.state))
+}
+
+/// A task list file as `Store::save` writes it (`Store::encode`).
+pub fn encode_list_file(
+    id: [u8; 32],
+    name: &str,
+    me: [u8; 32],
+    state: TaskListState,
+) -> Result<Vec<u8>> {
+    Store::encode(&PersistedList {
+        id,
+        name: name.into(),
+        me,
+        state,
+    })
+}
