@@ -166,6 +166,9 @@ typedef struct X0xStats {
   uint64_t envelopes_received;
   // Received envelopes that were duplicates (suppressed: not delivered or forwarded again).
   uint64_t duplicates;
+  // Incoming connections refused before the handshake: their address kept sending invalid
+  // messages.
+  uint64_t connections_refused;
 } X0xStats;
 
 // One event. A plain value inside its `X0xEventBatch`.

@@ -25,10 +25,11 @@ use crate::identity::AgentId;
 /// How long the smallest recent publisher stays the pruner after its last payload.
 pub const PRUNER_TTL: Duration = Duration::from_secs(2);
 /// Payload ids remembered: duplicates arrive within a few round trips.
-const SEEN_RETENTION: Duration = Duration::from_secs(10);
-/// At most this many ids (oldest forgotten first); a duplicate of a forgotten payload goes to
-/// the gossip layer, which still knows it, and may prune as in plain Plumtree.
-const SEEN_CAP: usize = 1 << 16;
+const SEEN_RETENTION: Duration = Duration::from_secs(5);
+/// At most this many ids (oldest forgotten first; ~1.5 MiB); a duplicate of a forgotten
+/// payload goes to the gossip layer, which still knows it, and may prune as in plain Plumtree.
+/// Under load envelopes carry up to 256 messages, so this covers very high message rates.
+const SEEN_CAP: usize = 1 << 14;
 
 /// What to do with a received (verified) payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,6 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventHub};
 use crate::identity::{AgentId, Keypair, MachineId};
 use crate::net::{self, Authenticated, ReadError};
+use crate::penalties::Penalties;
 use crate::pubsub::Registry;
 use crate::replay::ReplayGuard;
 use crate::stats::Counters;
@@ -55,6 +56,15 @@ const TOP_UP_PERIOD: Duration = Duration::from_secs(1);
 /// partition (or many crashes) an agent can stay with one neighbour, or a healed partition can
 /// stay split for good. Reaching out to known and bootstrap addresses repairs both.
 const TOP_UP_BELOW: usize = 3;
+/// Top-up dials at once.
+const TOP_UP_DIALS: usize = 3;
+/// Probe dials to lost peers at once (one new one per top-up period).
+const PROBE_DIALS: usize = 2;
+/// A probe gives up sooner than a normal dial: most probes go to dead peers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Lost peers are probed for this long, at most this many.
+const LOST_RETENTION: Duration = Duration::from_secs(300);
+const LOST_CAP: usize = 256;
 
 pub(crate) fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
@@ -134,6 +144,7 @@ pub struct Shared {
     neighbours: AtomicUsize,
     mode: AtomicU8,
     backlog: Backlog,
+    penalties: Penalties,
 }
 
 impl Shared {
@@ -239,6 +250,7 @@ impl Network {
             neighbours: AtomicUsize::new(0),
             mode: AtomicU8::new(Mode::Left as u8),
             backlog: Backlog::default(),
+            penalties: Penalties::default(),
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
@@ -262,7 +274,9 @@ impl Network {
             join: None,
             replay: ReplayGuard::default(),
             bootstrap: Vec::new(),
-            topping_up: false,
+            top_up_dials: HashMap::new(),
+            lost: HashMap::new(),
+            probes: HashMap::new(),
             received: 0,
             duplicates: Duplicates::default(),
         };
@@ -271,6 +285,7 @@ impl Network {
             Arc::clone(&actor.machine_key),
             local_addr,
             net_tx,
+            Arc::clone(&actor.shared),
         ));
         tokio::spawn(actor.run(command_rx, net_rx));
         Ok(Self {
@@ -351,8 +366,19 @@ async fn accept_loop(
     machine_key: Arc<Keypair>,
     listen: SocketAddr,
     net_tx: mpsc::Sender<NetEvent>,
+    shared: Arc<Shared>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
+        if shared
+            .penalties
+            .refuses(incoming.remote_address().ip(), Instant::now())
+        {
+            // Before the handshake: a refused connection costs one packet.
+            let counters = &shared.counters;
+            counters.add(&counters.connections_refused, 1);
+            incoming.refuse();
+            continue;
+        }
         let machine_key = Arc::clone(&machine_key);
         let net_tx = net_tx.clone();
         tokio::spawn(async move {
@@ -405,8 +431,19 @@ struct Actor {
     replay: ReplayGuard,
     /// The bootstrap addresses of the last join, for topping up.
     bootstrap: Vec<SocketAddr>,
-    /// Whether a top-up dial is under way (one at a time).
-    topping_up: bool,
+    /// Top-up dials under way, by address, with when they started. Up to [`TOP_UP_DIALS`] at
+    /// once: a dial to a dead address takes a whole handshake timeout (5 s), and one at a time
+    /// let a dead bootstrap peer hold up every other candidate (R3: survivors whose bootstrap
+    /// peer was killed stayed below 3 neighbours for 9 s or for good).
+    top_up_dials: HashMap<SocketAddr, Instant>,
+    /// Peers lost while joined (their last connection closed, or a dial to them failed), with
+    /// their address and when they were lost. Probed whatever the neighbour count, so that a
+    /// healed partition is found again even when both sides have enough neighbours of their own
+    /// (measured: with top-ups alone a 4|4 partition healed only when some agent happened to
+    /// be below 3 neighbours).
+    lost: HashMap<MachineId, (SocketAddr, Instant)>,
+    /// Probe dials under way, by address, with when they started.
+    probes: HashMap<SocketAddr, Instant>,
     /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
     received: u64,
     /// Recent payload ids, and which duplicates may prune.
@@ -423,7 +460,10 @@ impl Actor {
         top_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = top_up.tick() => self.top_up(),
+                _ = top_up.tick() => {
+                    self.top_up();
+                    self.probe_lost();
+                }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.shutdown().await;
@@ -571,12 +611,29 @@ impl Actor {
     }
 
     fn dial(&self, addr: SocketAddr, expected: Option<MachineId>, bootstrap: bool) {
+        self.dial_within(addr, expected, bootstrap, net::HANDSHAKE_TIMEOUT);
+    }
+
+    fn dial_within(
+        &self,
+        addr: SocketAddr,
+        expected: Option<MachineId>,
+        bootstrap: bool,
+        limit: Duration,
+    ) {
         let endpoint = self.endpoint.clone();
         let machine_key = Arc::clone(&self.machine_key);
         let listen = self.listen;
         let net_tx = self.net_tx.clone();
         tokio::spawn(async move {
-            let event = match net::dial(&endpoint, &machine_key, listen, addr, expected).await {
+            let dial = net::dial(&endpoint, &machine_key, listen, addr, expected);
+            let result = tokio::time::timeout(limit, dial).await.unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("cannot connect to {addr}: timed out"),
+                ))
+            });
+            let event = match result {
                 Ok(auth) => NetEvent::Connected { auth, bootstrap },
                 Err(error) => NetEvent::DialFailed {
                     addr,
@@ -635,9 +692,13 @@ impl Actor {
     /// Reaches out to one known peer (or bootstrap address) that is not a neighbour, when short
     /// of neighbours; a Join through it makes it (or a peer it forwards us to) a neighbour.
     fn top_up(&mut self) {
+        let now = Instant::now();
+        // Every dial ends within its handshake timeout; this only guards the bookkeeping.
+        self.top_up_dials
+            .retain(|_, started| now.duration_since(*started) < 2 * net::HANDSHAKE_TIMEOUT);
         if self.shared.mode() != Mode::Joined
             || self.neighbours.len() >= TOP_UP_BELOW
-            || self.topping_up
+            || self.top_up_dials.len() >= TOP_UP_DIALS
         {
             return;
         }
@@ -647,7 +708,25 @@ impl Actor {
             .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
             .map(|(peer, addr)| (Some(*peer), *addr))
             .chain(self.bootstrap.iter().map(|addr| (None, *addr)))
+            .filter(|(_, addr)| !self.top_up_dials.contains_key(addr))
             .collect();
+        if !self.neighbours.is_empty() && (known.is_empty() || rand::random_bool(0.5)) {
+            // Join again through a neighbour: it sends ForwardJoin random walks to its other
+            // neighbours, and each walk ends at a peer that asks us to be its neighbour. This
+            // finds peers our address book does not know (R3: survivors whose known peers were
+            // all killed or already neighbours stayed at 2 neighbours for good).
+            let via = self
+                .neighbours
+                .iter()
+                .nth(rand::random_range(0..self.neighbours.len()));
+            if let Some(&via) = via {
+                self.handle(InEvent::Command(
+                    network_topic(),
+                    ProtoCommand::Join(vec![via]),
+                ));
+            }
+            return;
+        }
         if known.is_empty() {
             return;
         }
@@ -660,10 +739,60 @@ impl Actor {
                 ));
             }
             _ => {
-                self.topping_up = true;
+                self.top_up_dials.insert(addr, now);
                 self.dial(addr, peer, true);
             }
         }
+    }
+
+    /// Dials one lost peer (if fewer than [`PROBE_DIALS`] probes are under way); on success it
+    /// joins through it, as a top-up does.
+    fn probe_lost(&mut self) {
+        let now = Instant::now();
+        self.lost
+            .retain(|_, (_, lost_at)| now.duration_since(*lost_at) < LOST_RETENTION);
+        self.probes
+            .retain(|_, started| now.duration_since(*started) < 2 * PROBE_TIMEOUT);
+        if self.shared.mode() != Mode::Joined
+            || self.join.is_some()
+            || self.probes.len() >= PROBE_DIALS
+        {
+            return;
+        }
+        let candidates: Vec<(MachineId, SocketAddr)> = self
+            .lost
+            .iter()
+            .filter(|(peer, (addr, _))| {
+                !self.links.contains_key(peer)
+                    && !self.probes.contains_key(addr)
+                    && !self.top_up_dials.contains_key(addr)
+            })
+            .map(|(peer, (addr, _))| (*peer, *addr))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (peer, addr) = candidates[rand::random_range(0..candidates.len())];
+        self.probes.insert(addr, now);
+        self.dial_within(addr, Some(peer), true, PROBE_TIMEOUT);
+    }
+
+    fn remember_lost(&mut self, peer: MachineId, addr: SocketAddr) {
+        if self.shared.mode() != Mode::Joined || peer == self.me {
+            return;
+        }
+        if self.lost.len() >= LOST_CAP && !self.lost.contains_key(&peer) {
+            let oldest = self
+                .lost
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p);
+            if let Some(oldest) = oldest {
+                self.lost.remove(&oldest);
+            }
+        }
+        // A failed probe keeps the original time: lost peers expire LOST_RETENTION after loss.
+        self.lost.entry(peer).or_insert((addr, Instant::now()));
     }
 
     fn start_join(&mut self, bootstrap: Vec<SocketAddr>, reply: oneshot::Sender<Result<()>>) {
@@ -702,6 +831,7 @@ impl Actor {
     }
 
     fn leave(&mut self) {
+        self.lost.clear();
         if self.shared.mode() == Mode::Left {
             return;
         }
@@ -750,6 +880,7 @@ impl Actor {
                     // Unreachable: don't keep dialing it (a crashed peer, or a rogue's
                     // throwaway key); the gossip layer reintroduces it if it comes back.
                     self.addr_book.remove(&peer);
+                    self.remember_lost(peer, addr);
                     self.handle(InEvent::PeerDisconnected(peer));
                 }
                 if bootstrap {
@@ -804,6 +935,7 @@ impl Actor {
             send,
             recv,
         } = auth;
+        let remote = connection.remote_address();
         if peer == self.me || self.shared.mode() == Mode::Left {
             connection.close(0u32.into(), b"not now");
             if bootstrap {
@@ -812,7 +944,7 @@ impl Actor {
                 } else {
                     "left"
                 };
-                self.bootstrap_failed(connection.remote_address(), Error::invalid_argument(why));
+                self.bootstrap_failed(remote, Error::invalid_argument(why));
             }
             return;
         }
@@ -875,9 +1007,11 @@ impl Actor {
                 }
             }
         }
+        self.lost.remove(&peer);
         if bootstrap {
-            self.topping_up = false;
-            if let Some(join) = self.join.as_mut() {
+            let repair =
+                self.top_up_dials.remove(&remote).is_some() | self.probes.remove(&remote).is_some();
+            if let (false, Some(join)) = (repair, self.join.as_mut()) {
                 join.outstanding = join.outstanding.saturating_sub(1);
             }
             self.handle(InEvent::Command(
@@ -888,7 +1022,11 @@ impl Actor {
     }
 
     fn bootstrap_failed(&mut self, addr: SocketAddr, error: Error) {
-        self.topping_up = false;
+        let repair =
+            self.top_up_dials.remove(&addr).is_some() | self.probes.remove(&addr).is_some();
+        if repair {
+            return; // a top-up or probe, not part of a join
+        }
         let Some(join) = self.join.as_mut() else {
             return;
         };
@@ -927,7 +1065,9 @@ impl Actor {
             } else {
                 // Most likely gone: a top-up should not spend a handshake timeout on it. If it
                 // is alive, gossip brings its address back (or it dials us).
-                self.addr_book.remove(&peer);
+                if let Some(addr) = self.addr_book.remove(&peer) {
+                    self.remember_lost(peer, addr);
+                }
                 self.handle(InEvent::PeerDisconnected(peer));
             }
         }
@@ -1008,6 +1148,10 @@ async fn read_loop(
                 );
                 strikes += 1;
                 if strikes >= MAX_STRIKES {
+                    // Recorded first: a reconnect that races the close must see it.
+                    shared
+                        .penalties
+                        .strike_out(connection.remote_address().ip(), Instant::now());
                     connection.close(4u32.into(), b"too many invalid messages");
                     break;
                 }

@@ -24,6 +24,8 @@ pub mod identity;
 /// cbindgen:ignore
 pub mod net;
 /// cbindgen:ignore
+pub mod penalties;
+/// cbindgen:ignore
 pub mod pubsub;
 /// cbindgen:ignore
 pub mod queue;

@@ -15,6 +15,9 @@ pub struct Counters {
     pub envelopes_received: AtomicU64,
     /// Of those, envelopes seen before (suppressed: not delivered again, not forwarded).
     pub duplicates: AtomicU64,
+    /// Incoming connections refused before the handshake: their address kept sending invalid
+    /// messages (see `penalties`).
+    pub connections_refused: AtomicU64,
     /// Received envelopes dropped: the signature did not verify.
     pub dropped_bad_signature: AtomicU64,
     /// Received envelopes dropped: the sender id was not the id of the included key.
@@ -48,6 +51,7 @@ impl Counters {
             delivered: get(&self.delivered),
             envelopes_received: get(&self.envelopes_received),
             duplicates: get(&self.duplicates),
+            connections_refused: get(&self.connections_refused),
             dropped_bad_signature: get(&self.dropped_bad_signature),
             dropped_wrong_sender: get(&self.dropped_wrong_sender),
             dropped_malformed: get(&self.dropped_malformed),
@@ -75,6 +79,9 @@ pub struct Stats {
     /// Received envelopes that were duplicates (suppressed). `duplicates / (envelopes_received
     /// - duplicates)` is the overlay's relative message redundancy as this agent sees it.
     pub duplicates: u64,
+    /// Incoming connections refused before the handshake because their address kept sending
+    /// invalid messages.
+    pub connections_refused: u64,
     /// Received envelopes dropped for a bad signature.
     pub dropped_bad_signature: u64,
     /// Received envelopes dropped for a sender id that does not match the key.

@@ -898,6 +898,38 @@ async fn sixty_four_strikes_close_the_connection() {
     .await;
 }
 
+/// An address whose connections keep being closed for invalid messages is refused before the
+/// handshake: after 4 strike-outs, for 1 s (doubling with each further one). The honest agent
+/// keeps working, and takes connections from that address again once the refusal is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_striking_out_is_refused_for_a_while() {
+    bounded(async {
+        let (honest, sub) = honest_agent().await;
+        for round in 0..5 {
+            let mut rogue = Rogue::join(&honest).await;
+            send_invalid_envelopes(&mut rogue, MAX_STRIKES).await;
+            let (code, _) = rogue.closed_by_peer().await;
+            assert_eq!(code, 4, "strike-out {round}");
+        }
+        assert_eq!(honest.stats().connections_refused, 0);
+
+        let endpoint = net::endpoint(localhost()).unwrap();
+        let connecting = endpoint.connect(honest.local_addr(), SERVER_NAME).unwrap();
+        let refused = within("a refused handshake", connecting).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("refused"),
+            "refused before the handshake: {refused}"
+        );
+        assert_eq!(honest.stats().connections_refused, 1);
+
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        two_way_exchange(&honest, &sub, "after the refusal").await;
+        assert_eq!(honest.stats().connections_refused, 1);
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
 /// A raw QUIC connection that has not sent its hello yet.
 struct Unauthenticated {
     _endpoint: quinn::Endpoint,

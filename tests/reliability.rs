@@ -540,7 +540,7 @@ async fn r7_victim_process() {
                 println!(
                     "{VICTIM_TAG} SNAP rss={} cpu_ms={} received={} anomalies={} senders={} \
                      max_latency_ms={} delivered={} bad_signature={} wrong_sender={} \
-                     malformed={} oversized={} replay={} neighbours={} bytes_in={}",
+                     malformed={} oversized={} replay={} neighbours={} bytes_in={} refused={}",
                     rss_bytes(),
                     cpu_ms(),
                     reader.received(),
@@ -555,6 +555,7 @@ async fn r7_victim_process() {
                     s.dropped_replay,
                     s.neighbours,
                     s.bytes_in,
+                    s.connections_refused,
                 );
             }
             _ => break,
@@ -726,12 +727,21 @@ async fn rogue_worker(
     buffers: Arc<Vec<Bytes>>,
     pacer: Arc<Pacer>,
     counters: Arc<FloodCounters>,
+    sources: Option<Arc<AtomicU64>>,
 ) {
-    let endpoint = net::endpoint(localhost()).unwrap();
-    let listen = endpoint.local_addr().unwrap();
+    let mut endpoint = net::endpoint(localhost()).unwrap();
+    let mut listen = endpoint.local_addr().unwrap();
     let mut n = 0usize;
     while let Some(due) = pacer.claim(MAX_STRIKES as u64) {
         tokio::time::sleep_until(due).await;
+        if let Some(sources) = &sources {
+            // Every connection from a new loopback address (127.0.0.0/8 is all local).
+            let i = sources.fetch_add(1, Ordering::AcqRel) + 2;
+            let ip = std::net::Ipv4Addr::new(127, (i >> 16) as u8, (i >> 8) as u8, i as u8);
+            endpoint.close(0u32.into(), b"next address");
+            endpoint = net::endpoint(SocketAddr::from((ip, 0))).unwrap();
+            listen = endpoint.local_addr().unwrap();
+        }
         let note = |e: String| *counters.last_error.lock().unwrap() = Some(e);
         let key = Keypair::generate().unwrap();
         let started = Instant::now();
@@ -790,7 +800,9 @@ async fn flood(
     rate: f64,
     duration: Duration,
     workers: usize,
+    spread: bool,
 ) -> Duration {
+    let sources = spread.then(|| Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
     let pacer = Arc::new(Pacer {
         start,
@@ -805,6 +817,7 @@ async fn flood(
                 Arc::clone(buffers),
                 Arc::clone(&pacer),
                 Arc::clone(counters),
+                sources.clone(),
             ))
         })
         .collect();
@@ -817,18 +830,30 @@ async fn flood(
 // ---------------------------------------------------------------------------------------------
 // R7.
 
-/// R7: a rogue floods the victim with invalid messages at ~10k/s, reconnecting (fresh QUIC
-/// connection, fresh machine key) whenever the victim hangs up after 64 strikes, while an
-/// honest publisher sends 50 msg/s to the victim's subscriber.
-///
+/// R7 from one address: a rogue floods the victim with invalid messages at ~10k/s from
+/// 127.0.0.1, reconnecting (fresh QUIC connection, fresh machine key) whenever the victim hangs
+/// up after 64 strikes, while an honest publisher sends 50 msg/s to the victim's subscriber.
+/// After 4 strike-outs the victim refuses the address before the handshake (1 s, doubling):
+/// asserts that reconnects are refused, besides everything `r7` asserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_invalid_flood_from_one_address_is_refused() {
+    r7(false).await;
+}
+
+/// R7 from many addresses: the same flood, every connection from a new loopback address, so
+/// no address is ever refused and the victim processes the whole 10k/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_invalid_flood_from_many_addresses() {
+    r7(true).await;
+}
+
 /// Asserts: every honest message is delivered, in order, and nothing else is; every rogue
 /// connection is closed by the strike rule (code 4) after exactly 64 invalid messages (the 8 it
 /// writes after that are never processed: the drop counters rise by exactly 64 per connection,
 /// per reason); the victim's RSS grows ≤ 20 MiB over the flood; the victim keeps only the
 /// publisher as neighbour and closes cleanly. Reports the victim's CPU per invalid message and
-/// whether reconnects were refused (dial failures; the last error says whether they timed out).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r7_invalid_flood_with_reconnects() {
+/// how many reconnects were refused.
+async fn r7(spread: bool) {
     let _serial = SERIAL.lock().await;
     let full = full_size();
     let flood_for = Duration::from_secs(if full { 60 } else { 10 });
@@ -865,6 +890,7 @@ async fn r7_invalid_flood_with_reconnects() {
             rate,
             Duration::from_secs(1),
             workers,
+            spread,
         )
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -882,7 +908,16 @@ async fn r7_invalid_flood_with_reconnects() {
         // The flood.
         let counters = Arc::new(FloodCounters::default());
         let rogue_cpu0 = cpu_ms();
-        let flooded = flood(victim.addr, &buffers, &counters, rate, flood_for, workers).await;
+        let flooded = flood(
+            victim.addr,
+            &buffers,
+            &counters,
+            rate,
+            flood_for,
+            workers,
+            spread,
+        )
+        .await;
         let s2 = victim.snapshot().await;
         // This process: the rogue, plus the publisher's small share.
         let rogue_cpu_ms = (cpu_ms() - rogue_cpu0) as f64;
@@ -911,19 +946,29 @@ async fn r7_invalid_flood_with_reconnects() {
             (s1.get("cpu_ms") - s0.get("cpu_ms")) as f64 / baseline_for.as_secs_f64();
         let flood_cpu_ms = (s2.get("cpu_ms") - s1.get("cpu_ms")) as f64;
         let attack_cpu_ms = flood_cpu_ms - baseline_cpu_rate * secs;
-        let per_invalid_us = attack_cpu_ms * 1000.0 / processed.max(1) as f64;
-        let per_connection_ms = attack_cpu_ms / connections.max(1) as f64;
+        // 0 when nothing got through (the refusals' cost is in the cpu figures).
+        let per_invalid_us = if processed > 0 {
+            attack_cpu_ms * 1000.0 / processed as f64
+        } else {
+            0.0
+        };
+        let per_connection_ms = if connections > 0 {
+            attack_cpu_ms / connections as f64
+        } else {
+            0.0
+        };
         let rss_growth = s3.get("rss") as i64 - s0.get("rss") as i64;
         let baseline_growth = s1.get("rss") as i64 - s0.get("rss") as i64;
         let handshake_ms = counters.handshake_us.load(Ordering::Acquire) as f64
             / 1000.0
             / connections.max(1) as f64;
         println!(
-            "R7 ({size}, {secs:.1} s flood): invalid processed {processed} ({rate_got:.0}/s, \
+            "R7 ({size}, {secs:.1} s flood from {from}): invalid processed {processed} ({rate_got:.0}/s, \
              target {rate:.0}/s; bad_signature {bs}, wrong_sender {ws}, malformed {mf}, \
              oversized {ov}); rogue connections {connections} ({conn_rate:.1}/s), closed by \
              strikes {closed}, other closes {other_closes}, dial failures {dial_failures} \
-             (refused or timed out: see the last rogue error), write failures {write_failures}; \
+             (the victim refused {refused} before the handshake), write failures \
+             {write_failures}; \
              invalid processed per connection {per_conn:.2} of {per_conn_written} written \
              ({written} frames written in all); \
              honest {received}/{sent} delivered ({pct:.2}%), anomalies {anomalies}, senders \
@@ -934,12 +979,14 @@ async fn r7_invalid_flood_with_reconnects() {
              {handshake_ms:.1} ms avg, rogue process cpu {rogue_cores:.2} cores \
              ({rogue_per_conn:.2} ms per connection); last rogue error {last:?}; test {total:.1} s",
             size = size_name(),
+            from = if spread { "a new address per connection" } else { "one address" },
             rate_got = processed as f64 / secs,
             bs = drops.bad_signature,
             ws = drops.wrong_sender,
             mf = drops.malformed,
             ov = drops.oversized,
             conn_rate = connections as f64 / secs,
+            refused = s3.get("refused") - s1.get("refused"),
             per_conn = processed as f64 / closed.max(1) as f64,
             per_conn_written = MAX_STRIKES + EXTRA_PER_CONNECTION,
             received = s3.get("received"),
@@ -973,7 +1020,8 @@ async fn r7_invalid_flood_with_reconnects() {
         assert_eq!(s3.get("delivered"), sent, "the victim's delivered counter");
         assert_eq!(s3.get("replay"), 0);
         // The strike rule: every connection closed after exactly 64 invalid messages.
-        assert!(connections > 0, "the rogue never connected");
+        // (From one address the refusal may outlast the whole flood: no connection at all.)
+        assert!(!spread || connections > 0, "the rogue never connected");
         assert_eq!(
             other_closes, 0,
             "a rogue connection was not closed by the strike rule"
@@ -981,6 +1029,14 @@ async fn r7_invalid_flood_with_reconnects() {
         assert_eq!(write_failures, 0);
         assert_eq!(closed, connections);
         assert_eq!(drops, per_connection.times(closed), "drops by reason");
+        // From one address that keeps striking out, reconnects are refused before the
+        // handshake; fresh addresses never are.
+        let refused = s3.get("refused") - s1.get("refused");
+        if spread {
+            assert_eq!(refused, 0, "a fresh address was refused");
+        } else {
+            assert!(refused > 0, "no reconnect was refused");
+        }
         // Memory.
         assert!(
             rss_growth <= 20 << 20,

@@ -46,6 +46,9 @@ class Stats(TypedDict):
     duplicates: int
     """Received envelopes seen before (suppressed). ``duplicates / (envelopes_received -
     duplicates)`` is the overlay's relative message redundancy as this agent sees it."""
+    connections_refused: int
+    """Incoming connections refused before the handshake: their address kept sending invalid
+    messages (connections closed for invalid messages more than 4 times; 1 s, doubling)."""
 
 
 StrPath = Union[str, "os.PathLike[str]"]

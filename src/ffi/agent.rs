@@ -56,6 +56,9 @@ pub struct X0xStats {
     pub envelopes_received: u64,
     /// Received envelopes that were duplicates (suppressed: not delivered or forwarded again).
     pub duplicates: u64,
+    /// Incoming connections refused before the handshake: their address kept sending invalid
+    /// messages.
+    pub connections_refused: u64,
 }
 
 impl From<Stats> for X0xStats {
@@ -75,6 +78,7 @@ impl From<Stats> for X0xStats {
             bytes_out: s.bytes_out,
             envelopes_received: s.envelopes_received,
             duplicates: s.duplicates,
+            connections_refused: s.connections_refused,
         }
     }
 }
