@@ -169,6 +169,8 @@ typedef struct X0xStats {
   // Incoming connections refused before the handshake: their address kept sending invalid
   // messages.
   uint64_t connections_refused;
+  // Open peer connections (neighbours, peers being answered, spares from simultaneous dials).
+  uint64_t connections;
 } X0xStats;
 
 // One event. A plain value inside its `X0xEventBatch`.

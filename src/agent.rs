@@ -320,7 +320,9 @@ impl Agent {
     /// A snapshot of the agent's traffic counters.
     pub fn stats(&self) -> Stats {
         let shared = self.network.shared();
-        shared.counters.snapshot(shared.neighbours())
+        shared
+            .counters
+            .snapshot(shared.neighbours(), shared.connections())
     }
 
     /// Creates a task list shared with every agent that joins it by id.

@@ -43,7 +43,7 @@ impl Counters {
     }
 
     /// A snapshot of all counters.
-    pub fn snapshot(&self, neighbours: usize) -> Stats {
+    pub fn snapshot(&self, neighbours: usize, connections: usize) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             published: get(&self.published),
@@ -59,6 +59,7 @@ impl Counters {
             dropped_replay: get(&self.dropped_replay),
             queue_overflow: get(&self.queue_overflow),
             neighbours: neighbours as u64,
+            connections: connections as u64,
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
         }
@@ -96,6 +97,8 @@ pub struct Stats {
     pub queue_overflow: u64,
     /// Current gossip neighbours.
     pub neighbours: u64,
+    /// Open peer connections (neighbours, peers being answered, spares from simultaneous dials).
+    pub connections: u64,
     /// Frame bytes received.
     pub bytes_in: u64,
     /// Frame bytes sent.

@@ -206,3 +206,21 @@ async fn duplicates_are_counted_and_pruned_away() {
         x.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_ups_do_not_pile_up_connections_to_a_neighbour() {
+    // Two agents: each is below the 3-neighbour top-up mark for good, and b's bootstrap
+    // address is its one neighbour. Top-ups used to dial it again every second, and every
+    // such connection stayed open as a spare (R8: ~5 MiB a minute).
+    let a = agent(&[]).await;
+    a.join_network(JOIN).await.unwrap();
+    let b = agent(&[a.local_addr()]).await;
+    b.join_network(JOIN).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for x in [&a, &b] {
+        let stats = x.stats();
+        assert_eq!((stats.neighbours, stats.connections), (1, 1));
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

@@ -49,6 +49,8 @@ class Stats(TypedDict):
     connections_refused: int
     """Incoming connections refused before the handshake: their address kept sending invalid
     messages (connections closed for invalid messages more than 4 times; 1 s, doubling)."""
+    connections: int
+    """Open peer connections (neighbours, peers being answered, spares from simultaneous dials)."""
 
 
 StrPath = Union[str, "os.PathLike[str]"]

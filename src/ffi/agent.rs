@@ -59,6 +59,8 @@ pub struct X0xStats {
     /// Incoming connections refused before the handshake: their address kept sending invalid
     /// messages.
     pub connections_refused: u64,
+    /// Open peer connections (neighbours, peers being answered, spares from simultaneous dials).
+    pub connections: u64,
 }
 
 impl From<Stats> for X0xStats {
@@ -79,6 +81,7 @@ impl From<Stats> for X0xStats {
             envelopes_received: s.envelopes_received,
             duplicates: s.duplicates,
             connections_refused: s.connections_refused,
+            connections: s.connections,
         }
     }
 }
