@@ -2,25 +2,17 @@
 //! cargo-fuzz passes `--cfg fuzzing` to every crate it builds, and a normal build has no such
 //! module. The targets use these instead of copies, so they always fuzz what x0x runs. Not an API.
 
-use iroh_gossip::proto::{self, TopicId};
+use iroh_gossip::proto;
 
 use crate::error::Result;
 use crate::tasklist::TaskListState;
 use crate::tasklists::{PersistedList, Store, SyncMessage};
 
-/// `wire::MESSAGE_DOMAIN`: what the bytes an envelope's signature covers start with.
-pub const MESSAGE_DOMAIN: &[u8] = crate::wire::MESSAGE_DOMAIN;
-
-/// `gossip::MAX_STRIKES`: invalid frames tolerated from one connection.
-pub const MAX_STRIKES: u32 = crate::gossip::MAX_STRIKES;
+pub use crate::gossip::{network_topic, MAX_STRIKES};
+pub use crate::wire::MESSAGE_DOMAIN;
 
 /// `replay::WINDOW`: how far below a sender's highest sequence number is still accepted.
 pub const WINDOW: u64 = crate::replay::WINDOW;
-
-/// `gossip::network_topic`: the topic every agent joins.
-pub fn network_topic() -> TopicId {
-    crate::gossip::network_topic()
-}
 
 /// `gossip::proto_config`: the configuration of an agent's gossip state machine.
 pub fn proto_config() -> proto::Config {

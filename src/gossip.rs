@@ -44,7 +44,7 @@ const BACKLOG_LOW: usize = 16 << 20;
 /// Frames kept for a peer we are still dialing.
 const PENDING_CAP: usize = 4096;
 /// Invalid data messages tolerated from one connection before it is closed.
-pub(crate) const MAX_STRIKES: u32 = 64;
+pub const MAX_STRIKES: u32 = 64;
 /// Time a closing connection gets to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Peer addresses remembered at most.
@@ -66,7 +66,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const LOST_RETENTION: Duration = Duration::from_secs(300);
 const LOST_CAP: usize = 256;
 
-pub(crate) fn network_topic() -> TopicId {
+/// The gossip topic every agent joins (application topics travel inside envelopes).
+pub fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
 }
 

@@ -23,7 +23,8 @@ use crate::identity::{Keypair, MachineId};
 use crate::wire::{self, Hello, Role, MAX_FRAME_LEN};
 
 const ALPN: &[u8] = b"x0x/1";
-const SERVER_NAME: &str = "x0x";
+/// The TLS server name every agent's certificate carries (certificates are throwaway).
+pub const SERVER_NAME: &str = "x0x";
 /// How long a handshake (QUIC + TLS + hello) may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alives make a silent peer's death visible within [`IDLE_TIMEOUT`]: the gossip layer has

@@ -28,7 +28,7 @@ pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 256;
 
 const HELLO_DOMAIN: &[u8] = b"x0x-hello-v1";
-pub(crate) const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
+pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
 const ENVELOPE_VERSION: u8 = 2;
 /// The TLS exporter label that binds a [`Hello`] to its QUIC connection.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-x0x-peer-binding-v1";

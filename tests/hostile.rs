@@ -12,84 +12,32 @@
 //!
 //! Everything runs on 127.0.0.1.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData, Scope, TopicId};
+use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData, Scope};
 use rand::rngs::StdRng;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use x0x::events::Event;
+use x0x::gossip::network_topic;
+use x0x::net::SERVER_NAME;
 use x0x::net::{self, Authenticated};
 use x0x::pubsub::Subscription;
 use x0x::stats::Stats;
-use x0x::wire::{self, EnvelopeBody, Hello, Item, Rejection, Role, SignedEnvelope};
+use x0x::wire::{self, Hello, Rejection, Role};
 use x0x::{Agent, Keypair, MachineId};
+
+mod common;
+use common::*;
 
 /// One step (a join, a delivery, a close) must finish within this.
 const WAIT: Duration = Duration::from_secs(10);
 /// A whole test must finish within this.
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 const TOPIC: &str = "hostile";
-/// Mirrors the private `MESSAGE_DOMAIN` of `src/wire.rs`; every forgery below is checked with
-/// `wire::open` before it is sent, so a change there fails loudly here instead of testing nothing.
-const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
-/// Mirrors the private `SERVER_NAME` of `src/net.rs` (any certificate is accepted anyway).
-const SERVER_NAME: &str = "x0x";
-/// Mirrors the private `MAX_STRIKES` of `src/gossip.rs`.
-const MAX_STRIKES: usize = 64;
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Panics in background tasks are swallowed by tokio; count them instead.
-
-static BACKGROUND_PANICS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Set on a test's own thread, where its body runs (`block_on`).
-    static TEST_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Counts panics on every thread but a test's own (tokio workers, the signer, the blocking
-/// pool...), so a failing assertion is not counted but a panicking background task is.
-fn watch_panics() {
-    TEST_THREAD.with(|t| t.set(true));
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !TEST_THREAD.with(Cell::get) {
-                BACKGROUND_PANICS.fetch_add(1, Ordering::SeqCst);
-            }
-            default(info);
-        }));
-    });
-}
-
-fn assert_no_background_panics() {
-    assert_eq!(
-        BACKGROUND_PANICS.load(Ordering::SeqCst),
-        0,
-        "a background task or thread panicked (see stderr)"
-    );
-}
-
-/// Runs a test body with the panic watch on and an overall time limit.
-async fn bounded(body: impl Future<Output = ()>) {
-    watch_panics();
-    timeout(TEST_LIMIT, body)
-        .await
-        .expect("the test did not finish in time");
-    assert_no_background_panics();
-}
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     timeout(WAIT, future)
@@ -153,76 +101,12 @@ async fn stats_after_deliveries(honest: &Agent, expected: u64) -> Stats {
     stats
 }
 
-/// The drop counters, for exact before/after comparisons.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Drops {
-    bad_signature: u64,
-    wrong_sender: u64,
-    malformed: u64,
-    oversized: u64,
-}
-
-impl Drops {
-    fn of(stats: Stats) -> Self {
-        Self {
-            bad_signature: stats.dropped_bad_signature,
-            wrong_sender: stats.dropped_wrong_sender,
-            malformed: stats.dropped_malformed,
-            oversized: stats.dropped_oversized,
-        }
-    }
-
-    fn plus(self, other: Drops) -> Self {
-        Self {
-            bad_signature: self.bad_signature + other.bad_signature,
-            wrong_sender: self.wrong_sender + other.wrong_sender,
-            malformed: self.malformed + other.malformed,
-            oversized: self.oversized + other.oversized,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Envelopes, good and bad.
 
-fn items(payload: &[u8]) -> Vec<Item> {
-    vec![Item {
-        topic: TOPIC.into(),
-        timestamp_ms: 1,
-        payload: Bytes::copy_from_slice(payload),
-    }]
-}
-
-fn sign_body(key: &Keypair, body: &[u8]) -> Vec<u8> {
-    key.sign(&[MESSAGE_DOMAIN, body].concat()).unwrap()
-}
-
-fn unseal(sealed: &[u8]) -> (SignedEnvelope, EnvelopeBody) {
-    let envelope: SignedEnvelope = postcard::from_bytes(sealed).unwrap();
-    let body: EnvelopeBody = postcard::from_bytes(&envelope.body).unwrap();
-    (envelope, body)
-}
-
-fn reseal(mut envelope: SignedEnvelope, body: &EnvelopeBody, signer: Option<&Keypair>) -> Bytes {
-    envelope.body = Bytes::from(wire::encode(body).unwrap());
-    if let Some(signer) = signer {
-        envelope.signature = sign_body(signer, &envelope.body);
-    }
-    Bytes::from(wire::encode(&envelope).unwrap())
-}
-
-fn expect_rejection(bytes: Bytes, expected: Rejection) -> Bytes {
-    assert_eq!(
-        wire::open(&bytes).map(|_| ()),
-        Err(expected),
-        "the forgery is not what this test means to send"
-    );
-    bytes
-}
-
 /// A well-formed envelope from `key` whose signature is by `other` (over the right bytes).
 fn forged_signature(key: &Keypair, other: &Keypair, seq: u64, payload: &[u8]) -> Bytes {
-    let (mut envelope, _) = unseal(&wire::seal(key, seq, items(payload)).unwrap());
+    let (mut envelope, _) = unseal(&wire::seal(key, seq, items(TOPIC, payload)).unwrap());
     envelope.signature = sign_body(other, &envelope.body);
     expect_rejection(
         Bytes::from(wire::encode(&envelope).unwrap()),
@@ -232,21 +116,21 @@ fn forged_signature(key: &Keypair, other: &Keypair, seq: u64, payload: &[u8]) ->
 
 /// A sealed envelope whose payload was changed afterwards (not re-signed).
 fn tampered_payload(key: &Keypair, seq: u64, payload: &[u8]) -> Bytes {
-    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(payload)).unwrap());
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(TOPIC, payload)).unwrap());
     body.items[0].payload = Bytes::from([payload, b" (tampered)"].concat());
     expect_rejection(reseal(envelope, &body, None), Rejection::BadSignature)
 }
 
 /// Claims `victim` as sender, with `key`'s public key and a valid signature by `key`.
 fn wrong_sender(key: &Keypair, victim: x0x::AgentId, seq: u64, payload: &[u8]) -> Bytes {
-    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(payload)).unwrap());
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(TOPIC, payload)).unwrap());
     body.sender = victim.0;
     expect_rejection(reseal(envelope, &body, Some(key)), Rejection::WrongSender)
 }
 
 /// Envelope contents that do not decode (each signed where there is something to sign).
 fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
-    let sealed = wire::seal(key, seq, items(b"malformed")).unwrap();
+    let sealed = wire::seal(key, seq, items(TOPIC, b"malformed")).unwrap();
     let mut out = vec![
         Bytes::from_static(b"definitely not an envelope"),
         Bytes::new(),
@@ -272,10 +156,6 @@ fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
 
 // ---------------------------------------------------------------------------------------------
 // The rogue.
-
-fn network_topic() -> TopicId {
-    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
-}
 
 fn proto_config() -> proto::Config {
     proto::Config {
@@ -460,7 +340,7 @@ impl Rogue {
     async fn sentinel(&mut self, sub: &Subscription, label: &str) {
         let payload = format!("sentinel {label} {}", self.seq + 1);
         let seq = self.next_seq();
-        let envelope = wire::seal(&self.agent_key, seq, items(payload.as_bytes())).unwrap();
+        let envelope = wire::seal(&self.agent_key, seq, items(TOPIC, payload.as_bytes())).unwrap();
         self.broadcast(envelope).await;
         let got = within(
             &format!("sentinel {label:?} is delivered"),
@@ -500,7 +380,7 @@ impl Rogue {
 /// and the negative tests below mean something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_valid_envelope_from_rogue_is_delivered() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         wait_until("the honest agent counts the rogue as a neighbour", || {
@@ -510,7 +390,8 @@ async fn control_valid_envelope_from_rogue_is_delivered() {
         let before = honest.stats();
 
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(b"hello from the rogue")).unwrap();
+        let envelope =
+            wire::seal(&rogue.agent_key, seq, items(TOPIC, b"hello from the rogue")).unwrap();
         rogue.broadcast(envelope).await;
         let got = within("delivery", sub.next_batch(16)).await.unwrap();
         assert_eq!(got.len(), 1);
@@ -531,7 +412,7 @@ async fn control_valid_envelope_from_rogue_is_delivered() {
 /// A well-formed envelope signed by another key is dropped and counted as a bad signature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_signature_is_dropped_and_counted() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
@@ -558,7 +439,7 @@ async fn forged_signature_is_dropped_and_counted() {
 /// A payload changed after sealing is a bad signature, and is not delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_payload_is_dropped_as_bad_signature() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
@@ -584,7 +465,7 @@ async fn tampered_payload_is_dropped_as_bad_signature() {
 /// Someone else's AgentId as sender, with the rogue's own key and signature: wrong sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_sender_is_dropped_and_counted() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
@@ -617,7 +498,7 @@ async fn wrong_sender_is_dropped_and_counted() {
 /// all, are counted as malformed; none is delivered and the connection survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_content_and_frames_are_dropped_and_counted() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
@@ -641,7 +522,7 @@ async fn malformed_content_and_frames_are_dropped_and_counted() {
         // Frames that are not gossip messages at all (rejected by the actor's decoder).
         let seq = rogue.next_seq();
         let real = rogue
-            .data_frame(wire::seal(&rogue.agent_key, seq, items(b"cut short")).unwrap())
+            .data_frame(wire::seal(&rogue.agent_key, seq, items(TOPIC, b"cut short")).unwrap())
             .await;
         let frames: Vec<Vec<u8>> = vec![
             // Random-looking bytes: a 32-byte "topic", then no valid variant.
@@ -682,13 +563,13 @@ async fn malformed_content_and_frames_are_dropped_and_counted() {
 /// verifies), the gossip layer rejects it, and it is not delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_message_id_is_not_delivered() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
 
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(b"spoofed id")).unwrap();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"spoofed id")).unwrap();
         let mut frame = rogue.data_frame(envelope.clone()).await;
         // Layout: topic (32), two one-byte variants, then the 32-byte message id.
         frame[34] ^= 0x01;
@@ -715,12 +596,12 @@ async fn spoofed_message_id_is_not_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_delivery_round_is_dropped_not_a_crash() {
     watch_panics();
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(b"round 65535")).unwrap();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"round 65535")).unwrap();
         let frame = rogue.data_frame(envelope).await;
         assert!(
             frame.ends_with(&[0, 0]),
@@ -743,7 +624,7 @@ async fn absurd_delivery_round_is_dropped_not_a_crash() {
 /// serving a well-behaved peer afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_closes_the_connection_and_the_agent_keeps_working() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         rogue.sentinel(&sub, "before oversize").await;
@@ -754,7 +635,7 @@ async fn oversized_frame_closes_the_connection_and_the_agent_keeps_working() {
         rogue.write_raw(&len.to_be_bytes()).await.unwrap();
         // Follow with bytes that would be a valid envelope, were the stream still read.
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(b"after oversize")).unwrap();
+        let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"after oversize")).unwrap();
         let _ = rogue.write_raw(&envelope).await;
 
         let (code, reason) = rogue.closed_by_peer().await;
@@ -859,7 +740,7 @@ async fn send_invalid_envelopes(rogue: &mut Rogue, n: usize) -> Drops {
 /// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_strikes_close_the_connection() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
@@ -903,7 +784,7 @@ async fn sixty_four_strikes_close_the_connection() {
 /// keeps working, and takes connections from that address again once the refusal is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_that_keeps_striking_out_is_refused_for_a_while() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         for round in 0..5 {
             let mut rogue = Rogue::join(&honest).await;
@@ -1004,7 +885,7 @@ fn hello_frame(hello: &Hello) -> Vec<u8> {
 /// connection closed, no neighbour, no event. A correct hello still works afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_hellos_are_refused() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let events = honest.events().unwrap();
         let key = Keypair::generate().unwrap();
@@ -1075,7 +956,7 @@ async fn bad_hellos_are_refused() {
 /// closes cleanly, and nothing panicked anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gauntlet_leaves_the_agent_working_and_closing_cleanly() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let start = honest.stats();
         let mut expected = Drops::of(start);
@@ -1101,7 +982,7 @@ async fn gauntlet_leaves_the_agent_working_and_closing_cleanly() {
             expected.malformed += 1;
         }
         let seq = a.next_seq();
-        let envelope = wire::seal(&a.agent_key, seq, items(b"spoofed")).unwrap();
+        let envelope = wire::seal(&a.agent_key, seq, items(TOPIC, b"spoofed")).unwrap();
         let mut spoofed = a.data_frame(envelope).await;
         spoofed[40] ^= 0x80;
         a.write_frame(&spoofed).await.unwrap();
@@ -1156,7 +1037,7 @@ async fn replay_scenario() {
     // The honest agent answers a duplicate with a Prune; the rogue ignores it and keeps pushing.
     rogue.listening = false;
     let seq = rogue.next_seq();
-    let envelope = wire::seal(&rogue.agent_key, seq, items(b"once")).unwrap();
+    let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"once")).unwrap();
     // A replay resends the captured frame, byte for byte.
     let frame = rogue.data_frame(envelope).await;
     rogue.write_frame(&frame).await.unwrap();

@@ -13,41 +13,35 @@
 //! The tests of this file take a lock so that they never run at the same time (each measures
 //! memory and CPU).
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerData, TopicId};
+use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerData};
 use rand::rngs::StdRng;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
+use x0x::gossip::network_topic;
 use x0x::net::{self, Authenticated};
 use x0x::pubsub::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
-use x0x::wire::{self, EnvelopeBody, Item, Rejection, SignedEnvelope};
+use x0x::wire::{self, Rejection};
 use x0x::{Agent, AgentId, Keypair, MachineId};
+
+mod common;
+use common::*;
 
 /// One step (a join, a catch-up, a close) must finish within this.
 const WAIT: Duration = Duration::from_secs(15);
 const TOPIC: &str = "reliability";
-/// Mirrors the private `MESSAGE_DOMAIN` of `src/wire.rs`; every forgery is checked with
-/// `wire::open` before it is used, so a change there fails loudly here.
-const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
-/// Mirrors the private `MAX_STRIKES` of `src/gossip.rs`.
-const MAX_STRIKES: usize = 64;
 /// Frames the rogue writes after the 64th strike on each connection; none may be processed.
 const EXTRA_PER_CONNECTION: usize = 8;
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 fn full_size() -> bool {
     std::env::var("X0X_RELIABILITY").is_ok_and(|v| v == "full")
@@ -63,46 +57,6 @@ fn size_name() -> &'static str {
 
 /// The tests of this file measure the process: never two at once.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-// ---------------------------------------------------------------------------------------------
-// Panics in background tasks are swallowed by tokio; count them instead.
-
-static BACKGROUND_PANICS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static TEST_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-fn watch_panics() {
-    TEST_THREAD.with(|t| t.set(true));
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !TEST_THREAD.with(Cell::get) {
-                BACKGROUND_PANICS.fetch_add(1, Ordering::SeqCst);
-            }
-            default(info);
-        }));
-    });
-}
-
-fn assert_no_background_panics() {
-    assert_eq!(
-        BACKGROUND_PANICS.load(Ordering::SeqCst),
-        0,
-        "a background task or thread panicked (see stderr)"
-    );
-}
-
-/// Runs a test body with the panic watch on and an overall time limit.
-async fn bounded(limit: Duration, body: impl Future<Output = ()>) {
-    watch_panics();
-    timeout(limit, body)
-        .await
-        .expect("the test did not finish in time");
-    assert_no_background_panics();
-}
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     timeout(WAIT, future)
@@ -275,74 +229,7 @@ fn spawn_reader(sub: Subscription) -> Arc<Reader> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Invalid envelopes (as in tests/hostile.rs), each with distinct bytes.
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Drops {
-    bad_signature: u64,
-    wrong_sender: u64,
-    malformed: u64,
-    oversized: u64,
-}
-
-impl Drops {
-    fn minus(self, other: Drops) -> Self {
-        Self {
-            bad_signature: self.bad_signature - other.bad_signature,
-            wrong_sender: self.wrong_sender - other.wrong_sender,
-            malformed: self.malformed - other.malformed,
-            oversized: self.oversized - other.oversized,
-        }
-    }
-
-    fn times(self, n: u64) -> Self {
-        Self {
-            bad_signature: self.bad_signature * n,
-            wrong_sender: self.wrong_sender * n,
-            malformed: self.malformed * n,
-            oversized: self.oversized * n,
-        }
-    }
-
-    fn total(self) -> u64 {
-        self.bad_signature + self.wrong_sender + self.malformed + self.oversized
-    }
-}
-
-fn items(payload: &[u8]) -> Vec<Item> {
-    vec![Item {
-        topic: TOPIC.into(),
-        timestamp_ms: 1,
-        payload: Bytes::copy_from_slice(payload),
-    }]
-}
-
-fn sign_body(key: &Keypair, body: &[u8]) -> Vec<u8> {
-    key.sign(&[MESSAGE_DOMAIN, body].concat()).unwrap()
-}
-
-fn unseal(sealed: &[u8]) -> (SignedEnvelope, EnvelopeBody) {
-    let envelope: SignedEnvelope = postcard::from_bytes(sealed).unwrap();
-    let body: EnvelopeBody = postcard::from_bytes(&envelope.body).unwrap();
-    (envelope, body)
-}
-
-fn reseal(mut envelope: SignedEnvelope, body: &EnvelopeBody, signer: Option<&Keypair>) -> Bytes {
-    envelope.body = Bytes::from(wire::encode(body).unwrap());
-    if let Some(signer) = signer {
-        envelope.signature = sign_body(signer, &envelope.body);
-    }
-    Bytes::from(wire::encode(&envelope).unwrap())
-}
-
-fn expect_rejection(bytes: Bytes, expected: Rejection) -> Bytes {
-    assert_eq!(
-        wire::open(&bytes).map(|_| ()),
-        Err(expected),
-        "the forgery is not what this test means to send"
-    );
-    bytes
-}
+// Invalid envelopes (the kinds tests/hostile.rs sends), each with distinct bytes.
 
 /// The `i`th invalid envelope of a mix: forged signature, tampered payload, wrong sender,
 /// malformed (five kinds in turn); returns it and the counter it must raise.
@@ -356,7 +243,7 @@ fn invalid_content(
     let seq = (set * 1000 + i) as u64 + 1;
     let payload = format!("invalid {set}/{i}");
     let payload = payload.as_bytes();
-    let sealed = || wire::seal(key, seq, items(payload)).unwrap();
+    let sealed = || wire::seal(key, seq, items(TOPIC, payload)).unwrap();
     match i % 4 {
         0 => {
             let (mut envelope, _) = unseal(&sealed());
@@ -421,10 +308,6 @@ fn invalid_content(
 // Genuine gossip data frames, made offline by two iroh-gossip state machines back to back (the
 // victim rejects them before its gossip layer, so the rogue need not be a gossip neighbour:
 // an authenticated connection is all a flood needs).
-
-fn network_topic() -> TopicId {
-    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
-}
 
 fn proto_state() -> proto::State<MachineId, StdRng> {
     let id = Keypair::generate().unwrap().public_key().machine_id();
