@@ -32,6 +32,9 @@
 
 /* The bound on every wait for the network (generous: valgrind is much slower). */
 #define WAIT_MS 30000
+
+#define EVENT_LOG_LAST_KIND X0X_EVENT_PEER_LEFT
+#include "event_log.h"
 /* How soon A must notice that B left. */
 #define LEAVE_NOTICE_MS 10000
 /* The join timeout used against a bootstrap peer that never answers. */
@@ -313,33 +316,12 @@ static void expect_empty(const X0xSubscription *sub) {
  * Events
  * ------------------------------------------------------------------------------------------- */
 
-#define MAX_LOGGED_EVENTS 256
-
-typedef struct {
-    X0xEvent events[MAX_LOGGED_EVENTS];
-    size_t len;
-} EventLog;
-
 static const X0xEvent *find_event(const EventLog *log, int32_t kind, const X0xId *peer) {
     for (size_t i = 0; i < log->len; i++) {
         const X0xEvent *e = &log->events[i];
         if (e->kind == kind && (peer == NULL || id_eq(&e->peer, peer))) return e;
     }
     return NULL;
-}
-
-static void log_batch(EventLog *log, X0xEventBatch *batch) {
-    size_t n = x0x_event_batch_len(batch);
-    CHECK(n >= 1);
-    for (size_t i = 0; i < n; i++) {
-        const X0xEvent *e = x0x_event_batch_get(batch, i);
-        CHECK(e != NULL);
-        CHECK(e->kind >= X0X_EVENT_CONNECTED && e->kind <= X0X_EVENT_PEER_LEFT);
-        CHECK(log->len < MAX_LOGGED_EVENTS);
-        log->events[log->len++] = *e;
-    }
-    CHECK(x0x_event_batch_get(batch, n) == NULL);
-    x0x_event_batch_free(batch);
 }
 
 /* Pulls events from `stream` into `log` until one of `kind` (from `peer`, unless NULL) is there
@@ -352,27 +334,7 @@ static const X0xEvent *await_event(const X0xEventStream *stream, EventLog *log, 
         if (found != NULL) return found;
         uint32_t left = left_ms(deadline);
         if (left == 0) return NULL;
-        X0xOp *op = NULL;
-        CHECK_OK(x0x_event_stream_next(stream, 16, NULL, NULL, &op));
-        X0xStatus status = -1;
-        void *result = NULL;
-        X0xStatus waited = x0x_op_wait(op, left, &status, &result);
-        if (waited == X0X_TIMEOUT) {
-            /* Give up on this next, but keep anything that raced with the cancel. */
-            CHECK_OK(x0x_op_cancel(op));
-            CHECK_OK(x0x_op_wait(op, WAIT_MS, &status, &result));
-            CHECK(status == X0X_OK || status == X0X_CANCELLED);
-        } else {
-            CHECK_OK(waited);
-            CHECK_STATUS(status, X0X_OK);
-        }
-        x0x_op_free(op);
-        if (status == X0X_OK) {
-            CHECK(result != NULL);
-            log_batch(log, result);
-        } else {
-            CHECK(result == NULL);
-        }
+        pull_events(stream, log, 16, left);
     }
 }
 
@@ -996,6 +958,8 @@ static void check_close(void) {
     x0x_subscription_free(sub);
     x0x_event_stream_free(g_a_events);
     x0x_event_stream_free(g_b_events);
+    log_free(&g_a_log);
+    log_free(&g_b_log);
     x0x_event_stream_free(NULL);
     x0x_event_batch_free(NULL);
     x0x_agent_free(g_a);

@@ -34,6 +34,9 @@
 
 /* The bound on every wait for the network (generous: valgrind is much slower). */
 #define WAIT_MS 30000
+
+#define EVENT_LOG_LAST_KIND X0X_EVENT_TASK_UPDATED
+#include "event_log.h"
 /* How often a replica is polled while waiting for it to converge. */
 #define POLL_MS 20
 /* Tasks claimed back to back on both replicas while connected. */
@@ -340,34 +343,6 @@ static void check_same_tasks(const X0xTaskBatch *x, const X0xTaskBatch *y) {
  * Events
  * ------------------------------------------------------------------------------------------- */
 
-typedef struct {
-    X0xEvent *events;
-    size_t len, cap;
-} EventLog;
-
-static void log_batch(EventLog *log, X0xEventBatch *batch) {
-    size_t n = x0x_event_batch_len(batch);
-    CHECK(n >= 1);
-    for (size_t i = 0; i < n; i++) {
-        const X0xEvent *e = x0x_event_batch_get(batch, i);
-        CHECK(e != NULL);
-        CHECK(e->kind >= X0X_EVENT_CONNECTED && e->kind <= X0X_EVENT_TASK_UPDATED);
-        if (log->len == log->cap) {
-            log->cap = log->cap ? log->cap * 2 : 64;
-            log->events = realloc(log->events, log->cap * sizeof *log->events);
-            CHECK(log->events != NULL);
-        }
-        log->events[log->len++] = *e;
-    }
-    CHECK(x0x_event_batch_get(batch, n) == NULL);
-    x0x_event_batch_free(batch);
-}
-
-static void log_free(EventLog *log) {
-    free(log->events);
-    memset(log, 0, sizeof *log);
-}
-
 #define ANY_STATUS (-1)
 
 /* What a TASK_UPDATED event must say. */
@@ -402,27 +377,7 @@ static const X0xEvent *await_task_event(const X0xEventStream *stream, EventLog *
         if (found != NULL) return found;
         uint32_t left = left_ms(deadline);
         if (left == 0) return NULL;
-        X0xOp *op = NULL;
-        CHECK_OK(x0x_event_stream_next(stream, 64, NULL, NULL, &op));
-        X0xStatus status = -1;
-        void *result = NULL;
-        X0xStatus waited = x0x_op_wait(op, left, &status, &result);
-        if (waited == X0X_TIMEOUT) {
-            /* Give up on this next, but keep anything that raced with the cancel. */
-            CHECK_OK(x0x_op_cancel(op));
-            CHECK_OK(x0x_op_wait(op, WAIT_MS, &status, &result));
-            CHECK(status == X0X_OK || status == X0X_CANCELLED);
-        } else {
-            CHECK_OK(waited);
-            CHECK_STATUS(status, X0X_OK);
-        }
-        x0x_op_free(op);
-        if (status == X0X_OK) {
-            CHECK(result != NULL);
-            log_batch(log, result);
-        } else {
-            CHECK(result == NULL);
-        }
+        pull_events(stream, log, 64, left);
     }
 }
 
