@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerData, TopicId};
 use quinn::{Connection, RecvStream, SendStream};
 use rand::rngs::StdRng;
+use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
@@ -45,6 +46,8 @@ const BACKLOG_LOW: usize = 16 << 20;
 const PENDING_CAP: usize = 4096;
 /// Invalid data messages tolerated from one connection before it is closed.
 pub const MAX_STRIKES: u32 = 64;
+/// Payload streams per connection besides the control stream (see [`lane_of`]).
+pub const LANES: usize = 8;
 /// Time a closing connection gets to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Peer addresses remembered at most.
@@ -60,11 +63,14 @@ const TOP_UP_BELOW: usize = 3;
 const TOP_UP_DIALS: usize = 3;
 /// Probe dials to lost peers at once (one new one per top-up period).
 const PROBE_DIALS: usize = 2;
-/// A probe gives up sooner than a normal dial: most probes go to dead peers.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Probes and top-up dials give up sooner than a join: many go to dead peers, and a dead one
+/// holds a dial slot for this long (5 s slots made R3 survivors take 7 s now and then).
+const REPAIR_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lost peers are probed for this long, at most this many.
 const LOST_RETENTION: Duration = Duration::from_secs(300);
 const LOST_CAP: usize = 256;
+/// Hello hints kept at most (see `Actor::hints`).
+const HINTS_CAP: usize = 64;
 
 /// The gossip topic every agent joins (application topics travel inside envelopes).
 pub fn network_topic() -> TopicId {
@@ -147,6 +153,8 @@ pub struct Shared {
     mode: AtomicU8,
     backlog: Backlog,
     penalties: Penalties,
+    /// A few known peers' addresses, refreshed by the actor, passed on in every hello.
+    peer_sample: Mutex<Vec<SocketAddr>>,
 }
 
 impl Shared {
@@ -180,6 +188,13 @@ impl Shared {
     /// Blocks the caller (the signer thread) while too much is queued for sending.
     pub fn wait_for_send_room(&self) {
         self.backlog.wait_for_room();
+    }
+
+    fn peer_sample(&self) -> Vec<SocketAddr> {
+        self.peer_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -259,6 +274,7 @@ impl Network {
             mode: AtomicU8::new(Mode::Left as u8),
             backlog: Backlog::default(),
             penalties: Penalties::default(),
+            peer_sample: Mutex::new(Vec::new()),
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
@@ -287,6 +303,7 @@ impl Network {
             probes: HashMap::new(),
             received: 0,
             duplicates: Duplicates::default(),
+            hints: HashSet::new(),
         };
         tokio::spawn(accept_loop(
             endpoint,
@@ -389,9 +406,10 @@ async fn accept_loop(
         }
         let machine_key = Arc::clone(&machine_key);
         let net_tx = net_tx.clone();
+        let peers = shared.peer_sample();
         tokio::spawn(async move {
             // A failed incoming handshake is the other side's problem: nothing to report.
-            if let Ok(auth) = net::accept(incoming, &machine_key, listen).await {
+            if let Ok(auth) = net::accept(incoming, &machine_key, listen, peers).await {
                 let _ = net_tx
                     .send(NetEvent::Connected {
                         auth,
@@ -452,6 +470,12 @@ struct Actor {
     lost: HashMap<MachineId, (SocketAddr, Instant)>,
     /// Probe dials under way, by address, with when they started.
     probes: HashMap<SocketAddr, Instant>,
+    /// Addresses neighbours passed on in their hellos ([`wire::Hello::peers`]): top-up
+    /// candidates besides the address book. Without them, an agent that joined last knew only
+    /// its neighbours (the gossip layer's shuffles, which spread addresses, run once a minute),
+    /// and when the others died its top-ups had nobody to dial, and join walks through its
+    /// neighbours ended at its own neighbours (R3: a survivor stuck at 2 neighbours for good).
+    hints: HashSet<SocketAddr>,
     /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
     received: u64,
     /// Recent payload ids, and which duplicates may prune.
@@ -584,6 +608,9 @@ impl Actor {
             if self.neighbours.is_empty() {
                 self.shared.events.emit(Event::Disconnected);
             }
+            // At once rather than at the next period: the 5 s to regain neighbours (R3) start
+            // when the peer dies, and noticing it takes the 3 s idle timeout already.
+            self.top_up();
         }
     }
 
@@ -636,8 +663,9 @@ impl Actor {
         let machine_key = Arc::clone(&self.machine_key);
         let listen = self.listen;
         let net_tx = self.net_tx.clone();
+        let peers = self.shared.peer_sample();
         tokio::spawn(async move {
-            let dial = net::dial(&endpoint, &machine_key, listen, addr, expected);
+            let dial = net::dial(&endpoint, &machine_key, listen, addr, expected, peers);
             let result = tokio::time::timeout(limit, dial).await.unwrap_or_else(|_| {
                 Err(Error::new(
                     ErrorKind::Timeout,
@@ -706,11 +734,9 @@ impl Actor {
         let now = Instant::now();
         // Every dial ends within its handshake timeout; this only guards the bookkeeping.
         self.top_up_dials
-            .retain(|_, started| now.duration_since(*started) < 2 * net::HANDSHAKE_TIMEOUT);
-        if self.shared.mode() != Mode::Joined
-            || self.neighbours.len() >= TOP_UP_BELOW
-            || self.top_up_dials.len() >= TOP_UP_DIALS
-        {
+            .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
+        self.refresh_peer_sample();
+        if self.shared.mode() != Mode::Joined || self.neighbours.len() >= TOP_UP_BELOW {
             return;
         }
         // Addresses of peers we are linked to already: dialing them again only opens a spare
@@ -729,21 +755,24 @@ impl Actor {
             .chain(
                 self.bootstrap
                     .iter()
+                    .chain(&self.hints)
                     .filter(|addr| !linked.contains(addr))
                     .map(|addr| (None, *addr)),
             )
             .filter(|(_, addr)| !self.top_up_dials.contains_key(addr))
             .collect();
-        if !self.neighbours.is_empty() && (known.is_empty() || rand::random_bool(0.5)) {
-            // Join again through a neighbour: it sends ForwardJoin random walks to its other
-            // neighbours, and each walk ends at a peer that asks us to be its neighbour. This
-            // finds peers our address book does not know (R3: survivors whose known peers were
-            // all killed or already neighbours stayed at 2 neighbours for good).
-            let via = self
+        let free = TOP_UP_DIALS.saturating_sub(self.top_up_dials.len());
+        if free == 0 || known.is_empty() {
+            // Nobody (else) to dial: join again through a neighbour. It sends ForwardJoin random
+            // walks to its other neighbours, and each walk ends at a peer that asks us to be its
+            // neighbour, which finds peers our address book does not know. Not every time: each
+            // join makes some peers drop a random neighbour for us (R3: doing it every second
+            // while short of neighbours split the overlay for seconds now and then).
+            if let Some(&via) = self
                 .neighbours
                 .iter()
-                .nth(rand::random_range(0..self.neighbours.len()));
-            if let Some(&via) = via {
+                .nth(rand::random_range(0..self.neighbours.len().max(1)))
+            {
                 self.handle(InEvent::Command(
                     network_topic(),
                     ProtoCommand::Join(vec![via]),
@@ -751,22 +780,37 @@ impl Actor {
             }
             return;
         }
-        if known.is_empty() {
-            return;
-        }
-        let (peer, addr) = known[rand::random_range(0..known.len())];
-        match peer {
-            Some(peer) if self.links.contains_key(&peer) => {
-                self.handle(InEvent::Command(
-                    network_topic(),
-                    ProtoCommand::Join(vec![peer]),
-                ));
+        // Several at once: some candidates are dead, and a dial to a dead address takes a whole
+        // handshake timeout.
+        for (peer, addr) in known.into_iter().sample(&mut rand::rng(), free) {
+            match peer {
+                Some(peer) if self.links.contains_key(&peer) => {
+                    self.handle(InEvent::Command(
+                        network_topic(),
+                        ProtoCommand::Join(vec![peer]),
+                    ));
+                }
+                _ => {
+                    self.top_up_dials.insert(addr, now);
+                    self.dial_within(addr, peer, true, REPAIR_DIAL_TIMEOUT);
+                }
             }
-            _ => {
-                self.top_up_dials.insert(addr, now);
-                self.dial(addr, peer, true);
-            }
         }
+    }
+
+    /// Picks the addresses the next hellos pass on: a random few from the address book.
+    fn refresh_peer_sample(&self) {
+        let mut rng = rand::rng();
+        let sample: Vec<SocketAddr> = self
+            .addr_book
+            .values()
+            .copied()
+            .sample(&mut rng, wire::HELLO_PEERS);
+        *self
+            .shared
+            .peer_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sample;
     }
 
     /// Dials one lost peer (if fewer than [`PROBE_DIALS`] probes are under way); on success it
@@ -776,7 +820,7 @@ impl Actor {
         self.lost
             .retain(|_, (_, lost_at)| now.duration_since(*lost_at) < LOST_RETENTION);
         self.probes
-            .retain(|_, started| now.duration_since(*started) < 2 * PROBE_TIMEOUT);
+            .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
         if self.shared.mode() != Mode::Joined
             || self.join.is_some()
             || self.probes.len() >= PROBE_DIALS
@@ -798,7 +842,7 @@ impl Actor {
         }
         let (peer, addr) = candidates[rand::random_range(0..candidates.len())];
         self.probes.insert(addr, now);
-        self.dial_within(addr, Some(peer), true, PROBE_TIMEOUT);
+        self.dial_within(addr, Some(peer), true, REPAIR_DIAL_TIMEOUT);
     }
 
     fn remember_lost(&mut self, peer: MachineId, addr: SocketAddr) {
@@ -955,6 +999,7 @@ impl Actor {
             peer,
             incarnation,
             listen,
+            peers,
             connection,
             send,
             recv,
@@ -983,6 +1028,15 @@ impl Actor {
             }
         }
         self.addr_book.insert(peer, listen);
+        self.hints.remove(&listen);
+        for hint in peers {
+            if self.hints.len() >= HINTS_CAP {
+                break;
+            }
+            if hint != self.listen && !self.addr_book.values().any(|addr| *addr == hint) {
+                self.hints.insert(hint);
+            }
+        }
         let repair = bootstrap
             && (self.top_up_dials.contains_key(&remote) || self.probes.contains_key(&remote));
         if repair
@@ -1030,6 +1084,7 @@ impl Actor {
         let queued = Arc::new(AtomicUsize::new(0));
         tokio::spawn(write_loop(
             send,
+            connection.clone(),
             frame_rx,
             Arc::clone(&queued),
             Arc::clone(&self.shared),
@@ -1066,6 +1121,7 @@ impl Actor {
     }
 
     fn bootstrap_failed(&mut self, addr: SocketAddr, error: Error) {
+        self.hints.remove(&addr);
         let repair =
             self.top_up_dials.remove(&addr).is_some() | self.probes.remove(&addr).is_some();
         if repair {
@@ -1142,13 +1198,55 @@ fn close_after_grace(link: Link, reason: &'static [u8]) {
 async fn read_loop(
     peer: MachineId,
     conn_id: u64,
-    mut recv: RecvStream,
+    recv: RecvStream,
     connection: Connection,
     net_tx: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
 ) {
+    let strikes = Arc::new(AtomicU32::new(0));
+    let lanes = tokio::spawn(accept_lanes(
+        peer,
+        connection.clone(),
+        net_tx.clone(),
+        Arc::clone(&shared),
+        Arc::clone(&strikes),
+    ));
+    read_frames(peer, recv, connection, net_tx.clone(), shared, strikes).await;
+    lanes.abort();
+    let _ = net_tx.send(NetEvent::Closed { peer, conn_id }).await;
+}
+
+/// Reads the peer's data lanes (see [`lane_of`]) as they are opened.
+async fn accept_lanes(
+    peer: MachineId,
+    connection: Connection,
+    net_tx: mpsc::Sender<NetEvent>,
+    shared: Arc<Shared>,
+    strikes: Arc<AtomicU32>,
+) {
+    while let Ok(recv) = connection.accept_uni().await {
+        tokio::spawn(read_frames(
+            peer,
+            recv,
+            connection.clone(),
+            net_tx.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&strikes),
+        ));
+    }
+}
+
+/// Reads, checks and verifies the frames of one stream until it ends; invalid messages count
+/// as strikes against the whole connection.
+async fn read_frames(
+    peer: MachineId,
+    mut recv: RecvStream,
+    connection: Connection,
+    net_tx: mpsc::Sender<NetEvent>,
+    shared: Arc<Shared>,
+    strikes: Arc<AtomicU32>,
+) {
     let counters = &shared.counters;
-    let mut strikes = 0;
     loop {
         let frame = match net::read_frame_checked(&mut recv).await {
             Ok(Some(frame)) => frame,
@@ -1190,8 +1288,7 @@ async fn read_loop(
                     },
                     1,
                 );
-                strikes += 1;
-                if strikes >= MAX_STRIKES {
+                if strikes.fetch_add(1, Ordering::AcqRel) + 1 >= MAX_STRIKES {
                     // Recorded first: a reconnect that races the close must see it.
                     shared
                         .penalties
@@ -1214,30 +1311,68 @@ async fn read_loop(
             break;
         }
     }
-    let _ = net_tx.send(NetEvent::Closed { peer, conn_id }).await;
+}
+
+/// Which stream of a connection carries `frame`: 0, the first (bidirectional) stream, for
+/// control messages; 1..=[`LANES`] for payloads, by publisher.
+///
+/// QUIC delivers a stream in order, so a lost packet holds back everything after it on the
+/// same stream until it is retransmitted. On one stream per connection, a loss in one payload
+/// made the next few payloads on that link late as well (at 30 payloads/s per link and 50 ms
+/// RTT, 2-4 of them), and each late payload is one the peers downstream graft from someone
+/// else, after which it arrives twice. One stream per publisher keeps each publisher's
+/// payloads in order (the order promise is per sender) while a loss delays only that
+/// publisher's.
+fn lane_of(frame: &[u8]) -> usize {
+    wire::gossip_data_content(frame)
+        .and_then(wire::claimed_sender)
+        .map_or(0, |publisher| 1 + usize::from(publisher.0[0]) % LANES)
 }
 
 async fn write_loop(
-    mut send: SendStream,
+    control: SendStream,
+    connection: Connection,
     mut frames: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
     shared: Arc<Shared>,
 ) {
+    let mut streams: Vec<Option<SendStream>> = (0..=LANES).map(|_| None).collect();
+    streams[0] = Some(control);
+    let mut bufs: Vec<BytesMut> = (0..=LANES).map(|_| BytesMut::new()).collect();
     let mut batch = Vec::with_capacity(256);
-    let mut buf = BytesMut::new();
-    while frames.recv_many(&mut batch, 256).await > 0 {
+    'frames: while frames.recv_many(&mut batch, 256).await > 0 {
         let payload: usize = batch.iter().map(Bytes::len).sum();
         for frame in batch.drain(..) {
-            net::put_frame(&mut buf, &frame);
+            net::put_frame(&mut bufs[lane_of(&frame)], &frame);
         }
-        let written = send.write_all(&buf).await;
-        let counters = &shared.counters;
-        counters.add(&counters.bytes_out, buf.len() as u64);
-        buf.clear();
+        let mut failed = false;
+        for (lane, buf) in bufs.iter_mut().enumerate() {
+            if buf.is_empty() {
+                continue;
+            }
+            let stream = match &mut streams[lane] {
+                Some(stream) => stream,
+                slot => match connection.open_uni().await {
+                    Ok(stream) => slot.insert(stream),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                },
+            };
+            let written = stream.write_all(buf).await;
+            let counters = &shared.counters;
+            counters.add(&counters.bytes_out, buf.len() as u64);
+            buf.clear();
+            if written.is_err() {
+                failed = true;
+                break;
+            }
+        }
         queued.fetch_sub(payload, Ordering::AcqRel);
         shared.backlog.sub(payload);
-        if written.is_err() {
-            break;
+        if failed {
+            break 'frames;
         }
     }
     // Whatever is still queued will never be sent: take it off the backlog.
@@ -1245,7 +1380,9 @@ async fn write_loop(
     while let Ok(frame) = frames.try_recv() {
         shared.backlog.sub(frame.len());
     }
-    let _ = send.finish();
+    for stream in streams.iter_mut().flatten() {
+        let _ = stream.finish();
+    }
 }
 
 #[cfg(test)]
@@ -1332,5 +1469,48 @@ mod tests {
         forged.extend_from_slice(&[0xff, 0xff, 0x03]);
         assert_eq!(wire::gossip_data_round(&forged), Some(65535));
         assert!(postcard::from_bytes::<proto::Message<MachineId>>(&forged).is_ok());
+    }
+
+    #[test]
+    fn payloads_go_on_their_publishers_lane_and_control_on_the_first_stream() {
+        let state = |byte| {
+            let id = MachineId([byte; 32]);
+            proto::State::new(
+                id,
+                PeerData::default(),
+                proto_config(),
+                rand::make_rng::<StdRng>(),
+            )
+        };
+        let (mut a, mut b) = (state(1), state(2));
+        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
+        let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
+        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
+        for frame in pump(&mut a, &mut b, join) {
+            assert_eq!(lane_of(&frame), 0, "control");
+        }
+        let mut lanes = HashSet::new();
+        for _ in 0..32 {
+            let publisher = Keypair::generate().unwrap();
+            let expected = 1 + usize::from(publisher.public_key().agent_id().0[0]) % LANES;
+            for seq in 1..=2 {
+                let items = vec![wire::Item {
+                    topic: "t".into(),
+                    timestamp_ms: 1,
+                    payload: Bytes::from_static(b"x"),
+                }];
+                let envelope = wire::seal(&publisher, seq, items).unwrap();
+                let broadcast = ProtoCommand::Broadcast(envelope, proto::Scope::Swarm);
+                let frames = pump(&mut a, &mut b, InEvent::Command(network_topic(), broadcast));
+                let data: Vec<_> = frames
+                    .iter()
+                    .filter(|f| wire::gossip_data_content(f).is_some())
+                    .collect();
+                assert_eq!(data.len(), 1);
+                assert_eq!(lane_of(data[0]), expected, "one lane per publisher");
+            }
+            lanes.insert(expected);
+        }
+        assert!(lanes.len() > 1, "publishers spread over lanes");
     }
 }

@@ -49,6 +49,8 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     // RTT links (R1), Cubic's shrinking window queued payloads on busy links (p50 140 ms, p99
     // 490 ms, 0.76-0.86 duplicates per payload as late copies triggered grafts); BBR: p50 108
     // ms, p99 390-460 ms, 0.49-0.57. quinn marks its BBR experimental; this is measured here.
+    // The peer's payload lanes (gossip::LANES) and a few more; a peer opening more waits.
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     Arc::new(transport)
 }
@@ -144,6 +146,9 @@ pub struct Authenticated {
     pub incarnation: u64,
     /// Where the peer accepts connections.
     pub listen: SocketAddr,
+    /// Other peers' addresses the peer passed on (see [`Hello::peers`]; at most
+    /// [`wire::HELLO_PEERS`]).
+    pub peers: Vec<SocketAddr>,
     /// The QUIC connection.
     pub connection: Connection,
     /// Our half of the frame stream.
@@ -160,13 +165,15 @@ fn exporter_secret(connection: &Connection) -> Result<[u8; 32]> {
     Ok(secret)
 }
 
-/// Dials `addr` and authenticates the peer; `expected` rejects anyone else.
+/// Dials `addr` and authenticates the peer; `expected` rejects anyone else. `peers` go to the
+/// peer as hints (see [`Hello::peers`]).
 pub async fn dial(
     endpoint: &quinn::Endpoint,
     machine_key: &Keypair,
     listen: SocketAddr,
     addr: SocketAddr,
     expected: Option<MachineId>,
+    peers: Vec<SocketAddr>,
 ) -> Result<Authenticated> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let connecting = endpoint
@@ -177,7 +184,7 @@ pub async fn dial(
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}")))?;
         let (mut send, mut recv) = connection.open_bi().await.map_err(conn_error)?;
         let secret = exporter_secret(&connection)?;
-        let hello = Hello::new(machine_key, Role::Dialer, &secret, listen)?;
+        let hello = Hello::new(machine_key, Role::Dialer, &secret, listen)?.with_peers(peers);
         write_frame(&mut send, &wire::encode(&hello)?).await?;
         let theirs: Hello = read_hello(&mut recv).await?;
         let key = theirs.verify(Role::Acceptor, &secret)?;
@@ -193,6 +200,7 @@ pub async fn dial(
             peer,
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
+            peers: hints(theirs.peers),
             connection,
             send,
             recv,
@@ -210,11 +218,12 @@ pub async fn dial(
     })?
 }
 
-/// Authenticates an incoming connection.
+/// Authenticates an incoming connection; `peers` go to the peer as hints.
 pub async fn accept(
     incoming: quinn::Incoming,
     machine_key: &Keypair,
     listen: SocketAddr,
+    peers: Vec<SocketAddr>,
 ) -> Result<Authenticated> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let connection = incoming.await.map_err(conn_error)?;
@@ -222,12 +231,13 @@ pub async fn accept(
         let secret = exporter_secret(&connection)?;
         let theirs: Hello = read_hello(&mut recv).await?;
         let key = theirs.verify(Role::Dialer, &secret)?;
-        let hello = Hello::new(machine_key, Role::Acceptor, &secret, listen)?;
+        let hello = Hello::new(machine_key, Role::Acceptor, &secret, listen)?.with_peers(peers);
         write_frame(&mut send, &wire::encode(&hello)?).await?;
         Ok(Authenticated {
             peer: key.machine_id(),
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
+            peers: hints(theirs.peers),
             connection,
             send,
             recv,
@@ -244,6 +254,13 @@ fn reachable(announced: SocketAddr, connection: &Connection) -> SocketAddr {
     } else {
         announced
     }
+}
+
+/// A peer's hints, cut to the first [`wire::HELLO_PEERS`], without unspecified addresses.
+fn hints(mut peers: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    peers.truncate(wire::HELLO_PEERS);
+    peers.retain(|addr| !addr.ip().is_unspecified() && addr.port() != 0);
+    peers
 }
 
 fn conn_error(e: impl std::fmt::Display) -> Error {

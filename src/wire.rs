@@ -1,8 +1,9 @@
 //! Everything that crosses the network, and its limits.
 //!
 //! * A connection carries **frames**: a big-endian `u32` length, then that many bytes, at most
-//!   [`MAX_FRAME_LEN`]. The first frame each way is a [`Hello`]; every later frame is a
-//!   postcard-encoded `iroh_gossip::proto::Message`.
+//!   [`MAX_FRAME_LEN`]. The first frame each way on the first (bidirectional) stream is a
+//!   [`Hello`]; every later frame, there and on the payload lanes (unidirectional streams, see
+//!   `gossip::lane_of`), is a postcard-encoded `iroh_gossip::proto::Message`.
 //! * Application messages travel as the content of gossip data messages, as a [`SignedEnvelope`]:
 //!   one ML-DSA-65 signature over a batch of [`Item`]s from one sender (group commit).
 
@@ -57,7 +58,14 @@ pub struct Hello {
     /// ML-DSA-65 over `"x0x-hello-v1" ‖ role ‖ exporter secret ‖ postcard(listen) ‖ incarnation`.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
+    /// Where some other peers the sender knows accept connections (at most [`HELLO_PEERS`]
+    /// are used): candidates for when the receiver runs short of neighbours. Hints, like the
+    /// addresses the gossip layer passes around: not signed, and checked by dialing them.
+    pub peers: Vec<SocketAddr>,
 }
+
+/// How many of a hello's [`Hello::peers`] a receiver uses.
+pub const HELLO_PEERS: usize = 8;
 
 fn hello_transcript(
     role: Role,
@@ -100,7 +108,15 @@ impl Hello {
             listen,
             incarnation,
             signature,
+            peers: Vec::new(),
         })
+    }
+
+    /// The same hello, with `peers` as its hints (see [`Hello::peers`]).
+    pub fn with_peers(mut self, mut peers: Vec<SocketAddr>) -> Self {
+        peers.truncate(HELLO_PEERS);
+        self.peers = peers;
+        self
     }
 
     /// Checks the signature of a hello sent by `role` on the connection whose exporter secret is
@@ -431,6 +447,17 @@ mod tests {
         assert!(
             hello.verify(Role::Dialer, &[2; 32]).is_err(),
             "other connection"
+        );
+        let peers: Vec<SocketAddr> = (0..10)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 6000 + i)))
+            .collect();
+        let hinted = hello.clone().with_peers(peers.clone());
+        assert_eq!(hinted.peers, peers[..HELLO_PEERS], "at most HELLO_PEERS");
+        let decoded: Hello = postcard::from_bytes(&encode(&hinted).unwrap()).unwrap();
+        assert_eq!(decoded.peers, hinted.peers);
+        assert!(
+            decoded.verify(Role::Dialer, &[1; 32]).is_ok(),
+            "hints are not signed"
         );
         let mut moved = hello.clone();
         moved.listen = "127.0.0.1:5001".parse().unwrap();

@@ -179,6 +179,9 @@ struct Rogue {
     /// move it out of the rogue's eager set).
     listening: bool,
     seq: u64,
+    /// When set, payload frames go on this stream of their own (a payload lane, as honest
+    /// agents send them) instead of the first stream.
+    lane: Option<quinn::SendStream>,
 }
 
 impl Rogue {
@@ -196,6 +199,7 @@ impl Rogue {
                 listen,
                 honest.local_addr(),
                 Some(honest.machine_id()),
+                Vec::new(),
             ),
         )
         .await
@@ -209,6 +213,21 @@ impl Rogue {
         } = auth;
         assert_eq!(peer, honest.machine_id());
         let (tx, frames) = mpsc::unbounded_channel();
+        // Payloads come on lanes (streams of their own), everything else on the first stream.
+        let lanes = connection.clone();
+        let lane_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(mut lane) = lanes.accept_uni().await {
+                let tx = lane_tx.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(frame)) = net::read_frame_checked(&mut lane).await {
+                        if tx.send(frame).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
         tokio::spawn(async move {
             while let Ok(Some(frame)) = net::read_frame_checked(&mut recv).await {
                 if tx.send(frame).is_err() {
@@ -233,6 +252,7 @@ impl Rogue {
             neighbour_up: false,
             listening: true,
             seq: 1,
+            lane: None,
         };
         let join = InEvent::Command(network_topic(), Command::Join(vec![peer]));
         for frame in rogue.step(join) {
@@ -332,7 +352,19 @@ impl Rogue {
     /// Broadcasts `content` as a gossip data message.
     async fn broadcast(&mut self, content: Bytes) {
         let frame = self.data_frame(content).await;
-        self.write_frame(&frame).await.unwrap();
+        match &mut self.lane {
+            Some(lane) => {
+                let mut buf = BytesMut::new();
+                net::put_frame(&mut buf, &frame);
+                lane.write_all(&buf).await.unwrap();
+            }
+            None => self.write_frame(&frame).await.unwrap(),
+        }
+    }
+
+    /// From now on, sends payloads on a lane of their own.
+    async fn open_lane(&mut self) {
+        self.lane = Some(self.connection.open_uni().await.unwrap());
     }
 
     /// Publishes a valid envelope and checks that the honest subscriber's next batch is exactly
@@ -774,6 +806,34 @@ async fn sixty_four_strikes_close_the_connection() {
         assert_eq!(sub.try_next_batch(16), Some(vec![]));
 
         two_way_exchange(&honest, &sub, "after strikes").await;
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// Strikes count per connection, not per stream: invalid payloads split between the first
+/// stream and a payload lane close the connection at 64 all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strikes_on_every_stream_of_a_connection_add_up() {
+    bounded(TEST_LIMIT, async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        let on_first = send_invalid_envelopes(&mut rogue, MAX_STRIKES / 2).await;
+        rogue.open_lane().await;
+        let on_lane = send_invalid_envelopes(&mut rogue, MAX_STRIKES / 2 - 1).await;
+        rogue.sentinel(&sub, "on a lane after 63 strikes").await;
+        assert!(rogue.connection.close_reason().is_none(), "still connected");
+
+        let last = send_invalid_envelopes(&mut rogue, 1).await;
+        let (code, reason) = rogue.closed_by_peer().await;
+        assert_eq!((code, &reason[..]), (4, &b"too many invalid messages"[..]));
+        let after = stats_after_deliveries(&honest, before.delivered + 1).await;
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(before).plus(on_first).plus(on_lane).plus(last)
+        );
         close_cleanly(honest, sub).await;
     })
     .await;

@@ -224,3 +224,33 @@ async fn top_ups_do_not_pile_up_connections_to_a_neighbour() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// An agent short of neighbours dials the peers a neighbour's hello named. Here nothing else
+/// links `v` and `z` (two first nodes): only the address in the hello of a connection to `v`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
+    let v = agent(&[]).await;
+    v.join_network(JOIN).await.unwrap();
+    let z = agent(&[]).await;
+    z.join_network(JOIN).await.unwrap();
+
+    let endpoint = x0x::net::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listen = endpoint.local_addr().unwrap();
+    let key = x0x::Keypair::generate().unwrap();
+    let hints = vec![z.local_addr()];
+    let connection = tokio::time::timeout(
+        WAIT,
+        x0x::net::dial(&endpoint, &key, listen, v.local_addr(), None, hints),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    eventually("z becomes v's neighbour", || {
+        z.stats().neighbours == 1 && v.stats().neighbours == 1
+    })
+    .await;
+    drop(connection);
+    v.close().await.unwrap();
+    z.close().await.unwrap();
+}

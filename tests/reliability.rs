@@ -419,6 +419,10 @@ async fn r7_victim_process() {
     while let Some(command) = commands.recv().await {
         match command.trim() {
             "SNAP" => {
+                // The reader first: `delivered` is counted before a message is queued, so read
+                // after it, it is never behind what the reader has (read before, it could be).
+                let (received, anomalies, senders) =
+                    (reader.received(), reader.anomalies(), reader.senders());
                 let s = victim.stats();
                 println!(
                     "{VICTIM_TAG} SNAP rss={} cpu_ms={} received={} anomalies={} senders={} \
@@ -426,9 +430,9 @@ async fn r7_victim_process() {
                      malformed={} oversized={} replay={} neighbours={} bytes_in={} refused={}",
                     rss_bytes(),
                     cpu_ms(),
-                    reader.received(),
-                    reader.anomalies(),
-                    reader.senders(),
+                    received,
+                    anomalies,
+                    senders,
                     reader.max_latency_ms.load(Ordering::Acquire),
                     s.delivered,
                     s.dropped_bad_signature,
@@ -628,7 +632,7 @@ async fn rogue_worker(
         let note = |e: String| *counters.last_error.lock().unwrap() = Some(e);
         let key = Keypair::generate().unwrap();
         let started = Instant::now();
-        let auth = match net::dial(&endpoint, &key, listen, victim, None).await {
+        let auth = match net::dial(&endpoint, &key, listen, victim, None, Vec::new()).await {
             Ok(auth) => auth,
             Err(e) => {
                 counters.dial_failures.fetch_add(1, Ordering::AcqRel);

@@ -400,14 +400,13 @@ def test_r3_kill(full: bool) -> None:
         )
         assert d["missing"] == 0, d["examples"]
         assert d["p99"] <= 2.0
-        if slow:
-            known_limitation(
-                f"R3: survivors without 3 live neighbours within 5 s of the kill: "
-                f"{ {i: None if t is None else round(t, 2) for i, t in slow.items()} } "
-                f"(None: never; live neighbours at end {final_live}). A dead neighbour is "
-                "noticed at the QUIC idle timeout (3 s); replacements come from the gossip "
-                "layer's passive view and the 1 s neighbour top-up"
-            )
+        # A dead neighbour is noticed at the QUIC idle timeout (3 s); replacements come from
+        # the gossip layer's passive view and the neighbour top-up.
+        assert not slow, (
+            f"R3: survivors without 3 live neighbours within 5 s of the kill: "
+            f"{ {i: None if t is None else round(t, 2) for i, t in slow.items()} } "
+            f"(None: never; live neighbours at end {final_live})"
+        )
 
 
 def neighbours_at(agent: Agent, pos: int) -> Set[str]:
