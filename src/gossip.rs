@@ -69,6 +69,8 @@ const REPAIR_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lost peers are probed for this long, at most this many.
 const LOST_RETENTION: Duration = Duration::from_secs(300);
 const LOST_CAP: usize = 256;
+/// The longest an IHave is held back (see `Actor::ihave_hold`).
+const MAX_IHAVE_HOLD: Duration = Duration::from_millis(100);
 /// Hello hints kept at most (see `Actor::hints`).
 const HINTS_CAP: usize = 64;
 
@@ -232,6 +234,8 @@ enum NetEvent {
         message: proto::Message<MachineId>,
         /// For a data message: its payload's id and verified publisher.
         payload: Option<Payload>,
+        /// For an IHave: the smallest round it announces.
+        ihave_round: Option<u64>,
     },
     Closed {
         peer: MachineId,
@@ -304,6 +308,8 @@ impl Network {
             received: 0,
             duplicates: Duplicates::default(),
             hints: HashSet::new(),
+            held_ihaves: DelayQueue::new(),
+            depth: 0.0,
         };
         tokio::spawn(accept_loop(
             endpoint,
@@ -476,6 +482,10 @@ struct Actor {
     /// and when the others died its top-ups had nobody to dial, and join walks through its
     /// neighbours ended at its own neighbours (R3: a survivor stuck at 2 neighbours for good).
     hints: HashSet<SocketAddr>,
+    /// IHaves held back (see `ihave_hold`).
+    held_ihaves: DelayQueue<(MachineId, proto::Message<MachineId>)>,
+    /// Moving average of the hops payloads took to reach us.
+    depth: f64,
     /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
     received: u64,
     /// Recent payload ids, and which duplicates may prune.
@@ -511,6 +521,13 @@ impl Actor {
                 Some(event) = net_rx.recv() => self.on_net(event),
                 Some(timer) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => {
                     self.handle(InEvent::TimerExpired(timer.into_inner()));
+                }
+                Some(held) = std::future::poll_fn(|cx| self.held_ihaves.poll_expired(cx)) => {
+                    let (peer, message) = held.into_inner();
+                    // Not from a peer that left meanwhile: the gossip layer would graft from it.
+                    if self.neighbours.contains(&peer) {
+                        self.handle(InEvent::RecvMessage(peer, message));
+                    }
                 }
             }
             self.shared
@@ -576,6 +593,7 @@ impl Actor {
             proto::Event::Received(gossip) => {
                 self.received += 1;
                 let hops = delivery_hops(gossip.scope);
+                self.depth += (f64::from(hops) - self.depth) / 16.0;
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
                     Ok(envelope) if !self.replay.accept(envelope.sender, envelope.seq) => {
@@ -959,7 +977,8 @@ impl Actor {
                 peer,
                 message,
                 payload,
-            } => self.on_frame(peer, message, payload),
+                ihave_round,
+            } => self.on_frame(peer, message, payload, ihave_round),
             NetEvent::Closed { peer, conn_id } => self.on_closed(peer, conn_id),
         }
     }
@@ -969,9 +988,15 @@ impl Actor {
         peer: MachineId,
         message: proto::Message<MachineId>,
         payload: Option<Payload>,
+        ihave_round: Option<u64>,
     ) {
         let Some(payload) = payload else {
-            self.handle(InEvent::RecvMessage(peer, message));
+            match ihave_round.and_then(|round| self.ihave_hold(peer, round)) {
+                Some(hold) => {
+                    self.held_ihaves.insert((peer, message), hold);
+                }
+                None => self.handle(InEvent::RecvMessage(peer, message)),
+            }
             return;
         };
         let counters = &self.shared.counters;
@@ -992,6 +1017,25 @@ impl Actor {
             let counters = &self.shared.counters;
             counters.add(&counters.duplicates, 1);
         }
+    }
+
+    /// How long to hold an IHave from `peer` announcing payloads at `round` before the gossip
+    /// layer sees it (and starts its graft timer), or `None` to pass it on at once.
+    ///
+    /// The graft timeout runs from the first announcement, and an announcement from a peer
+    /// nearer the publisher arrives before the eager copy does even when nothing is wrong:
+    /// `depth - round - 1` hops earlier. On deep paths that used up most of the timeout, so a
+    /// payload a retransmission delayed by one RTT was grafted, arrived twice, and the graft
+    /// closed a cycle (R1: grafts and duplicates grew with the tree's depth). Holding the
+    /// announcement for those hops gives every path the same slack.
+    fn ihave_hold(&self, peer: MachineId, round: u64) -> Option<Duration> {
+        let behind = self.depth - round as f64 - 1.0;
+        if behind <= 0.0 {
+            return None;
+        }
+        let hop = self.links.get(&peer)?.connection.rtt() / 2;
+        let hold = hop.mul_f64(behind).min(MAX_IHAVE_HOLD);
+        (hold >= Duration::from_millis(1)).then_some(hold)
     }
 
     fn on_connected(&mut self, auth: Authenticated, bootstrap: bool) {
@@ -1304,6 +1348,7 @@ async fn read_frames(
                 peer,
                 message,
                 payload,
+                ihave_round: wire::ihave_min_round(&frame),
             })
             .await
             .is_err()
@@ -1372,6 +1417,9 @@ async fn write_loop(
         queued.fetch_sub(payload, Ordering::AcqRel);
         shared.backlog.sub(payload);
         if failed {
+            // Close the whole connection: a link whose writer is gone would stay a neighbour
+            // that silently drops everything (a peer can stop one stream and keep the rest).
+            connection.close(6u32.into(), b"stream failed");
             break 'frames;
         }
     }
@@ -1418,8 +1466,11 @@ mod tests {
         sent_by_a
     }
 
-    #[test]
-    fn data_frames_are_found_and_control_frames_are_not() {
+    type ProtoState = proto::State<MachineId, StdRng>;
+
+    /// Two proto states, B a first node (joined, alone) and A joined through it; also returns
+    /// the (control) frames A sent to join.
+    fn joined_pair() -> (ProtoState, ProtoState, Vec<Vec<u8>>) {
         let state = |byte| {
             let id = MachineId([byte; 32]);
             proto::State::new(
@@ -1430,11 +1481,16 @@ mod tests {
             )
         };
         let (mut a, mut b) = (state(1), state(2));
-        // B is a first node (joined, alone); A joins through it.
         let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
         let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
         let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
         let control = pump(&mut a, &mut b, join);
+        (a, b, control)
+    }
+
+    #[test]
+    fn data_frames_are_found_and_control_frames_are_not() {
+        let (mut a, mut b, control) = joined_pair();
         assert!(!control.is_empty());
         for frame in &control {
             assert_eq!(wire::gossip_data_content(frame), None, "a control frame");
@@ -1473,20 +1529,8 @@ mod tests {
 
     #[test]
     fn payloads_go_on_their_publishers_lane_and_control_on_the_first_stream() {
-        let state = |byte| {
-            let id = MachineId([byte; 32]);
-            proto::State::new(
-                id,
-                PeerData::default(),
-                proto_config(),
-                rand::make_rng::<StdRng>(),
-            )
-        };
-        let (mut a, mut b) = (state(1), state(2));
-        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
-        let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
-        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
-        for frame in pump(&mut a, &mut b, join) {
+        let (mut a, mut b, control) = joined_pair();
+        for frame in control {
             assert_eq!(lane_of(&frame), 0, "control");
         }
         let mut lanes = HashSet::new();
@@ -1512,5 +1556,68 @@ mod tests {
             lanes.insert(expected);
         }
         assert!(lanes.len() > 1, "publishers spread over lanes");
+    }
+
+    #[test]
+    fn ihave_rounds_are_found_and_other_frames_have_none() {
+        let (mut a, mut b, control) = joined_pair();
+        for frame in &control {
+            assert_eq!(wire::ihave_min_round(frame), None, "join frames");
+        }
+        let (id_a, id_b) = (*a.me(), *b.me());
+        let now = Instant::now();
+        // A broadcasts; returns the frames it sends, after firing the timers it set (its
+        // announcements go out when the dispatch timer fires).
+        let broadcast = |a: &mut ProtoState, content: &'static [u8]| {
+            let command = ProtoCommand::Broadcast(Bytes::from_static(content), proto::Scope::Swarm);
+            let mut out: Vec<_> = a
+                .handle(InEvent::Command(network_topic(), command), now, None)
+                .collect();
+            let mut sent = Vec::new();
+            while let Some(event) = out.pop() {
+                match event {
+                    OutEvent::SendMessage(_, message) => sent.push(message),
+                    OutEvent::ScheduleTimer(_, timer) => {
+                        out.extend(a.handle(InEvent::TimerExpired(timer), now, None));
+                    }
+                    _ => {}
+                }
+            }
+            sent
+        };
+        // B gets A's payload twice: it prunes A, and A moves B to its lazy set.
+        let sent = broadcast(&mut a, b"first");
+        let data: Vec<_> = sent.iter().map(|m| wire::encode(m).unwrap()).collect();
+        assert!(data.iter().all(|f| wire::ihave_min_round(f).is_none()));
+        for _ in 0..2 {
+            for message in &sent {
+                let replies: Vec<_> = b
+                    .handle(InEvent::RecvMessage(id_a, message.clone()), now, None)
+                    .collect();
+                for reply in replies {
+                    if let OutEvent::SendMessage(_, prune) = reply {
+                        let _: Vec<_> = a
+                            .handle(InEvent::RecvMessage(id_b, prune), now, None)
+                            .collect();
+                    }
+                }
+            }
+        }
+        // Now A only announces its next payload to B.
+        let announced: Vec<_> = broadcast(&mut a, b"second")
+            .iter()
+            .map(|m| wire::encode(m).unwrap())
+            .collect();
+        let rounds: Vec<_> = announced
+            .iter()
+            .filter_map(|f| wire::ihave_min_round(f))
+            .collect();
+        assert_eq!(rounds, vec![0], "one IHave, round 0 from the publisher");
+        assert!(announced
+            .iter()
+            .all(|f| wire::gossip_data_content(f).is_none()));
+        // A truncated IHave has no round.
+        let ihave = &announced[0];
+        assert_eq!(wire::ihave_min_round(&ihave[..ihave.len() - 2]), None);
     }
 }

@@ -295,16 +295,37 @@ pub fn gossip_data_round(frame: &[u8]) -> Option<u64> {
     read_varint(rest).map(|(round, _)| round)
 }
 
-/// Splits a gossip data frame into its content and the bytes after it (the delivery scope).
-fn split_gossip_data(frame: &[u8]) -> Option<(&[u8], &[u8])> {
-    const TOPIC_MESSAGE_GOSSIP: u64 = 1;
-    const PLUMTREE_GOSSIP: u64 = 0;
+const TOPIC_MESSAGE_GOSSIP: u64 = 1;
+const PLUMTREE_GOSSIP: u64 = 0;
+const PLUMTREE_IHAVE: u64 = 3;
+
+/// The bytes after the broadcast-layer variant tag, if `frame` is a broadcast (plumtree)
+/// message of variant `variant`.
+fn plumtree_body(frame: &[u8], variant: u64) -> Option<&[u8]> {
     let rest = frame.get(32..)?;
     let (outer, rest) = read_varint(rest)?;
     let (inner, rest) = read_varint(rest)?;
-    if outer != TOPIC_MESSAGE_GOSSIP || inner != PLUMTREE_GOSSIP {
-        return None;
+    (outer == TOPIC_MESSAGE_GOSSIP && inner == variant).then_some(rest)
+}
+
+/// The smallest delivery round an IHave frame announces; `None` for every other frame. Layout
+/// as for [`gossip_data_content`], then a varint count and per entry a `[u8; 32]` id and the
+/// round (a varint). Unsigned, like the round of a data frame: only a hint.
+pub fn ihave_min_round(frame: &[u8]) -> Option<u64> {
+    let rest = plumtree_body(frame, PLUMTREE_IHAVE)?;
+    let (count, mut rest) = read_varint(rest)?;
+    let mut min: Option<u64> = None;
+    for _ in 0..count {
+        let (round, after) = read_varint(rest.get(32..)?)?;
+        min = Some(min.map_or(round, |m| m.min(round)));
+        rest = after;
     }
+    min
+}
+
+/// Splits a gossip data frame into its content and the bytes after it (the delivery scope).
+fn split_gossip_data(frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = plumtree_body(frame, PLUMTREE_GOSSIP)?;
     let rest = rest.get(32..)?;
     let (len, rest) = read_varint(rest)?;
     let len = usize::try_from(len).ok()?;

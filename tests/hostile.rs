@@ -187,6 +187,15 @@ struct Rogue {
 impl Rogue {
     /// Connects to `honest` and becomes its gossip neighbour.
     async fn join(honest: &Agent) -> Self {
+        Self::connect(honest, false).await
+    }
+
+    /// Like `join`, but stops every payload lane the honest agent opens instead of reading it.
+    async fn join_stopping_lanes(honest: &Agent) -> Self {
+        Self::connect(honest, true).await
+    }
+
+    async fn connect(honest: &Agent, stop_lanes: bool) -> Self {
         let endpoint = net::endpoint(localhost()).unwrap();
         let listen = endpoint.local_addr().unwrap();
         let machine_key = Keypair::generate().unwrap();
@@ -218,6 +227,10 @@ impl Rogue {
         let lane_tx = tx.clone();
         tokio::spawn(async move {
             while let Ok(mut lane) = lanes.accept_uni().await {
+                if stop_lanes {
+                    let _ = lane.stop(0u32.into());
+                    continue;
+                }
                 let tx = lane_tx.clone();
                 tokio::spawn(async move {
                     while let Ok(Some(frame)) = net::read_frame_checked(&mut lane).await {
@@ -834,6 +847,34 @@ async fn strikes_on_every_stream_of_a_connection_add_up() {
             Drops::of(after),
             Drops::of(before).plus(on_first).plus(on_lane).plus(last)
         );
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A peer that stops a payload lane has its connection closed: a link whose writer failed must
+/// not linger as a neighbour that silently drops everything sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_lane_closes_the_connection() {
+    bounded(TEST_LIMIT, async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join_stopping_lanes(&honest).await;
+        // The first write may be buffered before the stop arrives; a later one fails.
+        for i in 0..100u32 {
+            if rogue.connection.close_reason().is_some() {
+                break;
+            }
+            let payload = Bytes::from(format!("into a stopped lane {i}"));
+            // Another topic: the honest agent's own subscription stays empty.
+            honest.publish("elsewhere", payload).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (code, reason) = rogue.closed_by_peer().await;
+        assert_eq!((code, &reason[..]), (6, &b"stream failed"[..]));
+        wait_until("the rogue stops being a neighbour", || {
+            honest.stats().neighbours == 0
+        })
+        .await;
         close_cleanly(honest, sub).await;
     })
     .await;

@@ -1,7 +1,7 @@
 //! The bytes a connected peer sends after the hellos, through everything an agent does with
 //! them: the reader's length-prefixed framing (`net::read_frame_checked`), its verification of
 //! data messages (`wire::gossip_data_content` + `wire::open`), the decode of
-//! `iroh_gossip::proto::Message` (`gossip::read_loop`), then the actor: the proto state machine,
+//! `iroh_gossip::proto::Message` (`gossip::read_frames`), then the actor: the proto state machine,
 //! its timers, the peer data it reports, and the delivery of received envelopes
 //! (`wire::open_verified` + the replay window). See `x0x_fuzz::Node` for the checks:
 //! * a frame that decodes to a data message was found by `gossip_data_content` (so its content

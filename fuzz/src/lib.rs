@@ -126,7 +126,7 @@ pub fn proto_state(me: MachineId, port: u16) -> proto::State<MachineId, StdRng> 
     )
 }
 
-/// One agent's view of one connection: what `gossip::read_loop` does with each frame, then what
+/// One agent's view of one connection: what `gossip::read_frames` does with each frame, then what
 /// `gossip::Actor` does with each decoded message, with the checks that must hold.
 pub struct Node {
     state: proto::State<MachineId, StdRng>,
@@ -179,8 +179,9 @@ impl Node {
         self.run_timers(64);
     }
 
-    /// One frame, as `gossip::read_loop` handles it; false if it was rejected (a strike).
+    /// One frame, as `gossip::read_frames` handles it; false if it was rejected (a strike).
     pub fn frame(&mut self, frame: &[u8]) -> bool {
+        let _ = wire::ihave_min_round(frame);
         let content = wire::gossip_data_content(frame);
         if content.is_some()
             && wire::gossip_data_round(frame).is_some_and(|r| r > wire::MAX_GOSSIP_ROUND)
@@ -222,6 +223,13 @@ impl Node {
             wire::encode(&decoded).expect("encodes"),
             again,
             "encoding is not stable"
+        );
+        // The actor holds IHaves by the round the reader finds in them; the layout parser must
+        // agree with the decoder on what is an IHave.
+        assert_eq!(
+            wire::ihave_min_round(frame).is_some(),
+            wire::ihave_min_round(&again).is_some(),
+            "re-encoding changed whether the frame is an IHave with a round"
         );
         self.handle(InEvent::RecvMessage(PEER, message));
         true
@@ -403,6 +411,8 @@ fn hello_seeds() -> Vec<Vec<u8>> {
         let listen: SocketAddr = listen.parse().expect("an address");
         let hello = Hello::new(&key, role, &EXPORTER, listen).expect("signs");
         out.push(wire::encode(&hello).expect("encodes"));
+        let hinted = hello.with_peers(vec![listen, "10.0.0.2:7".parse().expect("an address")]);
+        out.push(wire::encode(&hinted).expect("encodes"));
     }
     // Signed over another connection's secret, and a short key.
     let other = Hello::new(&key, Role::Dialer, &[0; 32], "10.0.0.1:1".parse().unwrap()).unwrap();
@@ -412,6 +422,7 @@ fn hello_seeds() -> Vec<Vec<u8>> {
         listen: "127.0.0.1:1".parse().unwrap(),
         incarnation: u64::MAX,
         signature: vec![2; 16],
+        peers: vec!["127.0.0.1:2".parse().unwrap(); 3],
     };
     out.push(wire::encode(&short).unwrap());
     out
