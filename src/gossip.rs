@@ -505,6 +505,7 @@ impl Actor {
                 _ = top_up.tick() => {
                     self.top_up();
                     self.probe_lost();
+                    self.refresh_peer_sample();
                 }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
@@ -746,14 +747,14 @@ impl Actor {
         }
     }
 
-    /// Reaches out to one known peer (or bootstrap address) that is not a neighbour, when short
-    /// of neighbours; a Join through it makes it (or a peer it forwards us to) a neighbour.
+    /// When short of neighbours, reaches out to known, bootstrap and hinted peers that are not
+    /// neighbours (a Join through each that answers makes it, or a peer it forwards us to, a
+    /// neighbour), or with nobody to dial, joins again through a neighbour.
     fn top_up(&mut self) {
         let now = Instant::now();
         // Every dial ends within its timeout; this only guards the bookkeeping.
         self.top_up_dials
             .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
-        self.refresh_peer_sample();
         if self.shared.mode() != Mode::Joined || self.neighbours.len() >= TOP_UP_BELOW {
             return;
         }
@@ -787,11 +788,7 @@ impl Actor {
             // join makes some peers drop a random neighbour for us (R3: joining every second
             // while short of neighbours once left a survivor without one publisher's messages
             // for ~4 s, 2 runs in ~20; likely the overlay split for that long).
-            if let Some(&via) = self
-                .neighbours
-                .iter()
-                .nth(rand::random_range(0..self.neighbours.len().max(1)))
-            {
+            if let Some(&via) = self.neighbours.iter().choose(&mut rand::rng()) {
                 self.handle(InEvent::Command(
                     network_topic(),
                     ProtoCommand::Join(vec![via]),
@@ -1344,12 +1341,17 @@ async fn read_frames(
                 continue;
             }
         };
+        // Only control frames can be IHaves.
+        let ihave_round = match payload {
+            None => wire::ihave_min_round(&frame),
+            Some(_) => None,
+        };
         if net_tx
             .send(NetEvent::Frame {
                 peer,
                 message,
                 payload,
-                ihave_round: wire::ihave_min_round(&frame),
+                ihave_round,
             })
             .await
             .is_err()

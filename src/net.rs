@@ -45,12 +45,12 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("3 s is a valid QUIC idle timeout"),
     ));
+    // The peer's payload lanes (gossip::LANES) and a few more; a peer opening more waits.
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     // BBR instead of the default Cubic: random loss is not congestion. Under 5% loss on 50 ms
     // RTT links (R1), Cubic's shrinking window queued payloads on busy links (p50 140 ms, p99
     // 490 ms, 0.76-0.86 duplicates per payload as late copies triggered grafts); BBR: p50 108
     // ms, p99 390-460 ms, 0.49-0.57. quinn marks its BBR experimental; this is measured here.
-    // The peer's payload lanes (gossip::LANES) and a few more; a peer opening more waits.
-    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     Arc::new(transport)
 }

@@ -57,15 +57,6 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 // ---------------------------------------------------------------------------------------------
 // Agents.
 
-async fn agent(bootstrap: &[SocketAddr]) -> Agent {
-    let mut builder = Agent::builder();
-    builder.with_ephemeral_machine_key().with_bind(localhost());
-    for addr in bootstrap {
-        builder.with_bootstrap(&addr.to_string()).unwrap();
-    }
-    builder.build().await.unwrap()
-}
-
 /// A first node: joined, alone, subscribed to [`TOPIC`].
 async fn honest_agent() -> (Agent, Subscription) {
     let honest = agent(&[]).await;

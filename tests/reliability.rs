@@ -119,13 +119,9 @@ fn mib(bytes: i64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Agents and honest traffic.
 
-async fn agent(bootstrap: &[SocketAddr]) -> Agent {
-    let mut builder = Agent::builder();
-    builder.with_ephemeral_machine_key().with_bind(localhost());
-    for addr in bootstrap {
-        builder.with_bootstrap(&addr.to_string()).unwrap();
-    }
-    let agent = builder.build().await.unwrap();
+/// [`agent`], joined.
+async fn joined_agent(bootstrap: &[SocketAddr]) -> Agent {
+    let agent = agent(bootstrap).await;
     within("join_network", agent.join_network(WAIT))
         .await
         .unwrap();
@@ -404,7 +400,7 @@ async fn r7_victim_process() {
     if std::env::var_os(VICTIM_ENV).is_none() {
         return;
     }
-    let victim = agent(&[]).await;
+    let victim = joined_agent(&[]).await;
     let reader = spawn_reader(victim.subscribe(TOPIC).unwrap());
     let (tx, mut commands) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -757,7 +753,7 @@ async fn r7(spread: bool) {
         assert_eq!(per_connection.total(), MAX_STRIKES as u64);
 
         let mut victim = VictimProcess::start().await;
-        let publisher = Arc::new(agent(&[victim.addr]).await);
+        let publisher = Arc::new(joined_agent(&[victim.addr]).await);
         let stop = Arc::new(AtomicBool::new(false));
         let published = Arc::new(AtomicU64::new(0));
         let publishing = tokio::spawn(publish_paced(
@@ -960,10 +956,10 @@ async fn r8_slow_subscriber_is_bounded_and_isolated() {
     let capacity = DEFAULT_SUBSCRIPTION_CAPACITY as u64;
     bounded(run_for + warm_for + Duration::from_secs(90), async {
         let test_start = Instant::now();
-        let receiver = agent(&[]).await;
+        let receiver = joined_agent(&[]).await;
         let slow = receiver.subscribe(TOPIC).unwrap();
         let fast = spawn_reader(receiver.subscribe(TOPIC).unwrap());
-        let publisher = Arc::new(agent(&[receiver.local_addr()]).await);
+        let publisher = Arc::new(joined_agent(&[receiver.local_addr()]).await);
         wait_until("the agents are neighbours", || {
             receiver.stats().neighbours == 1
         })

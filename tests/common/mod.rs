@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests that play a rogue peer (`hostile.rs`,
-//! `reliability.rs`): the background-panic watch, drop counters, and forged envelopes.
+//! `reliability.rs`): agents, the background-panic watch, drop counters, and forged envelopes.
 //! Each test binary compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
@@ -20,6 +20,16 @@ pub const MAX_STRIKES: usize = x0x::gossip::MAX_STRIKES as usize;
 
 pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
+}
+
+/// An agent bound to 127.0.0.1 with a throwaway machine key, not joined yet.
+pub async fn agent(bootstrap: &[SocketAddr]) -> x0x::Agent {
+    let mut builder = x0x::Agent::builder();
+    builder.with_ephemeral_machine_key().with_bind(localhost());
+    for addr in bootstrap {
+        builder.with_bootstrap(&addr.to_string()).unwrap();
+    }
+    builder.build().await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
