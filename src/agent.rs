@@ -113,6 +113,7 @@ impl AgentBuilder {
         let counters = Arc::new(Counters::default());
         let network = Network::start(
             Arc::clone(&machine_key),
+            agent_key.public_key().clone(),
             bind,
             Arc::clone(&registry),
             Arc::clone(&counters),

@@ -28,13 +28,14 @@ use tokio_util::time::DelayQueue;
 use crate::duplicates::{Duplicates, Verdict};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventHub};
-use crate::identity::{AgentId, Keypair, MachineId};
+use crate::identity::{Keypair, MachineId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
 use crate::penalties::Penalties;
 use crate::pubsub::Registry;
 use crate::replay::ReplayGuard;
 use crate::stats::Counters;
-use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE, MAX_GOSSIP_ROUND};
+use crate::streams::{ConnectionWriter, KeyStore, Received, StreamReader, LANES};
+use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE};
 
 /// A peer whose unsent backlog passes this many bytes is treated as dead.
 const PEER_HARD_CAP: usize = 256 << 20;
@@ -46,8 +47,6 @@ const BACKLOG_LOW: usize = 16 << 20;
 const PENDING_CAP: usize = 4096;
 /// Invalid data messages tolerated from one connection before it is closed.
 pub const MAX_STRIKES: u32 = 64;
-/// Payload streams per connection besides the control stream (see [`lane_of`]).
-pub const LANES: usize = 8;
 /// Time a closing connection gets to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Peer addresses remembered at most.
@@ -157,6 +156,8 @@ pub struct Shared {
     penalties: Penalties,
     /// A few known peers' addresses, refreshed by the actor, passed on in every hello.
     peer_sample: Mutex<Vec<SocketAddr>>,
+    /// Publisher keys, for the writers to announce on the streams they forward payloads on.
+    keys: KeyStore,
 }
 
 impl Shared {
@@ -231,23 +232,12 @@ enum NetEvent {
     },
     Frame {
         peer: MachineId,
-        message: proto::Message<MachineId>,
-        /// For a data message: its payload's id and verified publisher.
-        payload: Option<Payload>,
-        /// For an IHave: the smallest round it announces.
-        ihave_round: Option<u64>,
+        received: Received,
     },
     Closed {
         peer: MachineId,
         conn_id: u64,
     },
-}
-
-/// A verified payload, as the reader saw it.
-struct Payload {
-    /// BLAKE3 of the content (the gossip layer's message id).
-    id: [u8; 32],
-    publisher: AgentId,
 }
 
 /// The façade's handle on the actor.
@@ -261,6 +251,7 @@ impl Network {
     /// Binds the endpoint and starts the actor (on the current runtime).
     pub fn start(
         machine_key: Arc<Keypair>,
+        agent_key: PublicKey,
         bind: SocketAddr,
         registry: Arc<Registry>,
         counters: Arc<Counters>,
@@ -279,6 +270,7 @@ impl Network {
             backlog: Backlog::default(),
             penalties: Penalties::default(),
             peer_sample: Mutex::new(Vec::new()),
+            keys: KeyStore::new(agent_key),
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
@@ -506,6 +498,7 @@ impl Actor {
                     self.top_up();
                     self.probe_lost();
                     self.refresh_peer_sample();
+                    self.shared.keys.prune(std::time::Instant::now());
                 }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
@@ -971,23 +964,17 @@ impl Actor {
                     self.bootstrap_failed(addr, error);
                 }
             }
-            NetEvent::Frame {
-                peer,
-                message,
-                payload,
-                ihave_round,
-            } => self.on_frame(peer, message, payload, ihave_round),
+            NetEvent::Frame { peer, received } => self.on_frame(peer, received),
             NetEvent::Closed { peer, conn_id } => self.on_closed(peer, conn_id),
         }
     }
 
-    fn on_frame(
-        &mut self,
-        peer: MachineId,
-        message: proto::Message<MachineId>,
-        payload: Option<Payload>,
-        ihave_round: Option<u64>,
-    ) {
+    fn on_frame(&mut self, peer: MachineId, received: Received) {
+        let Received {
+            message,
+            payload,
+            ihave_round,
+        } = received;
         let Some(payload) = payload else {
             match ihave_round.and_then(|round| self.ihave_hold(peer, round)) {
                 Some(hold) => {
@@ -1289,6 +1276,7 @@ async fn read_frames(
     strikes: Arc<AtomicU32>,
 ) {
     let counters = &shared.counters;
+    let mut reader = StreamReader::default();
     loop {
         let frame = match net::read_frame_checked(&mut recv).await {
             Ok(Some(frame)) => frame,
@@ -1302,25 +1290,9 @@ async fn read_frames(
         };
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         // Decode and verify here, off the actor: the actor only ever sees valid messages.
-        let payload = match wire::gossip_data_content(&frame) {
-            Some(_) if wire::gossip_data_round(&frame).is_some_and(|r| r > MAX_GOSSIP_ROUND) => {
-                Err(Rejection::Malformed)
-            }
-            Some(content) => wire::open(content).map(|envelope| {
-                Some(Payload {
-                    id: *blake3::hash(content).as_bytes(),
-                    publisher: envelope.sender,
-                })
-            }),
-            None => Ok(None),
-        };
-        let decoded = payload.and_then(|payload| {
-            postcard::from_bytes::<proto::Message<MachineId>>(&frame)
-                .map(|message| (message, payload))
-                .map_err(|_| Rejection::Malformed)
-        });
-        let (message, payload) = match decoded {
-            Ok(decoded) => decoded,
+        let received = match reader.read(&frame, &shared.keys) {
+            Ok(Some(received)) => received,
+            Ok(None) => continue,
             Err(rejection) => {
                 counters.add(
                     match rejection {
@@ -1341,40 +1313,14 @@ async fn read_frames(
                 continue;
             }
         };
-        // Only control frames can be IHaves.
-        let ihave_round = match payload {
-            None => wire::ihave_min_round(&frame),
-            Some(_) => None,
-        };
         if net_tx
-            .send(NetEvent::Frame {
-                peer,
-                message,
-                payload,
-                ihave_round,
-            })
+            .send(NetEvent::Frame { peer, received })
             .await
             .is_err()
         {
             break;
         }
     }
-}
-
-/// Which stream of a connection carries `frame`: 0, the first (bidirectional) stream, for
-/// control messages; 1..=[`LANES`] for payloads, by publisher.
-///
-/// QUIC delivers a stream in order, so a lost packet holds back everything after it on the
-/// same stream until it is retransmitted. On one stream per connection, a loss in one payload
-/// made the next few payloads on that link late as well (at 30 payloads/s per link and 50 ms
-/// RTT, 2-4 of them), and each late payload is one the peers downstream graft from someone
-/// else, after which it arrives twice. One stream per publisher keeps each publisher's
-/// payloads in order (the order promise is per sender) while a loss delays only that
-/// publisher's.
-fn lane_of(frame: &[u8]) -> usize {
-    wire::gossip_data_content(frame)
-        .and_then(wire::claimed_sender)
-        .map_or(0, |publisher| 1 + usize::from(publisher.0[0]) % LANES)
 }
 
 async fn write_loop(
@@ -1387,11 +1333,14 @@ async fn write_loop(
     let mut streams: Vec<Option<SendStream>> = (0..=LANES).map(|_| None).collect();
     streams[0] = Some(control);
     let mut bufs: Vec<BytesMut> = (0..=LANES).map(|_| BytesMut::new()).collect();
+    let mut writer = ConnectionWriter::default();
     let mut batch = Vec::with_capacity(256);
     while frames.recv_many(&mut batch, 256).await > 0 {
         let payload: usize = batch.iter().map(Bytes::len).sum();
         for frame in batch.drain(..) {
-            net::put_frame(&mut bufs[lane_of(&frame)], &frame);
+            // Not sent only if the publisher's key left the store (unused for a minute, or
+            // over 4,096 publishers): the peer can still graft the payload from another.
+            writer.put(&mut bufs, &frame, &shared.keys);
         }
         let mut failed = false;
         for (lane, buf) in bufs.iter_mut().enumerate() {
@@ -1436,12 +1385,13 @@ async fn write_loop(
     }
 }
 
+/// Real gossip frames for tests: proto state machines wired back to back.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// Two proto state machines wired back to back; returns every encoded frame A sent.
-    fn pump(
+    pub(crate) fn pump(
         a: &mut proto::State<MachineId, StdRng>,
         b: &mut proto::State<MachineId, StdRng>,
         first: InEvent<MachineId>,
@@ -1469,11 +1419,11 @@ mod tests {
         sent_by_a
     }
 
-    type ProtoState = proto::State<MachineId, StdRng>;
+    pub(crate) type ProtoState = proto::State<MachineId, StdRng>;
 
     /// Two proto states, B a first node (joined, alone) and A joined through it; also returns
     /// the (control) frames A sent to join.
-    fn joined_pair() -> (ProtoState, ProtoState, Vec<Vec<u8>>) {
+    pub(crate) fn joined_pair() -> (ProtoState, ProtoState, Vec<Vec<u8>>) {
         let state = |byte| {
             let id = MachineId([byte; 32]);
             proto::State::new(
@@ -1490,6 +1440,23 @@ mod tests {
         let control = pump(&mut a, &mut b, join);
         (a, b, control)
     }
+
+    /// The data frame A sends B when it broadcasts `content`.
+    pub(crate) fn data_frame(a: &mut ProtoState, b: &mut ProtoState, content: Bytes) -> Vec<u8> {
+        let broadcast = ProtoCommand::Broadcast(content, proto::Scope::Swarm);
+        let mut data: Vec<_> = pump(a, b, InEvent::Command(network_topic(), broadcast))
+            .into_iter()
+            .filter(|f| wire::gossip_data_content(f).is_some())
+            .collect();
+        assert_eq!(data.len(), 1, "one data frame per broadcast");
+        data.remove(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
 
     #[test]
     fn data_frames_are_found_and_control_frames_are_not() {
@@ -1528,37 +1495,6 @@ mod tests {
         forged.extend_from_slice(&[0xff, 0xff, 0x03]);
         assert_eq!(wire::gossip_data_round(&forged), Some(65535));
         assert!(postcard::from_bytes::<proto::Message<MachineId>>(&forged).is_ok());
-    }
-
-    #[test]
-    fn payloads_go_on_their_publishers_lane_and_control_on_the_first_stream() {
-        let (mut a, mut b, control) = joined_pair();
-        for frame in control {
-            assert_eq!(lane_of(&frame), 0, "control");
-        }
-        let mut lanes = HashSet::new();
-        for _ in 0..32 {
-            let publisher = Keypair::generate().unwrap();
-            let expected = 1 + usize::from(publisher.public_key().agent_id().0[0]) % LANES;
-            for seq in 1..=2 {
-                let items = vec![wire::Item {
-                    topic: "t".into(),
-                    timestamp_ms: 1,
-                    payload: Bytes::from_static(b"x"),
-                }];
-                let envelope = wire::seal(&publisher, seq, items).unwrap();
-                let broadcast = ProtoCommand::Broadcast(envelope, proto::Scope::Swarm);
-                let frames = pump(&mut a, &mut b, InEvent::Command(network_topic(), broadcast));
-                let data: Vec<_> = frames
-                    .iter()
-                    .filter(|f| wire::gossip_data_content(f).is_some())
-                    .collect();
-                assert_eq!(data.len(), 1);
-                assert_eq!(lane_of(data[0]), expected, "one lane per publisher");
-            }
-            lanes.insert(expected);
-        }
-        assert!(lanes.len() > 1, "publishers spread over lanes");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod replay;
 pub mod runtime;
 /// cbindgen:ignore
 pub mod stats;
+pub mod streams;
 /// cbindgen:ignore
 pub mod tasklist;
 /// cbindgen:ignore

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{Keypair, MachineId};
-use crate::wire::{self, Hello, Role, MAX_FRAME_LEN};
+use crate::wire::{self, FrameKind, Hello, Role, MAX_FRAME_LEN};
 
 const ALPN: &[u8] = b"x0x/1";
 /// The TLS server name every agent's certificate carries (certificates are throwaway).
@@ -45,7 +45,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("3 s is a valid QUIC idle timeout"),
     ));
-    // The peer's payload lanes (gossip::LANES) and a few more; a peer opening more waits.
+    // The peer's payload lanes (streams::LANES) and a few more; a peer opening more waits.
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     // BBR instead of the default Cubic: random loss is not congestion. Under 5% loss on 50 ms
     // RTT links (R1), Cubic's shrinking window queued payloads on busy links (p50 140 ms, p99
@@ -280,6 +280,14 @@ pub fn put_frame(out: &mut BytesMut, frame: &[u8]) {
     out.reserve(4 + frame.len());
     out.put_u32(u32::try_from(frame.len()).expect("frames are far below 4 GiB"));
     out.put_slice(frame);
+}
+
+/// Appends one frame after the hello: length prefix, `kind`, then `body`.
+pub fn put_frame_of(out: &mut BytesMut, kind: FrameKind, body: &[u8]) {
+    out.reserve(5 + body.len());
+    out.put_u32(u32::try_from(1 + body.len()).expect("frames are far below 4 GiB"));
+    out.put_u8(kind as u8);
+    out.put_slice(body);
 }
 
 async fn write_frame(send: &mut SendStream, frame: &[u8]) -> Result<()> {

@@ -2,10 +2,12 @@
 //!
 //! * A connection carries **frames**: a big-endian `u32` length, then that many bytes, at most
 //!   [`MAX_FRAME_LEN`]. The first frame each way on the first (bidirectional) stream is a
-//!   [`Hello`]; every later frame, there and on the payload lanes (unidirectional streams, see
-//!   `gossip::lane_of`), is a postcard-encoded `iroh_gossip::proto::Message`.
+//!   [`Hello`]. Every later frame, there and on the payload lanes (unidirectional streams, see
+//!   `streams::lane_of`), starts with a [`FrameKind`] byte: a postcard-encoded
+//!   `iroh_gossip::proto::Message` follows, or a publisher's public key (see `streams`).
 //! * Application messages travel as the content of gossip data messages, as a [`SignedEnvelope`]:
-//!   one ML-DSA-65 signature over a batch of [`Item`]s from one sender (group commit).
+//!   one ML-DSA-65 signature over a batch of [`Item`]s from one sender (group commit). The
+//!   envelope names its sender by id only; the sender's key travels once per stream.
 
 use std::net::SocketAddr;
 
@@ -29,8 +31,8 @@ pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 256;
 
 const HELLO_DOMAIN: &[u8] = b"x0x-hello-v1";
-pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v2";
-const ENVELOPE_VERSION: u8 = 2;
+pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v3";
+const ENVELOPE_VERSION: u8 = 3;
 /// The TLS exporter label that binds a [`Hello`] to its QUIC connection.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-x0x-peer-binding-v1";
 
@@ -42,6 +44,26 @@ pub enum Role {
     Dialer = 0,
     /// The side that accepted it.
     Acceptor = 1,
+}
+
+/// What a frame after the hello holds: its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A postcard-encoded `iroh_gossip::proto::Message`.
+    Gossip = 0,
+    /// A publisher's public key ([`crate::identity::PUBLIC_KEY_LEN`] bytes), sent before the
+    /// first envelope from that publisher on the stream.
+    Key = 1,
+}
+
+/// Splits a frame after the hello into its kind and body; `None` for an unknown kind.
+pub fn split_frame(frame: &[u8]) -> Option<(FrameKind, &[u8])> {
+    let (&kind, body) = frame.split_first()?;
+    match kind {
+        0 => Some((FrameKind::Gossip, body)),
+        1 => Some((FrameKind::Key, body)),
+        _ => None,
+    }
 }
 
 /// The first frame each way: proves the sender holds the machine key for its `MachineId`.
@@ -150,11 +172,8 @@ pub struct Item {
 pub struct EnvelopeBody {
     /// [`ENVELOPE_VERSION`].
     pub version: u8,
-    /// The sender's `AgentId`; must equal the id of `public_key`.
+    /// The sender's `AgentId`: the id of the key that made the signature.
     pub sender: [u8; ID_LEN],
-    /// The sender's agent public key.
-    #[serde(with = "serde_bytes")]
-    pub public_key: Vec<u8>,
     /// Increases with every envelope from this sender (microseconds at start, then +1).
     pub seq: u64,
     /// The messages, in publish order.
@@ -166,7 +185,7 @@ pub struct EnvelopeBody {
 pub struct SignedEnvelope {
     /// postcard of an [`EnvelopeBody`].
     pub body: Bytes,
-    /// ML-DSA-65 over `"x0x-msg-v2" ‖ body`.
+    /// ML-DSA-65 over `"x0x-msg-v3" ‖ body`.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
@@ -194,7 +213,8 @@ pub struct VerifiedEnvelope {
 pub enum Rejection {
     /// The bytes do not decode, or the version is unknown.
     Malformed,
-    /// The sender id is not the id of the included key.
+    /// The envelope names a sender whose key the receiver was not given (on its stream), or
+    /// another sender than the key it is checked with.
     WrongSender,
     /// The signature does not verify.
     BadSignature,
@@ -206,7 +226,6 @@ pub fn seal(agent_key: &Keypair, seq: u64, items: Vec<Item>) -> Result<Bytes> {
     let body = EnvelopeBody {
         version: ENVELOPE_VERSION,
         sender: public_key.agent_id().0,
-        public_key: public_key.as_bytes().to_vec(),
         seq,
         items,
     };
@@ -215,32 +234,59 @@ pub fn seal(agent_key: &Keypair, seq: u64, items: Vec<Item>) -> Result<Bytes> {
     Ok(Bytes::from(encode(&SignedEnvelope { body, signature })?))
 }
 
-/// Decodes and verifies an envelope, or says why it is rejected.
-pub fn open(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
-    let (envelope, body, key) = parse_unverified(bytes)?;
-    if !key.verify(&signed_bytes(&envelope.body), &envelope.signature) {
-        return Err(Rejection::BadSignature);
+/// Decodes an envelope and verifies it against `key`, the key of the sender it names, or says
+/// why it is rejected.
+pub fn open(bytes: &[u8], key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
+    parse(bytes)?.verify(key)
+}
+
+/// An envelope decoded but not verified yet: first find the key of the sender it names.
+#[derive(Debug)]
+pub struct Unverified {
+    envelope: SignedEnvelope,
+    body: EnvelopeBody,
+}
+
+/// Decodes an envelope (its signature unchecked); `Malformed` if it does not decode.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Unverified, Rejection> {
+    let (envelope, body) = parse_unverified(bytes)?;
+    Ok(Unverified { envelope, body })
+}
+
+impl Unverified {
+    /// The sender the envelope names.
+    pub fn sender(&self) -> AgentId {
+        AgentId(self.body.sender)
     }
-    Ok(VerifiedEnvelope {
-        sender: AgentId(body.sender),
-        seq: body.seq,
-        items: body.items,
-    })
+
+    /// Checks the signature with `key`, which must be the named sender's.
+    pub fn verify(self, key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
+        if key.agent_id().0 != self.body.sender {
+            return Err(Rejection::WrongSender);
+        }
+        if !key.verify(&signed_bytes(&self.envelope.body), &self.envelope.signature) {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(VerifiedEnvelope {
+            sender: AgentId(self.body.sender),
+            seq: self.body.seq,
+            items: self.body.items,
+        })
+    }
 }
 
 /// Decodes an envelope that was verified before (by the reader that received it).
 pub fn open_verified(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
-    let (_, body, _) = parse_unverified(bytes)?;
+    let (_, body) = parse_unverified(bytes)?;
     Ok(VerifiedEnvelope {
-        // parse_unverified checked that the sender is the id of the included key.
         sender: AgentId(body.sender),
         seq: body.seq,
         items: body.items,
     })
 }
 
-/// The sender id an envelope claims, read without decoding or verifying the rest. Only for
-/// envelopes already verified (or our own): it is whatever the bytes say.
+/// The sender an envelope names, read without decoding or verifying the rest: which key to
+/// check it with, or (for envelopes already verified, or our own) who sent it.
 pub fn claimed_sender(envelope: &[u8]) -> Option<AgentId> {
     // postcard: SignedEnvelope.body (varint length + bytes) → EnvelopeBody { version: u8,
     // sender: [u8; 32], .. }.
@@ -252,18 +298,14 @@ pub fn claimed_sender(envelope: &[u8]) -> Option<AgentId> {
 
 fn parse_unverified(
     bytes: &[u8],
-) -> std::result::Result<(SignedEnvelope, EnvelopeBody, PublicKey), Rejection> {
+) -> std::result::Result<(SignedEnvelope, EnvelopeBody), Rejection> {
     let envelope: SignedEnvelope = postcard::from_bytes(bytes).map_err(|_| Rejection::Malformed)?;
     let body: EnvelopeBody =
         postcard::from_bytes(&envelope.body).map_err(|_| Rejection::Malformed)?;
     if body.version != ENVELOPE_VERSION {
         return Err(Rejection::Malformed);
     }
-    let key = PublicKey::from_bytes(&body.public_key).map_err(|_| Rejection::Malformed)?;
-    if key.agent_id().0 != body.sender {
-        return Err(Rejection::WrongSender);
-    }
-    Ok((envelope, body, key))
+    Ok((envelope, body))
 }
 
 /// If `frame` is an encoded gossip **data** message (`proto::Message` → topic `Gossip` →
@@ -390,7 +432,7 @@ mod tests {
     fn envelope_round_trip() {
         let key = Keypair::generate().unwrap();
         let sealed = seal(&key, 7, vec![item("a", b"one"), item("b", b"two")]).unwrap();
-        let opened = open(&sealed).unwrap();
+        let opened = open(&sealed, key.public_key()).unwrap();
         assert_eq!(opened.sender, key.public_key().agent_id());
         assert_eq!(opened.seq, 7);
         assert_eq!(opened.items, vec![item("a", b"one"), item("b", b"two")]);
@@ -415,44 +457,58 @@ mod tests {
         body.items[0].payload = Bytes::from_static(b"HELLO");
         envelope.body = encode(&body).unwrap().into();
         let tampered = encode(&envelope).unwrap();
-        assert_eq!(open(&tampered).unwrap_err(), Rejection::BadSignature);
+        assert_eq!(
+            open(&tampered, key.public_key()).unwrap_err(),
+            Rejection::BadSignature
+        );
     }
 
     #[test]
     fn forged_sender_is_rejected() {
         let honest = Keypair::generate().unwrap();
         let forger = Keypair::generate().unwrap();
-        // The forger claims the honest sender's id but signs with its own key.
+        // The forger names the honest sender but signs with its own key.
         let body = EnvelopeBody {
             version: ENVELOPE_VERSION,
             sender: honest.public_key().agent_id().0,
-            public_key: forger.public_key().as_bytes().to_vec(),
             seq: 1,
             items: vec![item("t", b"x")],
         };
         let body = Bytes::from(encode(&body).unwrap());
         let signature = forger.sign(&signed_bytes(&body)).unwrap();
         let bytes = encode(&SignedEnvelope { body, signature }).unwrap();
-        assert_eq!(open(&bytes).unwrap_err(), Rejection::WrongSender);
-        // And with the honest key but a signature by someone else.
-        let body = EnvelopeBody {
-            version: ENVELOPE_VERSION,
-            sender: honest.public_key().agent_id().0,
-            public_key: honest.public_key().as_bytes().to_vec(),
-            seq: 1,
-            items: vec![item("t", b"x")],
-        };
-        let body = Bytes::from(encode(&body).unwrap());
-        let signature = forger.sign(&signed_bytes(&body)).unwrap();
-        let bytes = encode(&SignedEnvelope { body, signature }).unwrap();
-        assert_eq!(open(&bytes).unwrap_err(), Rejection::BadSignature);
+        // Checked with the forger's key (say, the only one it announced): not that sender.
+        assert_eq!(
+            open(&bytes, forger.public_key()).unwrap_err(),
+            Rejection::WrongSender
+        );
+        // Checked with the honest sender's key: not its signature.
+        assert_eq!(
+            open(&bytes, honest.public_key()).unwrap_err(),
+            Rejection::BadSignature
+        );
     }
 
     #[test]
     fn garbage_is_malformed_never_a_panic() {
+        let key = Keypair::generate().unwrap();
         for bytes in [&b""[..], b"\x00", b"\xff\xff\xff\xff\xff", &[7u8; 100]] {
-            assert_eq!(open(bytes).unwrap_err(), Rejection::Malformed);
+            assert_eq!(
+                open(bytes, key.public_key()).unwrap_err(),
+                Rejection::Malformed
+            );
         }
+    }
+
+    #[test]
+    fn frames_after_the_hello_say_what_they_hold() {
+        assert_eq!(
+            split_frame(&[0, 9, 9]),
+            Some((FrameKind::Gossip, &[9u8, 9][..]))
+        );
+        assert_eq!(split_frame(&[1]), Some((FrameKind::Key, &[][..])));
+        assert_eq!(split_frame(&[2, 0]), None);
+        assert_eq!(split_frame(&[]), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use x0x::net::SERVER_NAME;
 use x0x::net::{self, Authenticated};
 use x0x::pubsub::Subscription;
 use x0x::stats::Stats;
-use x0x::wire::{self, Hello, Rejection, Role};
+use x0x::wire::{self, FrameKind, Hello, Rejection, Role};
 use x0x::{Agent, Keypair, MachineId};
 
 mod common;
@@ -95,58 +95,30 @@ async fn stats_after_deliveries(honest: &Agent, expected: u64) -> Stats {
 // ---------------------------------------------------------------------------------------------
 // Envelopes, good and bad.
 
-/// A well-formed envelope from `key` whose signature is by `other` (over the right bytes).
-fn forged_signature(key: &Keypair, other: &Keypair, seq: u64, payload: &[u8]) -> Bytes {
-    let (mut envelope, _) = unseal(&wire::seal(key, seq, items(TOPIC, payload)).unwrap());
-    envelope.signature = sign_body(other, &envelope.body);
-    expect_rejection(
-        Bytes::from(wire::encode(&envelope).unwrap()),
-        Rejection::BadSignature,
-    )
-}
-
-/// A sealed envelope whose payload was changed afterwards (not re-signed).
-fn tampered_payload(key: &Keypair, seq: u64, payload: &[u8]) -> Bytes {
-    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(TOPIC, payload)).unwrap());
-    body.items[0].payload = Bytes::from([payload, b" (tampered)"].concat());
-    expect_rejection(reseal(envelope, &body, None), Rejection::BadSignature)
-}
-
-/// Claims `victim` as sender, with `key`'s public key and a valid signature by `key`.
-fn wrong_sender(key: &Keypair, victim: x0x::AgentId, seq: u64, payload: &[u8]) -> Bytes {
-    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(TOPIC, payload)).unwrap());
-    body.sender = victim.0;
-    expect_rejection(reseal(envelope, &body, Some(key)), Rejection::WrongSender)
-}
-
-/// Envelope contents that do not decode (each signed where there is something to sign).
+/// Envelope contents that do not decode: every kind `common::malformed` makes, and nothing.
 fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
-    let sealed = wire::seal(key, seq, items(TOPIC, b"malformed")).unwrap();
-    let mut out = vec![
-        Bytes::from_static(b"definitely not an envelope"),
+    let mut out: Vec<Bytes> = (0..MALFORMED_KINDS)
+        .map(|kind| malformed(key, TOPIC, seq, b"malformed", kind))
+        .collect();
+    out.push(expect_rejection(
         Bytes::new(),
-        sealed.slice(..sealed.len() / 2),
-    ];
-    // An unknown envelope version, correctly signed.
-    let (envelope, mut body) = unseal(&sealed);
-    body.version = body.version.wrapping_add(97);
-    out.push(reseal(envelope, &body, Some(key)));
-    // A public key that is not an ML-DSA-65 key, correctly "signed".
-    let (envelope, mut body) = unseal(&sealed);
-    body.public_key.truncate(100);
-    out.push(reseal(envelope, &body, Some(key)));
-    // A body that is not an EnvelopeBody.
-    let (mut envelope, _) = unseal(&sealed);
-    envelope.body = Bytes::from_static(&[0xff; 64]);
-    envelope.signature = sign_body(key, &envelope.body);
-    out.push(Bytes::from(wire::encode(&envelope).unwrap()));
-    out.into_iter()
-        .map(|bytes| expect_rejection(bytes, Rejection::Malformed))
-        .collect()
+        key.public_key(),
+        Rejection::Malformed,
+    ));
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
 // The rogue.
+
+/// The gossip message in a frame from the honest agent; `None` for a key frame.
+fn gossip_body(frame: Bytes) -> Option<Bytes> {
+    match wire::split_frame(&frame) {
+        Some((FrameKind::Gossip, _)) => Some(frame.slice(1..)),
+        Some((FrameKind::Key, _)) => None,
+        None => panic!("the honest agent sent a frame of no known kind"),
+    }
+}
 
 fn proto_config() -> proto::Config {
     proto::Config {
@@ -173,6 +145,8 @@ struct Rogue {
     /// When set, payload frames go on this stream of their own (a payload lane, as honest
     /// agents send them) instead of the first stream.
     lane: Option<quinn::SendStream>,
+    /// Whether the rogue's agent key was announced on the first stream, and on the lane.
+    announced: [bool; 2],
 }
 
 impl Rogue {
@@ -225,8 +199,10 @@ impl Rogue {
                 let tx = lane_tx.clone();
                 tokio::spawn(async move {
                     while let Ok(Some(frame)) = net::read_frame_checked(&mut lane).await {
-                        if tx.send(frame).is_err() {
-                            break;
+                        if let Some(message) = gossip_body(frame) {
+                            if tx.send(message).is_err() {
+                                break;
+                            }
                         }
                     }
                 });
@@ -234,8 +210,10 @@ impl Rogue {
         });
         tokio::spawn(async move {
             while let Ok(Some(frame)) = net::read_frame_checked(&mut recv).await {
-                if tx.send(frame).is_err() {
-                    break;
+                if let Some(message) = gossip_body(frame) {
+                    if tx.send(message).is_err() {
+                        break;
+                    }
                 }
             }
         });
@@ -257,6 +235,7 @@ impl Rogue {
             listening: true,
             seq: 1,
             lane: None,
+            announced: [false; 2],
         };
         let join = InEvent::Command(network_topic(), Command::Join(vec![peer]));
         for frame in rogue.step(join) {
@@ -326,10 +305,26 @@ impl Rogue {
         self.send.write_all(bytes).await
     }
 
+    /// Writes `frame` (a gossip message) on the first stream, after the rogue's key if it
+    /// names the rogue as publisher and the key was not announced there yet.
     async fn write_frame(&mut self, frame: &[u8]) -> Result<(), quinn::WriteError> {
-        let mut buf = BytesMut::new();
-        net::put_frame(&mut buf, frame);
+        let buf = self.framed(0, frame);
         self.write_raw(&buf).await
+    }
+
+    /// `frame` as it goes on stream `stream` (0: the first, 1: the lane), announcing the key.
+    fn framed(&mut self, stream: usize, frame: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        let own = self.agent_key.public_key();
+        let names_me = wire::gossip_data_content(frame)
+            .and_then(wire::claimed_sender)
+            .is_some_and(|publisher| publisher == own.agent_id());
+        if names_me && !self.announced[stream] {
+            net::put_frame_of(&mut buf, FrameKind::Key, own.as_bytes());
+            self.announced[stream] = true;
+        }
+        net::put_frame_of(&mut buf, FrameKind::Gossip, frame);
+        buf
     }
 
     /// A genuine gossip data frame carrying `content`, made by the rogue's proto (not sent).
@@ -356,13 +351,12 @@ impl Rogue {
     /// Broadcasts `content` as a gossip data message.
     async fn broadcast(&mut self, content: Bytes) {
         let frame = self.data_frame(content).await;
-        match &mut self.lane {
-            Some(lane) => {
-                let mut buf = BytesMut::new();
-                net::put_frame(&mut buf, &frame);
-                lane.write_all(&buf).await.unwrap();
-            }
-            None => self.write_frame(&frame).await.unwrap(),
+        if self.lane.is_some() {
+            let buf = self.framed(1, &frame);
+            let lane = self.lane.as_mut().expect("checked above");
+            lane.write_all(&buf).await.unwrap();
+        } else {
+            self.write_frame(&frame).await.unwrap();
         }
     }
 
@@ -455,7 +449,7 @@ async fn forged_signature_is_dropped_and_counted() {
 
         let other = Keypair::generate().unwrap();
         let seq = rogue.next_seq();
-        let forged = forged_signature(&rogue.agent_key, &other, seq, b"forged");
+        let forged = forged_signature(&rogue.agent_key, &other, TOPIC, seq, b"forged");
         rogue.broadcast(forged).await;
         rogue.sentinel(&sub, "after forged signature").await;
 
@@ -481,7 +475,7 @@ async fn tampered_payload_is_dropped_as_bad_signature() {
         let before = honest.stats();
 
         let seq = rogue.next_seq();
-        let tampered = tampered_payload(&rogue.agent_key, seq, b"original");
+        let tampered = tampered_payload(&rogue.agent_key, TOPIC, seq, b"original");
         rogue.broadcast(tampered).await;
         rogue.sentinel(&sub, "after tampered payload").await;
 
@@ -512,7 +506,7 @@ async fn wrong_sender_is_dropped_and_counted() {
             Keypair::generate().unwrap().public_key().agent_id(),
         ] {
             let seq = rogue.next_seq();
-            let forged = wrong_sender(&rogue.agent_key, victim, seq, b"impersonation");
+            let forged = wrong_sender(&rogue.agent_key, victim, TOPIC, seq, b"impersonation");
             rogue.broadcast(forged).await;
         }
         rogue.sentinel(&sub, "after wrong senders").await;
@@ -530,8 +524,9 @@ async fn wrong_sender_is_dropped_and_counted() {
     .await;
 }
 
-/// Undecodable envelopes inside real data frames, and frames that are not gossip messages at
-/// all, are counted as malformed; none is delivered and the connection survives.
+/// Undecodable envelopes inside real data frames, frames that are not gossip messages at all,
+/// frames of no known kind and key frames without a key are counted as malformed; none is
+/// delivered and the connection survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_content_and_frames_are_dropped_and_counted() {
     bounded(TEST_LIMIT, async {
@@ -578,13 +573,27 @@ async fn malformed_content_and_frames_are_dropped_and_counted() {
             assert!(postcard::from_bytes::<proto::Message<MachineId>>(frame).is_err());
             rogue.write_frame(frame).await.unwrap();
         }
+        // Frames of no known kind (nothing, 2, a real data frame under kind 7) and key frames
+        // that hold no key.
+        let untyped: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![2],
+            [&[7u8][..], &real].concat(),
+            vec![FrameKind::Key as u8],
+            [&[FrameKind::Key as u8][..], &[1; 100]].concat(),
+        ];
+        for frame in &untyped {
+            let mut buf = BytesMut::new();
+            net::put_frame(&mut buf, frame);
+            rogue.write_raw(&buf).await.unwrap();
+        }
         rogue.sentinel(&sub, "after non-message frames").await;
 
         let after = stats_after_deliveries(&honest, before.delivered + 2).await;
         assert_eq!(
             Drops::of(after),
             Drops::of(mid).plus(Drops {
-                malformed: frames.len() as u64,
+                malformed: (frames.len() + untyped.len()) as u64,
                 ..Drops::default()
             })
         );
@@ -750,21 +759,19 @@ async fn send_invalid_envelopes(rogue: &mut Rogue, n: usize) -> Drops {
         let content = match i % 4 {
             0 => {
                 drops.bad_signature += 1;
-                forged_signature(&rogue.agent_key, &other, seq, payload.as_bytes())
+                forged_signature(&rogue.agent_key, &other, TOPIC, seq, payload.as_bytes())
             }
             1 => {
                 drops.bad_signature += 1;
-                tampered_payload(&rogue.agent_key, seq, payload.as_bytes())
+                tampered_payload(&rogue.agent_key, TOPIC, seq, payload.as_bytes())
             }
             2 => {
                 drops.wrong_sender += 1;
-                wrong_sender(&rogue.agent_key, victim, seq, payload.as_bytes())
+                wrong_sender(&rogue.agent_key, victim, TOPIC, seq, payload.as_bytes())
             }
             _ => {
                 drops.malformed += 1;
-                let mut bytes = payload.into_bytes();
-                bytes.extend_from_slice(&seq.to_le_bytes());
-                expect_rejection(Bytes::from(bytes), Rejection::Malformed)
+                malformed(&rogue.agent_key, TOPIC, seq, payload.as_bytes(), i / 4)
             }
         };
         rogue.broadcast(content).await;

@@ -30,7 +30,7 @@ use tokio::time::{timeout, Instant};
 use x0x::gossip::network_topic;
 use x0x::net::{self, Authenticated};
 use x0x::pubsub::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
-use x0x::wire::{self, Rejection};
+use x0x::wire::{self, FrameKind, Rejection};
 use x0x::{Agent, AgentId, Keypair, MachineId};
 
 mod common;
@@ -228,7 +228,7 @@ fn spawn_reader(sub: Subscription) -> Arc<Reader> {
 // Invalid envelopes (the kinds tests/hostile.rs sends), each with distinct bytes.
 
 /// The `i`th invalid envelope of a mix: forged signature, tampered payload, wrong sender,
-/// malformed (five kinds in turn); returns it and the counter it must raise.
+/// malformed (of every kind in turn); returns it and the counter it must raise.
 fn invalid_content(
     key: &Keypair,
     other: &Keypair,
@@ -239,64 +239,23 @@ fn invalid_content(
     let seq = (set * 1000 + i) as u64 + 1;
     let payload = format!("invalid {set}/{i}");
     let payload = payload.as_bytes();
-    let sealed = || wire::seal(key, seq, items(TOPIC, payload)).unwrap();
     match i % 4 {
-        0 => {
-            let (mut envelope, _) = unseal(&sealed());
-            envelope.signature = sign_body(other, &envelope.body);
-            let bytes = Bytes::from(wire::encode(&envelope).unwrap());
-            (
-                expect_rejection(bytes, Rejection::BadSignature),
-                Rejection::BadSignature,
-            )
-        }
-        1 => {
-            let (envelope, mut body) = unseal(&sealed());
-            body.items[0].payload = Bytes::from([payload, b" (tampered)"].concat());
-            let bytes = reseal(envelope, &body, None);
-            (
-                expect_rejection(bytes, Rejection::BadSignature),
-                Rejection::BadSignature,
-            )
-        }
-        2 => {
-            let (envelope, mut body) = unseal(&sealed());
-            body.sender = victim.0;
-            let bytes = reseal(envelope, &body, Some(key));
-            (
-                expect_rejection(bytes, Rejection::WrongSender),
-                Rejection::WrongSender,
-            )
-        }
-        _ => {
-            let bytes = match (i / 4) % 5 {
-                0 => Bytes::from([b"not an envelope ", payload].concat()),
-                1 => {
-                    let sealed = sealed();
-                    sealed.slice(..sealed.len() / 2)
-                }
-                2 => {
-                    let (envelope, mut body) = unseal(&sealed());
-                    body.version = body.version.wrapping_add(97);
-                    reseal(envelope, &body, Some(key))
-                }
-                3 => {
-                    let (envelope, mut body) = unseal(&sealed());
-                    body.public_key.truncate(100);
-                    reseal(envelope, &body, Some(key))
-                }
-                _ => {
-                    let (mut envelope, _) = unseal(&sealed());
-                    envelope.body = Bytes::from([&[0xff; 64][..], payload].concat());
-                    envelope.signature = sign_body(key, &envelope.body);
-                    Bytes::from(wire::encode(&envelope).unwrap())
-                }
-            };
-            (
-                expect_rejection(bytes, Rejection::Malformed),
-                Rejection::Malformed,
-            )
-        }
+        0 => (
+            forged_signature(key, other, TOPIC, seq, payload),
+            Rejection::BadSignature,
+        ),
+        1 => (
+            tampered_payload(key, TOPIC, seq, payload),
+            Rejection::BadSignature,
+        ),
+        2 => (
+            wrong_sender(key, victim, TOPIC, seq, payload),
+            Rejection::WrongSender,
+        ),
+        _ => (
+            malformed(key, TOPIC, seq, payload, i / 4),
+            Rejection::Malformed,
+        ),
     }
 }
 
@@ -363,7 +322,10 @@ fn flood_buffers(sets: usize) -> (Vec<Bytes>, Drops) {
     let mut buffers = Vec::new();
     let mut per_connection = Drops::default();
     for set in 0..sets {
+        // Each connection announces the flooder's key first, so that its envelopes are checked
+        // all the way to the signature.
         let mut buf = BytesMut::new();
+        net::put_frame_of(&mut buf, FrameKind::Key, key.public_key().as_bytes());
         for i in 0..MAX_STRIKES + EXTRA_PER_CONNECTION {
             let (content, rejection) = invalid_content(&key, &other, victim, set, i);
             let broadcast = ProtoCommand::Broadcast(content.clone(), proto::Scope::Swarm);
@@ -372,7 +334,7 @@ fn flood_buffers(sets: usize) -> (Vec<Bytes>, Drops) {
                 .iter()
                 .find(|f| wire::gossip_data_content(f) == Some(&content[..]))
                 .expect("the broadcast made a data frame");
-            net::put_frame(&mut buf, frame);
+            net::put_frame_of(&mut buf, FrameKind::Gossip, frame);
             if set == 0 && i < MAX_STRIKES {
                 match rejection {
                     Rejection::BadSignature => per_connection.bad_signature += 1,

@@ -1,9 +1,11 @@
-//! Signed envelopes (`wire::open`, `wire::open_verified`), the content of every data message.
+//! Signed envelopes (`wire::parse` + `Unverified::verify`, `wire::open_verified`), the content
+//! of every data message.
 //!
-//! `open` runs in the connection reader; `open_verified` decodes the same bytes again in the
-//! actor, trusting that the reader checked the signature. They must agree: whatever `open`
-//! accepts, `open_verified` accepts with the same sender, sequence number and items; whatever
-//! `open_verified` rejects, `open` rejects the same way; they differ only on a bad signature.
+//! The reader parses an envelope, picks the key of the sender it names and verifies it; the
+//! actor decodes the same bytes again (`open_verified`), trusting that the reader checked the
+//! signature. They must agree: on what decodes, on the sender (also as `claimed_sender`, which
+//! the writer picks lanes and keys by), the sequence number and the items; they differ only on a
+//! bad signature. Another sender's key is always refused.
 //!
 //! Input: byte 0 is the mode, the rest its argument.
 //! * even: the rest is an envelope as received;

@@ -15,9 +15,10 @@ use tokio::time::Instant;
 use x0x::fuzzing::{self, network_topic, proto_config, MAX_STRIKES, MESSAGE_DOMAIN};
 use x0x::identity::KEYPAIR_LEN;
 use x0x::replay::ReplayGuard;
+use x0x::streams::{KeyStore, StreamReader};
 use x0x::tasklist::{TaskId, TaskListState};
-use x0x::wire::{self, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
-use x0x::{AgentId, Keypair, MachineId};
+use x0x::wire::{self, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
+use x0x::{AgentId, Keypair, MachineId, PublicKey};
 
 /// Every fuzz target, in the order `scripts/fuzz.sh` runs them.
 pub const TARGETS: &[&str] = &[
@@ -60,6 +61,15 @@ pub fn key_head(seed: [u8; 32]) -> [u8; 40] {
 /// A fixed key pair (the same for the same `n` in every run).
 pub fn keypair(n: u8) -> Keypair {
     Keypair::from_bytes(&key_bytes(&key_head([n; 32]))).expect("a well-formed key")
+}
+
+/// The publishers of the seed envelopes: key pairs 3 and 4.
+pub fn publisher_key(sender: &AgentId) -> Option<PublicKey> {
+    [3, 4]
+        .map(keypair)
+        .into_iter()
+        .map(|key| key.public_key().clone())
+        .find(|key| key.agent_id() == *sender)
 }
 
 /// Signs `body` (the bytes of an `EnvelopeBody`) as `wire::seal` would and encodes the
@@ -106,6 +116,23 @@ pub fn stream(frames: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// `messages` (encoded gossip messages) as a writer puts them on one stream: each after its
+/// kind, and a data message after its publisher's key the first time that publisher appears.
+pub fn gossip_stream(messages: &[Vec<u8>]) -> Vec<u8> {
+    let mut announced = HashSet::new();
+    let mut frames = Vec::new();
+    for message in messages {
+        let publisher = wire::gossip_data_content(message).and_then(wire::claimed_sender);
+        if let Some(key) = publisher.as_ref().and_then(publisher_key) {
+            if announced.insert(key.agent_id()) {
+                frames.push([&[FrameKind::Key as u8][..], key.as_bytes()].concat());
+            }
+        }
+        frames.push([&[FrameKind::Gossip as u8][..], message].concat());
+    }
+    stream(&frames)
+}
+
 /// The machine id of the node under test and of the peer whose stream is fuzzed.
 pub const NODE: MachineId = MachineId([1; 32]);
 /// See [`NODE`].
@@ -132,7 +159,10 @@ pub struct Node {
     state: proto::State<MachineId, StdRng>,
     now: Instant,
     timers: Vec<(Instant, proto::Timer<MachineId>)>,
-    /// Data message contents that `wire::open` accepted (the reader's verification).
+    /// The reader of the fuzzed stream, and the keys it verified envelopes with.
+    reader: StreamReader,
+    keys: KeyStore,
+    /// Data message contents that the reader verified.
     verified: HashSet<Bytes>,
     replay: ReplayGuard,
     /// Frames the node sent (counted, not kept).
@@ -151,6 +181,8 @@ impl Node {
             state: proto_state(NODE, 5483),
             now: Instant::now(),
             timers: Vec::new(),
+            reader: StreamReader::default(),
+            keys: KeyStore::new(keypair(1).public_key().clone()),
             verified: HashSet::new(),
             replay: ReplayGuard::default(),
             sent: 0,
@@ -179,35 +211,33 @@ impl Node {
         self.run_timers(64);
     }
 
-    /// One frame, as `gossip::read_frames` handles it; false if it was rejected (a strike).
+    /// One frame, as `gossip::read_frames` handles it (`streams::StreamReader`); false if it
+    /// was rejected (a strike).
     pub fn frame(&mut self, frame: &[u8]) -> bool {
-        let _ = wire::ihave_min_round(frame);
-        let content = wire::gossip_data_content(frame);
-        if content.is_some()
-            && wire::gossip_data_round(frame).is_some_and(|r| r > wire::MAX_GOSSIP_ROUND)
-        {
-            return false; // an absurd delivery round: it overflowed the proto's round + 1
-        }
-        if let Some(content) = content {
-            match wire::open(content) {
-                Ok(_) => {
-                    self.verified.insert(Bytes::copy_from_slice(content));
-                }
-                Err(_) => return false,
-            }
-        }
-        let Ok(message) = postcard::from_bytes::<proto::Message<MachineId>>(frame) else {
-            return false;
+        let received = match self.reader.read(frame, &self.keys) {
+            Err(_) => return false,
+            Ok(None) => return true, // a key, kept for the envelopes after it
+            Ok(Some(received)) => received,
         };
+        let frame = &frame[1..]; // after the kind
+        let content = wire::gossip_data_content(frame);
+        let message = received.message;
         // The property the reader relies on: a frame that decodes to a data message is one
-        // `gossip_data_content` recognised, so its content was verified above. If this fails,
+        // `gossip_data_content` recognised, so its content was verified. If this fails,
         // unverified bytes reach the gossip layer, which would deliver and forward them.
         if matches!(message.kind(), proto::state::MessageKind::Data) {
             assert!(
-                content.is_some(),
-                "a frame decodes to a data message, but gossip_data_content did not find it: \
-                 its content was never verified"
+                content.is_some() && received.payload.is_some(),
+                "a frame decodes to a data message, but the reader did not verify its content"
             );
+        }
+        if let (Some(content), Some(payload)) = (content, received.payload) {
+            assert_eq!(
+                Some(payload.publisher),
+                wire::claimed_sender(content),
+                "the verified publisher is not the one the envelope names"
+            );
+            self.verified.insert(Bytes::copy_from_slice(content));
         }
         // Whatever decodes must encode again (the actor re-encodes messages it forwards), to
         // bytes that decode to a message whose data content is the same.
@@ -227,7 +257,7 @@ impl Node {
         // The actor holds IHaves by the round the reader finds in them; the layout parser must
         // agree with the decoder on what is an IHave.
         assert_eq!(
-            wire::ihave_min_round(frame).is_some(),
+            received.ihave_round.is_some(),
             wire::ihave_min_round(&again).is_some(),
             "re-encoding changed whether the frame is an IHave with a round"
         );
@@ -305,16 +335,13 @@ fn item(topic: &str, payload: &[u8]) -> Item {
 
 /// A valid sealed envelope from key `n`.
 pub fn sealed(n: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
-    wire::seal(&keypair(n), seq, items)
-        .expect("seals")
-        .to_vec()
+    wire::seal(&keypair(n), seq, items).expect("seals").to_vec()
 }
 
 fn body(key: &Keypair, version: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
     wire::encode(&wire::EnvelopeBody {
         version,
         sender: key.public_key().agent_id().0,
-        public_key: key.public_key().as_bytes().to_vec(),
         seq,
         items,
     })
@@ -375,11 +402,18 @@ fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             None,
         )
         .collect();
-    let (mut from_peer, mut from_node) =
-        pump(&mut peer, &mut node, InEvent::Command(topic, Command::Join(vec![NODE])));
+    let (mut from_peer, mut from_node) = pump(
+        &mut peer,
+        &mut node,
+        InEvent::Command(topic, Command::Join(vec![NODE])),
+    );
     let contents = [
         sealed(3, 1, vec![item("chat", b"hello")]),
-        sealed(3, 2, vec![item("chat", b"two"), item("x0x/tasklist/00", b"")]),
+        sealed(
+            3,
+            2,
+            vec![item("chat", b"two"), item("x0x/tasklist/00", b"")],
+        ),
         sealed(4, u64::MAX, vec![]),
     ];
     for (i, content) in contents.into_iter().enumerate() {
@@ -517,8 +551,21 @@ fn replay_seeds() -> Vec<Vec<u8>> {
     let rec = |sender: u8, op: u8, v: u16| [[sender, op], v.to_le_bytes()].concat();
     vec![
         [rec(0, 0, 1), rec(0, 0, 1), rec(0, 1, 1), rec(0, 1, 1)].concat(),
-        [rec(1, 2, 64), rec(1, 1, 4095), rec(1, 1, 1), rec(1, 0, 4096)].concat(),
-        [rec(2, 3, 0), rec(2, 1, 1), rec(2, 3, 0), rec(3, 3, 5000), rec(3, 2, 1000)].concat(),
+        [
+            rec(1, 2, 64),
+            rec(1, 1, 4095),
+            rec(1, 1, 1),
+            rec(1, 0, 4096),
+        ]
+        .concat(),
+        [
+            rec(2, 3, 0),
+            rec(2, 1, 1),
+            rec(2, 3, 0),
+            rec(3, 3, 5000),
+            rec(3, 2, 1000),
+        ]
+        .concat(),
     ]
 }
 
@@ -534,12 +581,12 @@ fn envelope_seeds() -> Vec<Vec<u8>> {
         ]
         .concat(),
         [&[0u8][..], &sealed(3, 0, vec![])].concat(),
-        [&[1u8][..], &body(&key, 2, 5, vec![item("t", b"payload")])].concat(),
-        [&[1u8][..], &body(&key, 1, 5, vec![])].concat(),
-        [&[1u8][..], &body(&keypair(4), 2, 5, vec![])].concat(),
+        [&[1u8][..], &body(&key, 3, 5, vec![item("t", b"payload")])].concat(),
+        [&[1u8][..], &body(&key, 2, 5, vec![])].concat(),
+        [&[1u8][..], &body(&keypair(4), 3, 5, vec![])].concat(),
     ];
-    // Claims key 4's id with key 3's key.
-    let mut forged = body(&key, 2, 1, vec![]);
+    // Names key 4's id, signed by key 3.
+    let mut forged = body(&key, 3, 1, vec![]);
     forged[1..33].copy_from_slice(&keypair(4).public_key().agent_id().0);
     out.push([&[1u8][..], &forged].concat());
     out
@@ -547,15 +594,23 @@ fn envelope_seeds() -> Vec<Vec<u8>> {
 
 fn frame_seeds() -> Vec<Vec<u8>> {
     let (from_peer, from_node) = gossip_frames();
-    let mut out = vec![stream(&from_peer), stream(&from_node)];
-    // Each frame alone, so the fuzzer has every message kind as a short input.
-    out.extend(from_peer.iter().map(|f| stream(std::slice::from_ref(f))));
+    let mut out = vec![gossip_stream(&from_peer), gossip_stream(&from_node)];
+    // Each frame alone (a data frame after its key), so the fuzzer has every message kind as a
+    // short input.
+    out.extend(
+        from_peer
+            .iter()
+            .map(|f| gossip_stream(std::slice::from_ref(f))),
+    );
     // A data frame whose content is not a valid envelope, and an oversized length.
-    if let Some(data) = from_peer.iter().find(|f| wire::gossip_data_content(f).is_some()) {
+    if let Some(data) = from_peer
+        .iter()
+        .find(|f| wire::gossip_data_content(f).is_some())
+    {
         let mut bad = data.clone();
         let last = bad.len() - 40;
         bad[last] ^= 1;
-        out.push(stream(&[from_peer[0].clone(), bad]));
+        out.push(gossip_stream(&[from_peer[0].clone(), bad]));
     }
     // A Swarm-scope data frame whose round is written in postcard's widest form for a u16
     // (`80 80 00` is 0): every round value is then one in-place mutation away.
@@ -564,7 +619,7 @@ fn frame_seeds() -> Vec<Vec<u8>> {
         .find(|f| wire::gossip_data_content(f).is_some() && f.ends_with(&[0, 0]))
     {
         let wide = [&data[..data.len() - 1], &[0x80, 0x80, 0x00][..]].concat();
-        out.push(stream(&[wide]));
+        out.push(gossip_stream(&[wide]));
     }
     out.push([&(MAX_FRAME_LEN as u32 + 1).to_be_bytes()[..], &[0; 8]].concat());
     out
@@ -584,20 +639,58 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     }
 }
 
-/// Checks an envelope the way every target that opens one does: `open` and `open_verified`
-/// agree (see fuzz_targets/envelope.rs).
+/// Checks an envelope the way every target that opens one does (see
+/// fuzz_targets/envelope.rs): `parse` + `verify` (the reader, with the named sender's key, if it
+/// is one of the seed publishers) and `open_verified` (the actor) agree.
 pub fn check_open(bytes: &[u8]) {
-    let opened = wire::open(bytes);
+    let parsed = wire::parse(bytes);
     let decoded = wire::open_verified(bytes);
-    match (&opened, &decoded) {
-        (Ok(a), Ok(b)) => {
-            assert_eq!((a.sender, a.seq), (b.sender, b.seq), "open and open_verified differ");
-            assert_eq!(a.items, b.items, "open and open_verified differ");
+    let (parsed, decoded) = match (parsed, decoded) {
+        (Ok(parsed), Ok(decoded)) => (parsed, decoded),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "parse and open_verified reject differently");
+            return;
         }
-        (Ok(_), Err(e)) => panic!("open accepts what open_verified rejects ({e:?})"),
+        (Ok(_), Err(e)) => panic!("open_verified rejects as {e:?} what parse accepts"),
+        (Err(e), Ok(_)) => panic!("open_verified accepts what parse rejects as {e:?}"),
+    };
+    let sender = parsed.sender();
+    assert_eq!(
+        sender, decoded.sender,
+        "parse and open_verified differ on the sender"
+    );
+    assert_eq!(
+        wire::claimed_sender(bytes),
+        Some(sender),
+        "claimed_sender (which picks the key) differs from the decoded sender"
+    );
+    let Some(key) = publisher_key(&sender) else {
+        return;
+    };
+    // Another publisher's key is never accepted.
+    let other = [3, 4]
+        .map(keypair)
+        .into_iter()
+        .find(|k| k.public_key().agent_id() != sender)
+        .expect("two publishers");
+    assert_eq!(
+        wire::open(bytes, other.public_key()).map(|_| ()),
+        Err(Rejection::WrongSender)
+    );
+    match parsed.verify(&key) {
+        Ok(verified) => {
+            assert_eq!(
+                (verified.sender, verified.seq),
+                (decoded.sender, decoded.seq),
+                "verify and open_verified differ"
+            );
+            assert_eq!(
+                verified.items, decoded.items,
+                "verify and open_verified differ"
+            );
+        }
         // Only the signature is left unchecked by open_verified.
-        (Err(Rejection::BadSignature), Ok(_)) => {}
-        (Err(a), Err(b)) => assert_eq!(a, b, "open and open_verified reject differently"),
-        (Err(e), Ok(_)) => panic!("open_verified accepts what open rejects as {e:?}"),
+        Err(Rejection::BadSignature) => {}
+        Err(e) => panic!("verify rejects as {e:?} an envelope from its named sender's key"),
     }
 }

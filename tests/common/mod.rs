@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use x0x::stats::Stats;
 use x0x::wire::{self, EnvelopeBody, Item, Rejection, SignedEnvelope};
-use x0x::Keypair;
+use x0x::{AgentId, Keypair, PublicKey};
 
 /// Invalid messages tolerated from one connection (the core's rule, as a count).
 pub const MAX_STRIKES: usize = x0x::gossip::MAX_STRIKES as usize;
@@ -165,12 +165,100 @@ pub fn reseal(
     Bytes::from(wire::encode(&envelope).unwrap())
 }
 
-/// Checks that the core rejects `bytes` for `expected`, then hands them back.
-pub fn expect_rejection(bytes: Bytes, expected: Rejection) -> Bytes {
+/// Checks that the core, holding `key` (the only key the sender announces), rejects `bytes`
+/// for `expected`, then hands them back.
+pub fn expect_rejection(bytes: Bytes, key: &PublicKey, expected: Rejection) -> Bytes {
+    let found = wire::parse(&bytes).and_then(|envelope| match envelope.sender() {
+        sender if sender == key.agent_id() => envelope.verify(key).map(|_| ()),
+        _ => Err(Rejection::WrongSender),
+    });
     assert_eq!(
-        wire::open(&bytes).map(|_| ()),
+        found,
         Err(expected),
         "the forgery is not what this test means to send"
     );
     bytes
+}
+
+/// A well-formed envelope from `key` whose signature is by `other` (over the right bytes).
+pub fn forged_signature(
+    key: &Keypair,
+    other: &Keypair,
+    topic: &str,
+    seq: u64,
+    payload: &[u8],
+) -> Bytes {
+    let (mut envelope, _) = unseal(&wire::seal(key, seq, items(topic, payload)).unwrap());
+    envelope.signature = sign_body(other, &envelope.body);
+    expect_rejection(
+        Bytes::from(wire::encode(&envelope).unwrap()),
+        key.public_key(),
+        Rejection::BadSignature,
+    )
+}
+
+/// A sealed envelope whose payload was changed afterwards (not re-signed).
+pub fn tampered_payload(key: &Keypair, topic: &str, seq: u64, payload: &[u8]) -> Bytes {
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(topic, payload)).unwrap());
+    body.items[0].payload = Bytes::from([payload, b" (tampered)"].concat());
+    expect_rejection(
+        reseal(envelope, &body, None),
+        key.public_key(),
+        Rejection::BadSignature,
+    )
+}
+
+/// Claims `victim` as sender, with a valid signature by `key` (the only key its sender
+/// announces: it does not hold the victim's).
+pub fn wrong_sender(
+    key: &Keypair,
+    victim: AgentId,
+    topic: &str,
+    seq: u64,
+    payload: &[u8],
+) -> Bytes {
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(topic, payload)).unwrap());
+    body.sender = victim.0;
+    expect_rejection(
+        reseal(envelope, &body, Some(key)),
+        key.public_key(),
+        Rejection::WrongSender,
+    )
+}
+
+/// How many kinds of undecodable envelope [`malformed`] makes.
+pub const MALFORMED_KINDS: usize = 5;
+
+/// Envelope bytes that do not decode, of kind `kind % MALFORMED_KINDS` (each signed by `key`
+/// where there is something to sign); distinct for distinct `seq` and `payload`.
+pub fn malformed(key: &Keypair, topic: &str, seq: u64, payload: &[u8], kind: usize) -> Bytes {
+    let sealed = || wire::seal(key, seq, items(topic, payload)).unwrap();
+    let bytes = match kind % MALFORMED_KINDS {
+        0 => Bytes::from([b"not an envelope ", payload].concat()),
+        1 => {
+            let sealed = sealed();
+            sealed.slice(..sealed.len() / 2)
+        }
+        2 => {
+            // An unknown version.
+            let (envelope, mut body) = unseal(&sealed());
+            body.version = body.version.wrapping_add(97);
+            reseal(envelope, &body, Some(key))
+        }
+        3 => {
+            // A body cut inside the sender id.
+            let (mut envelope, _) = unseal(&sealed());
+            envelope.body = envelope.body.slice(..20);
+            envelope.signature = sign_body(key, &envelope.body);
+            Bytes::from(wire::encode(&envelope).unwrap())
+        }
+        _ => {
+            // A body that is not an EnvelopeBody.
+            let (mut envelope, _) = unseal(&sealed());
+            envelope.body = Bytes::from([&[0xff; 64][..], payload].concat());
+            envelope.signature = sign_body(key, &envelope.body);
+            Bytes::from(wire::encode(&envelope).unwrap())
+        }
+    };
+    expect_rejection(bytes, key.public_key(), Rejection::Malformed)
 }
