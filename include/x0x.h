@@ -146,7 +146,7 @@ typedef struct X0xStats {
   uint64_t delivered;
   // Received envelopes dropped for a bad signature.
   uint64_t dropped_bad_signature;
-  // Received envelopes dropped for a sender id that does not match the key.
+  // Received envelopes dropped for naming a sender whose key the peer did not announce.
   uint64_t dropped_wrong_sender;
   // Received frames or envelopes dropped because they did not decode.
   uint64_t dropped_malformed;

@@ -26,7 +26,7 @@ class Stats(TypedDict):
     dropped_bad_signature: int
     """Received envelopes dropped for a bad signature."""
     dropped_wrong_sender: int
-    """Received envelopes dropped for a sender id that does not match the key."""
+    """Received envelopes dropped for naming a sender whose key the peer did not announce."""
     dropped_malformed: int
     """Received frames or envelopes dropped because they did not decode."""
     dropped_oversized: int

@@ -36,7 +36,7 @@ pub struct X0xStats {
     pub delivered: u64,
     /// Received envelopes dropped for a bad signature.
     pub dropped_bad_signature: u64,
-    /// Received envelopes dropped for a sender id that does not match the key.
+    /// Received envelopes dropped for naming a sender whose key the peer did not announce.
     pub dropped_wrong_sender: u64,
     /// Received frames or envelopes dropped because they did not decode.
     pub dropped_malformed: u64,
