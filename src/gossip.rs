@@ -10,7 +10,7 @@
 //! envelopes and are filtered locally. Reader tasks verify every data message before the gossip
 //! layer sees it, so nothing unverified is ever delivered or forwarded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -72,6 +72,10 @@ const LOST_CAP: usize = 256;
 const MAX_IHAVE_HOLD: Duration = Duration::from_millis(100);
 /// Hello hints kept at most (see `Actor::hints`).
 const HINTS_CAP: usize = 64;
+/// Payloads announced to a new neighbour: those of the last 4 s (the gossip layer answers
+/// grafts from a 5 s cache), at most 1024 (a 35 KB IHave).
+const RECENT_RETENTION: Duration = Duration::from_secs(4);
+const RECENT_CAP: usize = 1024;
 
 /// The gossip topic every agent joins (application topics travel inside envelopes).
 pub fn network_topic() -> TopicId {
@@ -302,6 +306,7 @@ impl Network {
             hints: HashSet::new(),
             held_ihaves: DelayQueue::new(),
             depth: 0.0,
+            recent: VecDeque::new(),
         };
         tokio::spawn(accept_loop(
             endpoint,
@@ -478,6 +483,9 @@ struct Actor {
     held_ihaves: DelayQueue<(MachineId, proto::Message<MachineId>)>,
     /// Moving average of the hops payloads took to reach us.
     depth: f64,
+    /// Payloads received or published lately (when, id, round), oldest first; see
+    /// [`Actor::announce_recent`].
+    recent: VecDeque<(Instant, [u8; 32], u64)>,
     /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
     received: u64,
     /// Recent payload ids, and which duplicates may prune.
@@ -566,6 +574,7 @@ impl Actor {
         match event {
             proto::Event::NeighborUp(peer) => {
                 if self.neighbours.insert(peer) {
+                    self.announce_recent(peer);
                     self.shared
                         .neighbours
                         .store(self.neighbours.len(), Ordering::Release);
@@ -587,6 +596,9 @@ impl Actor {
             proto::Event::Received(gossip) => {
                 self.received += 1;
                 let hops = delivery_hops(gossip.scope);
+                if matches!(gossip.scope, proto::DeliveryScope::Swarm(_)) {
+                    self.remember_recent(*blake3::hash(&gossip.content).as_bytes(), u64::from(hops));
+                }
                 self.depth += (f64::from(hops) - self.depth) / 16.0;
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
@@ -611,6 +623,39 @@ impl Actor {
         }
     }
 
+    fn remember_recent(&mut self, id: [u8; 32], round: u64) {
+        if self.recent.len() >= RECENT_CAP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((Instant::now(), id, round));
+    }
+
+    /// Tells a new neighbour which payloads arrived (or were published) here lately; it grafts
+    /// those it lacks. Plumtree only pushes a payload when it arrives, so without this a peer
+    /// that was cut off (say, all its neighbours were killed: it notices at the idle timeout)
+    /// never gets what was published meanwhile, and its own payloads from that time reach
+    /// nobody (R3: a publisher whose neighbours all died lost ~3 s of its messages).
+    fn announce_recent(&mut self, peer: MachineId) {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT_RETENTION)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.is_empty() {
+            return;
+        }
+        let ihaves: Vec<_> = self
+            .recent
+            .iter()
+            .map(|&(_, id, round)| (id, round))
+            .collect();
+        let frame = wire::ihave_frame(network_topic().as_bytes(), &ihaves);
+        self.send_to(peer, Bytes::from(frame));
+    }
+
     fn lose_neighbour(&mut self, peer: MachineId) {
         if self.neighbours.remove(&peer) {
             self.shared
@@ -621,7 +666,7 @@ impl Actor {
                 self.shared.events.emit(Event::Disconnected);
             }
             // At once rather than at the next period: the 5 s to regain neighbours (R3) start
-            // when the peer dies, and noticing it takes the 3 s idle timeout already.
+            // when the peer dies, and noticing it takes the 2 s idle timeout already.
             self.top_up();
         }
     }
@@ -710,10 +755,11 @@ impl Actor {
             Command::Broadcast(envelope) => {
                 if self.shared.mode() != Mode::Left {
                     // Our own payload: copies that come back are duplicates, and we publish.
+                    let id = *blake3::hash(&envelope).as_bytes();
                     if let Some(publisher) = wire::claimed_sender(&envelope) {
-                        let id = *blake3::hash(&envelope).as_bytes();
                         self.duplicates.remember(id, publisher, Instant::now());
                     }
+                    self.remember_recent(id, 0);
                     self.handle(InEvent::Command(
                         network_topic(),
                         ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
@@ -1495,6 +1541,39 @@ mod tests {
         forged.extend_from_slice(&[0xff, 0xff, 0x03]);
         assert_eq!(wire::gossip_data_round(&forged), Some(65535));
         assert!(postcard::from_bytes::<proto::Message<MachineId>>(&forged).is_ok());
+    }
+
+    #[test]
+    fn an_announcement_we_write_makes_the_peer_graft_what_it_lacks() {
+        let (a, mut b, _) = joined_pair();
+        let (id_a, now) = (*a.me(), Instant::now());
+        let (missing, round) = ([7u8; 32], 3);
+        let frame = wire::ihave_frame(network_topic().as_bytes(), &[(missing, round)]);
+        assert_eq!(wire::ihave_min_round(&frame), Some(round));
+        assert_eq!(wire::gossip_data_content(&frame), None, "a control frame");
+        let message: proto::Message<MachineId> = postcard::from_bytes(&frame).unwrap();
+        assert_eq!(wire::encode(&message).unwrap(), frame, "the proto's own encoding");
+        let timers: Vec<_> = b
+            .handle(InEvent::RecvMessage(id_a, message), now, None)
+            .filter_map(|out| match out {
+                OutEvent::ScheduleTimer(_, timer) => Some(timer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(timers.len(), 1, "a graft timer for the missing payload");
+        let grafts: Vec<_> = b
+            .handle(InEvent::TimerExpired(timers[0].clone()), now, None)
+            .filter_map(|out| match out {
+                OutEvent::SendMessage(to, graft) => Some((to, wire::encode(&graft).unwrap())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(grafts.len(), 1);
+        assert_eq!(grafts[0].0, id_a, "the graft goes to the announcer");
+        assert!(
+            grafts[0].1.windows(32).any(|w| w == missing),
+            "it asks for the announced id"
+        );
     }
 
     #[test]

@@ -365,6 +365,31 @@ pub fn ihave_min_round(frame: &[u8]) -> Option<u64> {
     min
 }
 
+/// An encoded gossip IHave on `topic` announcing payload ids with their delivery rounds, as
+/// the gossip layer's lazy push writes one (layout as in [`ihave_min_round`]); rounds are
+/// capped at [`MAX_GOSSIP_ROUND`]. The proto offers no way to announce payloads to one peer,
+/// and the actor needs one (see `gossip::Actor::announce_recent`).
+pub fn ihave_frame(topic: &[u8; 32], ihaves: &[([u8; 32], u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + 12 + ihaves.len() * 35);
+    out.extend_from_slice(topic);
+    put_varint(&mut out, TOPIC_MESSAGE_GOSSIP);
+    put_varint(&mut out, PLUMTREE_IHAVE);
+    put_varint(&mut out, ihaves.len() as u64);
+    for (id, round) in ihaves {
+        out.extend_from_slice(id);
+        put_varint(&mut out, (*round).min(MAX_GOSSIP_ROUND));
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 /// Splits a gossip data frame into its content and the bytes after it (the delivery scope).
 fn split_gossip_data(frame: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = plumtree_body(frame, PLUMTREE_GOSSIP)?;

@@ -254,3 +254,38 @@ async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
     v.close().await.unwrap();
     z.close().await.unwrap();
 }
+
+/// A payload published while its publisher has no neighbour (say, all of them just died and the
+/// idle timeout has not told it yet) reaches the next neighbour it gets: new neighbours are told
+/// what arrived lately and graft what they lack. Payloads older than that are not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_neighbour_gets_what_was_published_just_before() {
+    let a = agent(&[]).await;
+    a.join_network(JOIN).await.unwrap();
+    a.publish("chat", Bytes::from_static(b"to nobody yet"))
+        .await
+        .unwrap();
+    let b = agent(&[a.local_addr()]).await;
+    let sub_b = b.subscribe("chat").unwrap();
+    b.join_network(JOIN).await.unwrap();
+    let got = tokio::time::timeout(WAIT, sub_b.next_batch(16))
+        .await
+        .expect("the payload published before b joined arrives")
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, Bytes::from_static(b"to nobody yet"));
+    assert_eq!(got[0].sender, a.agent_id());
+    assert_eq!(got[0].hops, 1);
+
+    // Once, and nothing after it: the next payload is the next one.
+    a.publish("chat", Bytes::from_static(b"live")).await.unwrap();
+    let got = tokio::time::timeout(WAIT, sub_b.next_batch(16))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, Bytes::from_static(b"live"));
+    assert_eq!(b.stats().delivered, 2);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
