@@ -597,7 +597,10 @@ impl Actor {
                 self.received += 1;
                 let hops = delivery_hops(gossip.scope);
                 if matches!(gossip.scope, proto::DeliveryScope::Swarm(_)) {
-                    self.remember_recent(*blake3::hash(&gossip.content).as_bytes(), u64::from(hops));
+                    self.remember_recent(
+                        *blake3::hash(&gossip.content).as_bytes(),
+                        u64::from(hops),
+                    );
                 }
                 self.depth += (f64::from(hops) - self.depth) / 16.0;
                 // Verified by the reader before the proto saw it; decode only.
@@ -1552,7 +1555,11 @@ mod tests {
         assert_eq!(wire::ihave_min_round(&frame), Some(round));
         assert_eq!(wire::gossip_data_content(&frame), None, "a control frame");
         let message: proto::Message<MachineId> = postcard::from_bytes(&frame).unwrap();
-        assert_eq!(wire::encode(&message).unwrap(), frame, "the proto's own encoding");
+        assert_eq!(
+            wire::encode(&message).unwrap(),
+            frame,
+            "the proto's own encoding"
+        );
         let timers: Vec<_> = b
             .handle(InEvent::RecvMessage(id_a, message), now, None)
             .filter_map(|out| match out {

@@ -278,7 +278,9 @@ async fn a_new_neighbour_gets_what_was_published_just_before() {
     assert_eq!(got[0].hops, 1);
 
     // Once, and nothing after it: the next payload is the next one.
-    a.publish("chat", Bytes::from_static(b"live")).await.unwrap();
+    a.publish("chat", Bytes::from_static(b"live"))
+        .await
+        .unwrap();
     let got = tokio::time::timeout(WAIT, sub_b.next_batch(16))
         .await
         .unwrap()

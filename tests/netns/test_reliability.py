@@ -461,7 +461,8 @@ def test_r3_publisher_cut_off(full: bool) -> None:
             f"{d['expected']}) of msgs sent >= 1 s after the kill, p99 {1000 * d['p99']:.0f} ms"
             f" max {1000 * d['max']:.0f} ms; in the first second {100 * early['ratio']:.2f}%; "
             f"the publisher had a live neighbour again after "
-            f"{'never' if back is None else f'{back:.2f} s'} (alone from {min(alone, default=0):.2f} s)",
+            f"{'never' if back is None else f'{back:.2f} s'} "
+            f"(alone from {min(alone, default=0):.2f} s)",
             delivered=d["ratio"],
             p99=d["p99"],
         )
