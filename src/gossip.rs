@@ -599,12 +599,6 @@ impl Actor {
             proto::Event::Received(gossip) => {
                 self.received += 1;
                 let hops = delivery_hops(gossip.scope);
-                if matches!(gossip.scope, proto::DeliveryScope::Swarm(_)) {
-                    self.remember_recent(
-                        *blake3::hash(&gossip.content).as_bytes(),
-                        u64::from(hops),
-                    );
-                }
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
                     Ok(envelope) if !self.replay.accept(envelope.sender, envelope.seq) => {
@@ -1053,6 +1047,10 @@ impl Actor {
         if self.received == received_before {
             let counters = &self.shared.counters;
             counters.add(&counters.duplicates, 1);
+        } else if let Some(round) = payload.round {
+            // Delivered here: announce it to new neighbours for a while, at the round the
+            // gossip layer forwards it with.
+            self.remember_recent(payload.id, round + 1);
         }
     }
 
@@ -1330,7 +1328,7 @@ async fn read_loop(
     let _ = net_tx.send(NetEvent::Closed { peer, conn_id }).await;
 }
 
-/// Reads the peer's data lanes (see [`lane_of`]) as they are opened.
+/// Reads the peer's data lanes (see [`crate::streams::lane_of`]) as they are opened.
 async fn accept_lanes(
     peer: MachineId,
     connection: Connection,

@@ -1,7 +1,7 @@
 //! What travels on a connection's streams after the hello, and what each end keeps per stream.
 //!
 //! * **Lanes.** Control messages (HyParView, IHave, Graft, Prune) go on the first,
-//!   bidirectional stream; payloads on up to [`LANES`] unidirectional streams, one per publisher
+//!   bidirectional stream; payloads on up to `LANES` unidirectional streams, one per publisher
 //!   ([`lane_of`]).
 //! * **Publisher keys, once per stream.** An envelope names its sender by id (32 bytes). The
 //!   sender's ML-DSA-65 public key (1,952 bytes: with a 1 KiB payload, a third of the envelope)
@@ -37,7 +37,7 @@ const KEY_STORE_CAP: usize = 4096;
 const KEY_IDLE: Duration = Duration::from_secs(60);
 
 /// Which stream of a connection carries `frame` (an encoded gossip message): 0, the first
-/// (bidirectional) stream, for control messages; 1..=[`LANES`] for payloads, by publisher.
+/// (bidirectional) stream, for control messages; 1..=`LANES` for payloads, by publisher.
 ///
 /// QUIC delivers a stream in order, so a lost packet holds back everything after it on the
 /// same stream until it is retransmitted. On one stream per connection, a loss in one payload
@@ -174,6 +174,8 @@ pub struct Payload {
     pub id: [u8; 32],
     /// The envelope's sender.
     pub publisher: AgentId,
+    /// The delivery round the frame claims (unsigned), for swarm-wide data messages.
+    pub round: Option<u64>,
 }
 
 /// A gossip message that passed the reader's checks.
@@ -208,7 +210,8 @@ impl StreamReader {
         let payload = match wire::gossip_data_content(body) {
             None => None,
             Some(content) => {
-                if wire::gossip_data_round(body).is_some_and(|round| round > MAX_GOSSIP_ROUND) {
+                let round = wire::gossip_data_round(body);
+                if round.is_some_and(|round| round > MAX_GOSSIP_ROUND) {
                     return Err(Rejection::Malformed);
                 }
                 let envelope = wire::parse(content)?;
@@ -221,6 +224,7 @@ impl StreamReader {
                 Some(Payload {
                     id: *blake3::hash(content).as_bytes(),
                     publisher,
+                    round,
                 })
             }
         };

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData};
@@ -63,13 +64,24 @@ pub fn keypair(n: u8) -> Keypair {
     Keypair::from_bytes(&key_bytes(&key_head([n; 32]))).expect("a well-formed key")
 }
 
-/// The publishers of the seed envelopes: key pairs 3 and 4.
-pub fn publisher_key(sender: &AgentId) -> Option<PublicKey> {
-    [3, 4]
-        .map(keypair)
-        .into_iter()
-        .map(|key| key.public_key().clone())
-        .find(|key| key.agent_id() == *sender)
+/// The publishers of the seed envelopes: the public keys of key pairs 3 and 4, with their ids
+/// (derived once: every `envelope` and `frame` input looks them up).
+fn publishers() -> &'static [(AgentId, PublicKey); 2] {
+    static PUBLISHERS: OnceLock<[(AgentId, PublicKey); 2]> = OnceLock::new();
+    PUBLISHERS.get_or_init(|| {
+        [3, 4].map(|n| {
+            let key = keypair(n).public_key().clone();
+            (key.agent_id(), key)
+        })
+    })
+}
+
+/// The key of `sender` if it is one of the seed publishers.
+pub fn publisher_key(sender: &AgentId) -> Option<&'static PublicKey> {
+    publishers()
+        .iter()
+        .find(|(id, _)| id == sender)
+        .map(|(_, key)| key)
 }
 
 /// Signs `body` (the bytes of an `EnvelopeBody`) as `wire::seal` would and encodes the
@@ -668,16 +680,15 @@ pub fn check_open(bytes: &[u8]) {
         return;
     };
     // Another publisher's key is never accepted.
-    let other = [3, 4]
-        .map(keypair)
-        .into_iter()
-        .find(|k| k.public_key().agent_id() != sender)
+    let (_, other) = publishers()
+        .iter()
+        .find(|(id, _)| *id != sender)
         .expect("two publishers");
     assert_eq!(
-        wire::open(bytes, other.public_key()).map(|_| ()),
+        wire::open(bytes, other).map(|_| ()),
         Err(Rejection::WrongSender)
     );
-    match parsed.verify(&key) {
+    match parsed.verify(key) {
         Ok(verified) => {
             assert_eq!(
                 (verified.sender, verified.seq),
