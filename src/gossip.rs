@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::time::DelayQueue;
+use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::duplicates::{Duplicates, Verdict};
 use crate::error::{Error, ErrorKind, Result};
@@ -68,6 +68,18 @@ const REPAIR_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lost peers are probed for this long, at most this many.
 const LOST_RETENTION: Duration = Duration::from_secs(300);
 const LOST_CAP: usize = 256;
+/// How often the gossip layer swaps a sample of the peers it knows with the peer at the end of
+/// a random walk (HyParView's shuffle), the way agents learn of peers beyond their neighbours.
+/// iroh-gossip's default, 60 s, left an agent that joined less than a minute ago knowing
+/// little more than its neighbours: when they died it had nobody to dial (R3b: a publisher
+/// alone for good; R3: a survivor stuck at 2 neighbours).
+const SHUFFLE_INTERVAL: Duration = Duration::from_secs(10);
+/// An agent that knows fewer peers than this besides its neighbours shuffles at once rather
+/// than at the next interval (backing off while that teaches it nothing new: a small network
+/// has no more peers), as does one short of neighbours with nobody to dial; at most once per
+/// [`MIN_SHUFFLE_GAP`].
+const KNOWN_BELOW: usize = 4;
+const MIN_SHUFFLE_GAP: Duration = Duration::from_secs(1);
 /// The longest an IHave is held back (see `Actor::ihave_hold`).
 const MAX_IHAVE_HOLD: Duration = Duration::from_millis(100);
 /// Publishers whose path depth is tracked (those heard within [`DEPTH_TTL`]).
@@ -103,7 +115,14 @@ pub(crate) fn proto_config() -> proto::Config {
     // Payloads kept to answer Grafts. The default 30 s holds 30 s of traffic in memory (at
     // 100k msg/s of 256 B, 25+ MiB); repair asks within a second, so 5 s is ample.
     config.broadcast.message_cache_retention = Duration::from_secs(5);
+    config.membership.shuffle_interval = SHUFFLE_INTERVAL;
     config
+}
+
+/// Whether `timer` is the gossip layer's next shuffle (scheduled [`SHUFFLE_INTERVAL`] ahead).
+/// Timers are opaque; their debug form names the kind (tested against the pinned version).
+fn is_shuffle_timer(delay: Duration, timer: &proto::Timer<MachineId>) -> bool {
+    delay == SHUFFLE_INTERVAL && format!("{timer:?}").contains("Swarm(DoShuffle)")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +263,9 @@ enum NetEvent {
     Closed {
         peer: MachineId,
         conn_id: u64,
+        /// The peer ended the connection itself (it is alive), rather than it timing out or
+        /// failing.
+        by_peer: bool,
     },
 }
 
@@ -290,6 +312,10 @@ impl Network {
             listen: local_addr,
             state: proto::State::new(me, me_data, proto_config(), rand::make_rng::<StdRng>()),
             timers: DelayQueue::new(),
+            shuffle_timer: None,
+            last_shuffle: None,
+            learn_gap: MIN_SHUFFLE_GAP,
+            known_at_learn: 0,
             links: HashMap::new(),
             spares: Vec::new(),
             pending: HashMap::new(),
@@ -449,6 +475,13 @@ struct Actor {
     listen: SocketAddr,
     state: proto::State<MachineId, StdRng>,
     timers: DelayQueue<proto::Timer<MachineId>>,
+    /// The gossip layer's pending shuffle timer, fired early by [`Actor::shuffle_now`].
+    shuffle_timer: Option<delay_queue::Key>,
+    last_shuffle: Option<Instant>,
+    /// How long [`Actor::learn_peers`] waits between shuffles, and how many other peers this
+    /// agent knew at its last one.
+    learn_gap: Duration,
+    known_at_learn: usize,
     /// The connection we send on, per peer.
     links: HashMap<MachineId, Link>,
     /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
@@ -476,11 +509,8 @@ struct Actor {
     lost: HashMap<MachineId, (SocketAddr, Instant)>,
     /// Probe dials under way, by address, with when they started.
     probes: HashMap<SocketAddr, Instant>,
-    /// Addresses neighbours passed on in their hellos ([`wire::Hello::peers`]): top-up
-    /// candidates besides the address book. Without them, an agent that joined last knew only
-    /// its neighbours (the gossip layer's shuffles, which spread addresses, run once a minute),
-    /// and when the others died its top-ups had nobody to dial, and join walks through its
-    /// neighbours ended at its own neighbours (R3: a survivor stuck at 2 neighbours for good).
+    /// Addresses peers passed on in their hellos ([`wire::Hello::peers`]): top-up candidates
+    /// besides the address book (which shuffles fill, see [`Actor::learn_peers`]).
     hints: HashSet<SocketAddr>,
     /// IHaves held back (see `ihave_hold`).
     held_ihaves: DelayQueue<(MachineId, proto::Message<MachineId>)>,
@@ -507,6 +537,7 @@ impl Actor {
             tokio::select! {
                 _ = top_up.tick() => {
                     self.top_up();
+                    self.learn_peers();
                     self.probe_lost();
                     self.refresh_peer_sample();
                     self.shared.keys.prune(std::time::Instant::now());
@@ -525,6 +556,10 @@ impl Actor {
                 },
                 Some(event) = net_rx.recv() => self.on_net(event),
                 Some(timer) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => {
+                    if self.shuffle_timer == Some(timer.key()) {
+                        self.shuffle_timer = None;
+                        self.last_shuffle = Some(Instant::now());
+                    }
                     self.handle(InEvent::TimerExpired(timer.into_inner()));
                 }
                 Some(held) = std::future::poll_fn(|cx| self.held_ihaves.poll_expired(cx)) => {
@@ -558,7 +593,11 @@ impl Actor {
             OutEvent::EmitEvent(topic, event) if topic == network_topic() => self.on_gossip(event),
             OutEvent::EmitEvent(..) => {}
             OutEvent::ScheduleTimer(delay, timer) => {
-                self.timers.insert(timer, delay);
+                let shuffle = is_shuffle_timer(delay, &timer);
+                let key = self.timers.insert(timer, delay);
+                if shuffle {
+                    self.shuffle_timer = Some(key);
+                }
             }
             OutEvent::DisconnectPeer(peer) => {
                 if let Some(link) = self.links.remove(&peer) {
@@ -821,12 +860,12 @@ impl Actor {
             .collect();
         let free = TOP_UP_DIALS.saturating_sub(self.top_up_dials.len());
         if free == 0 || known.is_empty() {
-            // Nobody (else) to dial: join again through a neighbour. It sends ForwardJoin random
-            // walks to its other neighbours, and each walk ends at a peer that asks us to be its
-            // neighbour, which finds peers our address book does not know. Not every time: each
-            // join makes some peers drop a random neighbour for us (R3: joining every second
-            // while short of neighbours once left a survivor without one publisher's messages
-            // for ~4 s, 2 runs in ~20; likely the overlay split for that long).
+            // Nobody (else) to dial: learn of more peers, and join again through a neighbour.
+            self.shuffle_now();
+            // The neighbour sends ForwardJoin random walks to its other neighbours, and each
+            // walk that does not end at one of our neighbours ends at a peer that asks us to be
+            // its neighbour (in small overlays most end at ours: the shuffle is what helps
+            // there). Each join makes some peers drop a random neighbour for us.
             if let Some(&via) = self.neighbours.iter().choose(&mut rand::rng()) {
                 self.handle(InEvent::Command(
                     network_topic(),
@@ -851,6 +890,63 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Shuffles at once when this agent knows few peers besides its neighbours (just joined, or
+    /// most of those it knew died), so that top-ups have somebody to dial.
+    fn learn_peers(&mut self) {
+        if self.shared.mode() != Mode::Joined {
+            return;
+        }
+        let others = self
+            .addr_book
+            .keys()
+            .filter(|peer| **peer != self.me && !self.neighbours.contains(peer))
+            .count();
+        if others >= KNOWN_BELOW {
+            self.learn_gap = MIN_SHUFFLE_GAP;
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_shuffle
+            .is_some_and(|last| now.duration_since(last) < self.learn_gap)
+        {
+            return;
+        }
+        if self.shuffle_now() {
+            self.learn_gap = if others > self.known_at_learn {
+                MIN_SHUFFLE_GAP
+            } else {
+                (self.learn_gap * 2).min(SHUFFLE_INTERVAL)
+            };
+            self.known_at_learn = others;
+        }
+    }
+
+    /// Fires the gossip layer's shuffle timer now (it schedules the next one itself): it sends
+    /// a sample of our peers on a random walk, and the peer where the walk ends answers with a
+    /// sample of its own, which lands in our address book. False if it did not (no neighbour
+    /// to send it to, or the last one was less than [`MIN_SHUFFLE_GAP`] ago).
+    fn shuffle_now(&mut self) -> bool {
+        let now = Instant::now();
+        if self.neighbours.is_empty()
+            || self
+                .last_shuffle
+                .is_some_and(|last| now.duration_since(last) < MIN_SHUFFLE_GAP)
+        {
+            return false;
+        }
+        let Some(expired) = self
+            .shuffle_timer
+            .take()
+            .and_then(|key| self.timers.try_remove(&key))
+        else {
+            return false;
+        };
+        self.last_shuffle = Some(now);
+        self.handle(InEvent::TimerExpired(expired.into_inner()));
+        true
     }
 
     /// Picks the addresses the next hellos pass on: a random few from the address book.
@@ -1011,7 +1107,11 @@ impl Actor {
                 }
             }
             NetEvent::Frame { peer, received } => self.on_frame(peer, received),
-            NetEvent::Closed { peer, conn_id } => self.on_closed(peer, conn_id),
+            NetEvent::Closed {
+                peer,
+                conn_id,
+                by_peer,
+            } => self.on_closed(peer, conn_id, by_peer),
         }
     }
 
@@ -1231,7 +1331,7 @@ impl Actor {
         self.shared.set_mode(Mode::Left);
     }
 
-    fn on_closed(&mut self, peer: MachineId, conn_id: u64) {
+    fn on_closed(&mut self, peer: MachineId, conn_id: u64, by_peer: bool) {
         if let Some(i) = self.spares.iter().position(|l| l.conn_id == conn_id) {
             self.spares.swap_remove(i);
             return;
@@ -1242,10 +1342,15 @@ impl Actor {
                 let spare = self.spares.swap_remove(i);
                 self.links.insert(peer, spare);
             } else {
-                // Most likely gone: a top-up should not spend a handshake timeout on it. If it
-                // is alive, gossip brings its address back (or it dials us).
-                if let Some(addr) = self.addr_book.remove(&peer) {
-                    self.remember_lost(peer, addr);
+                if !by_peer {
+                    // Most likely gone: a top-up should not spend a handshake timeout on it.
+                    // If it is alive, gossip brings its address back (or it dials us).
+                    // A peer that closed the connection itself is alive and chose to: probing
+                    // it would join through it, forcing the neighbourship it refused (and one
+                    // of its neighbours out).
+                    if let Some(addr) = self.addr_book.remove(&peer) {
+                        self.remember_lost(peer, addr);
+                    }
                 }
                 self.handle(InEvent::PeerDisconnected(peer));
             }
@@ -1323,9 +1428,31 @@ async fn read_loop(
         Arc::clone(&shared),
         Arc::clone(&strikes),
     ));
-    read_frames(peer, recv, connection, net_tx.clone(), shared, strikes).await;
+    let finished = read_frames(
+        peer,
+        recv,
+        connection.clone(),
+        net_tx.clone(),
+        shared,
+        strikes,
+    )
+    .await;
     lanes.abort();
-    let _ = net_tx.send(NetEvent::Closed { peer, conn_id }).await;
+    // A peer that finishes its stream or closes the connection is alive: it dropped us (a
+    // refused or ended neighbourship, a shuffle answered over a passing connection). Only a
+    // connection that timed out or failed means the peer may be gone.
+    let by_peer = finished
+        || matches!(
+            connection.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(_))
+        );
+    let _ = net_tx
+        .send(NetEvent::Closed {
+            peer,
+            conn_id,
+            by_peer,
+        })
+        .await;
 }
 
 /// Reads the peer's data lanes (see [`crate::streams::lane_of`]) as they are opened.
@@ -1349,7 +1476,7 @@ async fn accept_lanes(
 }
 
 /// Reads, checks and verifies the frames of one stream until it ends; invalid messages count
-/// as strikes against the whole connection.
+/// as strikes against the whole connection. True if the peer finished the stream.
 async fn read_frames(
     peer: MachineId,
     mut recv: RecvStream,
@@ -1357,18 +1484,19 @@ async fn read_frames(
     net_tx: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
     strikes: Arc<AtomicU32>,
-) {
+) -> bool {
     let counters = &shared.counters;
     let mut reader = StreamReader::default();
     loop {
         let frame = match net::read_frame_checked(&mut recv).await {
             Ok(Some(frame)) => frame,
-            Ok(None) | Err(ReadError::Io(_)) => break,
+            Ok(None) => return true,
+            Err(ReadError::Io(_)) => return false,
             Err(ReadError::Oversized(_)) => {
                 // The stream cannot be resynchronised after a bad length: drop the connection.
                 counters.add(&counters.dropped_oversized, 1);
                 connection.close(2u32.into(), b"frame too large");
-                break;
+                return false;
             }
         };
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
@@ -1391,7 +1519,7 @@ async fn read_frames(
                         .penalties
                         .strike_out(connection.remote_address().ip(), Instant::now());
                     connection.close(4u32.into(), b"too many invalid messages");
-                    break;
+                    return false;
                 }
                 continue;
             }
@@ -1401,7 +1529,7 @@ async fn read_frames(
             .await
             .is_err()
         {
-            break;
+            return false;
         }
     }
 }
@@ -1540,6 +1668,83 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    #[test]
+    fn the_shuffle_timer_is_recognised_and_firing_it_sends_a_shuffle() {
+        let state = |byte| {
+            let config = proto_config();
+            ProtoState::new(
+                MachineId([byte; 32]),
+                PeerData::default(),
+                config,
+                rand::make_rng(),
+            )
+        };
+        let (mut a, mut b) = (state(1), state(2));
+        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
+        let _: Vec<_> = b.handle(alone, Instant::now(), None).collect();
+        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
+        let mut shuffle_timers = Vec::new();
+        let mut join_message = None;
+        for out in a.handle(join, Instant::now(), None).collect::<Vec<_>>() {
+            match out {
+                OutEvent::ScheduleTimer(delay, timer) if is_shuffle_timer(delay, &timer) => {
+                    shuffle_timers.push(timer)
+                }
+                OutEvent::ScheduleTimer(delay, timer) => {
+                    panic!("not a shuffle: {delay:?} {timer:?}")
+                }
+                OutEvent::SendMessage(_, message) => join_message = Some(message),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            shuffle_timers.len(),
+            1,
+            "joining schedules the first shuffle"
+        );
+        let join_message = join_message.expect("A sends B a join");
+        let from_a = InEvent::RecvMessage(*a.me(), join_message);
+        pump(&mut b, &mut a, from_a);
+        let fired: Vec<_> = a
+            .handle(
+                InEvent::TimerExpired(shuffle_timers.remove(0)),
+                Instant::now(),
+                None,
+            )
+            .collect();
+        let sent: Vec<String> = fired
+            .iter()
+            .filter_map(|out| match out {
+                OutEvent::SendMessage(to, message) if to == b.me() => Some(format!("{message:?}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            sent.iter().any(|m| m.contains("Shuffle(")),
+            "a shuffle to the neighbour: {sent:?}"
+        );
+        assert!(
+            fired
+                .iter()
+                .any(|out| matches!(out, OutEvent::ScheduleTimer(d, t) if is_shuffle_timer(*d, t))),
+            "and the next one scheduled"
+        );
+        // Other timers are not taken for it.
+        let graft = ProtoCommand::Broadcast(Bytes::from_static(b"x"), proto::Scope::Swarm);
+        for out in b
+            .handle(
+                InEvent::Command(network_topic(), graft),
+                Instant::now(),
+                None,
+            )
+            .collect::<Vec<_>>()
+        {
+            if let OutEvent::ScheduleTimer(delay, timer) = out {
+                assert!(!is_shuffle_timer(delay, &timer), "{timer:?}");
+            }
+        }
+    }
 
     #[test]
     fn ihaves_are_held_for_the_farthest_recent_publisher() {

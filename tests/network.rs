@@ -291,3 +291,40 @@ async fn a_new_neighbour_gets_what_was_published_just_before() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Once an overlay has formed and nobody joins or leaves, no agent loses a neighbour, while the
+/// agents keep shuffling peer samples (in an overlay this small they know fewer than 4 peers
+/// besides their neighbours, so they shuffle every few seconds; a shuffle may add neighbours,
+/// up to 5). A passing connection that the peer closed (a shuffle answered, a neighbour request
+/// refused) used to count as the peer being lost; the probe that followed joined through it,
+/// which made it take us as a neighbour and push one of its own out, over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_overlay_keeps_its_neighbours() {
+    let mut agents = vec![agent(&[]).await];
+    agents[0].join_network(JOIN).await.unwrap();
+    for i in 1..8 {
+        let next = agent(&[agents[i - 1].local_addr()]).await;
+        next.join_network(JOIN).await.unwrap();
+        agents.push(next);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let streams: Vec<_> = agents.iter().map(|a| a.events().unwrap()).collect();
+    let before: Vec<u64> = agents.iter().map(|a| a.stats().neighbours).collect();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let lost: Vec<usize> = streams
+        .iter()
+        .map(|events| {
+            let events = events.try_next_batch(10_000).unwrap_or_default();
+            let left = |e: &&x0x::events::Event| matches!(e, x0x::events::Event::PeerLeft(_));
+            events.iter().filter(left).count()
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        vec![0; agents.len()],
+        "neighbours lost per agent in 8 s (neighbours before: {before:?})"
+    );
+    for a in agents {
+        a.close().await.unwrap();
+    }
+}

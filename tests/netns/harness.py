@@ -235,7 +235,9 @@ class Net:
         self.current: Dict[int, Agent] = {}  # index -> latest process
         self._tmp = tempfile.TemporaryDirectory(prefix="x0x-netns-")
         self.dir = Path(self._tmp.name)
-        self.log_dir = log_dir or self.dir
+        # Agents' stderr: in the test's temporary directory, or kept in X0X_NETNS_LOGS.
+        kept = os.environ.get("X0X_NETNS_LOGS")
+        self.log_dir = log_dir or (Path(kept) if kept else self.dir)
         self.created: List[str] = []
 
     def ns(self, i: int) -> str:
