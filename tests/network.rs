@@ -307,7 +307,13 @@ async fn a_settled_overlay_keeps_its_neighbours() {
         next.join_network(JOIN).await.unwrap();
         agents.push(next);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Settled: nobody below the top-up mark (a top-up joins through a peer, which may push
+    // one of its neighbours out).
+    eventually("3 neighbours each", || {
+        agents.iter().all(|a| a.stats().neighbours >= 3)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let streams: Vec<_> = agents.iter().map(|a| a.events().unwrap()).collect();
     let before: Vec<u64> = agents.iter().map(|a| a.stats().neighbours).collect();
     tokio::time::sleep(Duration::from_secs(8)).await;
