@@ -31,6 +31,7 @@ test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels t
 lint: $(STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 	$(VENV)/bin/ruff check $(PY_CHECKED)
 	$(VENV)/bin/ruff format --check $(PY_CHECKED)
 	$(VENV)/bin/mypy $(MYPY_CHECKED)

@@ -14,6 +14,8 @@
 //! [`PRUNER_TTL`] (every agent hears every publisher, so agents agree on it except for a moment
 //! when it changes). Duplicates from other publishers are dropped here, before the gossip layer
 //! sees them, counted but not pruned on.
+//!
+//! [`PRUNER_TTL`]: crate::duplicates::PRUNER_TTL
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! TLS certificates are throwaway and self-signed: identity comes from the [`Hello`], an
 //! ML-DSA-65 signature by the machine key over the connection's TLS exporter secret, which is
 //! unique to this TLS session. A peer that cannot produce it is dropped.
+//!
+//! [`Hello`]: crate::wire::Hello
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,9 @@
 //! 1 s at first and twice as long for every further strike-out, up to [`MAX_REFUSAL`]. Agents
 //! behind one address (NAT, loopback) share its record: established connections are never
 //! touched, only new ones wait.
+//!
+//! [`FREE_STRIKE_OUTS`]: crate::penalties::FREE_STRIKE_OUTS
+//! [`MAX_REFUSAL`]: crate::penalties::MAX_REFUSAL
 
 use std::collections::HashMap;
 use std::net::IpAddr;

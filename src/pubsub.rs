@@ -5,6 +5,9 @@
 //! it to this agent's own subscribers and hands it to the gossip layer. When nothing is queued a
 //! message is signed alone at once; under load one signature covers hundreds of messages. One
 //! thread and FIFO order keep each sender's messages in publish order.
+//!
+//! [`MAX_BATCH_ITEMS`]: crate::wire::MAX_BATCH_ITEMS
+//! [`MAX_BATCH_BYTES`]: crate::wire::MAX_BATCH_BYTES
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,7 +213,7 @@ impl Publisher {
         Ok(Self { tx })
     }
 
-    /// Queues one message for signing; waits only while the signer is [`PUBLISH_QUEUE`] behind.
+    /// Queues one message for signing; waits only while the signer is `PUBLISH_QUEUE` behind.
     pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
         wire::check_publish(topic, payload.len())?;
         let item = Item {

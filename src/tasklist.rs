@@ -14,6 +14,8 @@
 //! * checkbox: Done beats Claimed beats Empty; between two Claimed (or two Done) the earliest
 //!   timestamp wins, ties go to the lowest agent id. A claim therefore never steals a task
 //!   somebody claimed earlier, and completing an unclaimed task is allowed.
+//!
+//! [`TaskListState::merge`]: crate::tasklist::TaskListState::merge
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

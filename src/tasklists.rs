@@ -6,6 +6,9 @@
 //! states travel on three occasions, so late joiners and healed partitions converge: when a
 //! gossip neighbour comes up, when a replica asks (on `join_task_list`), and every
 //! [`ANTI_ENTROPY_PERIOD`]. Messages that don't decode are dropped and counted.
+//!
+//! [`TaskListState`]: crate::tasklist::TaskListState
+//! [`ANTI_ENTROPY_PERIOD`]: crate::tasklists::ANTI_ENTROPY_PERIOD
 
 use std::collections::HashMap;
 use std::fs;

@@ -8,6 +8,12 @@
 //! * Application messages travel as the content of gossip data messages, as a [`SignedEnvelope`]:
 //!   one ML-DSA-65 signature over a batch of [`Item`]s from one sender (group commit). The
 //!   envelope names its sender by id only; the sender's key travels once per stream.
+//!
+//! [`MAX_FRAME_LEN`]: crate::wire::MAX_FRAME_LEN
+//! [`Hello`]: crate::wire::Hello
+//! [`FrameKind`]: crate::wire::FrameKind
+//! [`SignedEnvelope`]: crate::wire::SignedEnvelope
+//! [`Item`]: crate::wire::Item
 
 use std::net::SocketAddr;
 
@@ -170,7 +176,7 @@ pub struct Item {
 /// What the sender signs: who it is, a per-sender sequence number, and the batch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnvelopeBody {
-    /// [`ENVELOPE_VERSION`].
+    /// The envelope format (`ENVELOPE_VERSION`).
     pub version: u8,
     /// The sender's `AgentId`: the id of the key that made the signature.
     pub sender: [u8; ID_LEN],

@@ -1,6 +1,6 @@
 //! The ABI boundary: panic catching, the thread-local last error, and argument checks.
 //!
-//! Every `extern "C"` function's body is one call to [`ffi_status`] or [`ffi_value`], so no panic
+//! Every `extern "C"` function's body is one call to `ffi_status` or `ffi_value`, so no panic
 //! ever unwinds into C and every failure leaves a message behind.
 
 use std::any::Any;

@@ -1,7 +1,7 @@
 //! Async operations: `X0xOp`, the completion callback, and the callback thread.
 //!
 //! An async extern fn starts its future and hands the caller an `X0xOp`. The future's outcome
-//! goes into a [`Completion`], a value that is consumed when it fires and that fires
+//! goes into a `Completion`, a value that is consumed when it fires and that fires
 //! `X0X_CLOSED` (or `X0X_PANIC`) from `Drop` if the future never finished: so the callback runs
 //! exactly once by construction, not by bookkeeping.
 //!
