@@ -845,9 +845,7 @@ impl Actor {
             .copied()
             .collect();
         let known: Vec<(Option<MachineId>, SocketAddr)> = self
-            .addr_book
-            .iter()
-            .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
+            .others_known()
             .map(|(peer, addr)| (Some(*peer), *addr))
             .chain(
                 self.bootstrap
@@ -892,17 +890,20 @@ impl Actor {
         }
     }
 
+    /// Address-book entries of peers that are not neighbours.
+    fn others_known(&self) -> impl Iterator<Item = (&MachineId, &SocketAddr)> {
+        self.addr_book
+            .iter()
+            .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
+    }
+
     /// Shuffles at once when this agent knows few peers besides its neighbours (just joined, or
     /// most of those it knew died), so that top-ups have somebody to dial.
     fn learn_peers(&mut self) {
         if self.shared.mode() != Mode::Joined {
             return;
         }
-        let others = self
-            .addr_book
-            .keys()
-            .filter(|peer| **peer != self.me && !self.neighbours.contains(peer))
-            .count();
+        let others = self.others_known().count();
         if others >= KNOWN_BELOW {
             self.learn_gap = MIN_SHUFFLE_GAP;
             return;
@@ -1632,19 +1633,16 @@ pub(crate) mod testing {
 
     pub(crate) type ProtoState = proto::State<MachineId, StdRng>;
 
+    /// A proto state with the agents' config, its id `byte` repeated.
+    pub(crate) fn proto_state(byte: u8) -> ProtoState {
+        let id = MachineId([byte; 32]);
+        proto::State::new(id, PeerData::default(), proto_config(), rand::make_rng())
+    }
+
     /// Two proto states, B a first node (joined, alone) and A joined through it; also returns
     /// the (control) frames A sent to join.
     pub(crate) fn joined_pair() -> (ProtoState, ProtoState, Vec<Vec<u8>>) {
-        let state = |byte| {
-            let id = MachineId([byte; 32]);
-            proto::State::new(
-                id,
-                PeerData::default(),
-                proto_config(),
-                rand::make_rng::<StdRng>(),
-            )
-        };
-        let (mut a, mut b) = (state(1), state(2));
+        let (mut a, mut b) = (proto_state(1), proto_state(2));
         let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
         let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
         let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
@@ -1671,16 +1669,7 @@ mod tests {
 
     #[test]
     fn the_shuffle_timer_is_recognised_and_firing_it_sends_a_shuffle() {
-        let state = |byte| {
-            let config = proto_config();
-            ProtoState::new(
-                MachineId([byte; 32]),
-                PeerData::default(),
-                config,
-                rand::make_rng(),
-            )
-        };
-        let (mut a, mut b) = (state(1), state(2));
+        let (mut a, mut b) = (proto_state(1), proto_state(2));
         let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
         let _: Vec<_> = b.handle(alone, Instant::now(), None).collect();
         let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));

@@ -98,16 +98,21 @@ async fn unreachable_bootstrap_times_out_with_a_clear_message() {
     a.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_agents_in_a_line_all_receive() {
-    let mut agents = vec![agent(&[]).await];
-    agents[0].join_network(JOIN).await.unwrap();
-    for i in 1..5 {
-        let prev = agents[i - 1].local_addr();
-        let next = agent(&[prev]).await;
+/// `n` joined agents, each bootstrapped to the one before it only.
+async fn agents_in_a_line(n: usize) -> Vec<Agent> {
+    let mut agents: Vec<Agent> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let bootstrap: Vec<_> = agents.last().map(Agent::local_addr).into_iter().collect();
+        let next = agent(&bootstrap).await;
         next.join_network(JOIN).await.unwrap();
         agents.push(next);
     }
+    agents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_agents_in_a_line_all_receive() {
+    let agents = agents_in_a_line(5).await;
     let subs: Vec<_> = agents
         .iter()
         .map(|a| a.subscribe("line").unwrap())
@@ -300,13 +305,7 @@ async fn a_new_neighbour_gets_what_was_published_just_before() {
 /// which made it take us as a neighbour and push one of its own out, over and over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settled_overlay_keeps_its_neighbours() {
-    let mut agents = vec![agent(&[]).await];
-    agents[0].join_network(JOIN).await.unwrap();
-    for i in 1..8 {
-        let next = agent(&[agents[i - 1].local_addr()]).await;
-        next.join_network(JOIN).await.unwrap();
-        agents.push(next);
-    }
+    let agents = agents_in_a_line(8).await;
     // Settled: nobody below the top-up mark (a top-up joins through a peer, which may push
     // one of its neighbours out).
     eventually("3 neighbours each", || {
