@@ -297,12 +297,15 @@ async fn a_new_neighbour_gets_what_was_published_just_before() {
     b.close().await.unwrap();
 }
 
-/// Once an overlay has formed and nobody joins or leaves, no agent loses a neighbour, while the
-/// agents keep shuffling peer samples (in an overlay this small they know fewer than 4 peers
+/// Once an overlay has formed and nobody joins or leaves, agents keep their neighbours, while
+/// they keep shuffling peer samples (in an overlay this small they know fewer than 4 peers
 /// besides their neighbours, so they shuffle every few seconds; a shuffle may add neighbours,
 /// up to 5). A passing connection that the peer closed (a shuffle answered, a neighbour request
 /// refused) used to count as the peer being lost; the probe that followed joined through it,
-/// which made it take us as a neighbour and push one of its own out, over and over.
+/// which made it take us as a neighbour and push one of its own out, over and over: 19-64
+/// neighbours lost in all in 8 s. Growth itself can cost one now and then, by HyParView's
+/// rules: a peer that accepted our neighbour request is dropped again if we filled up
+/// meanwhile (seen once in ~20 runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settled_overlay_keeps_its_neighbours() {
     let agents = agents_in_a_line(8).await;
@@ -324,10 +327,9 @@ async fn a_settled_overlay_keeps_its_neighbours() {
             events.iter().filter(left).count()
         })
         .collect();
-    assert_eq!(
-        lost,
-        vec![0; agents.len()],
-        "neighbours lost per agent in 8 s (neighbours before: {before:?})"
+    assert!(
+        lost.iter().sum::<usize>() <= 2,
+        "neighbours lost per agent in 8 s: {lost:?} (neighbours before: {before:?})"
     );
     for a in agents {
         a.close().await.unwrap();
