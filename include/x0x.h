@@ -171,13 +171,16 @@ typedef struct X0xStats {
   uint64_t connections_refused;
   // Open peer connections (neighbours, peers being answered, spares from simultaneous dials).
   uint64_t connections;
+  // Times an agent id was seen live in two processes at once (an agent key running twice).
+  uint64_t identity_conflicts;
 } X0xStats;
 
 // One event. A plain value inside its `X0xEventBatch`.
 typedef struct X0xEvent {
   // One of the `X0X_EVENT_*` constants.
   int32_t kind;
-  // The peer's machine id, for `X0X_EVENT_PEER_JOINED` / `X0X_EVENT_PEER_LEFT` (else zero).
+  // The peer's agent id (its identity in the network), for `X0X_EVENT_PEER_JOINED` /
+  // `X0X_EVENT_PEER_LEFT` (else zero).
   struct X0xId peer;
   // Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
   uint32_t neighbours;
@@ -271,6 +274,10 @@ typedef struct X0xTask {
 // Stored data (a key file, a persisted list) is damaged; it was left untouched.
 #define X0X_CORRUPT 11
 
+// The agent's identity is in use by another running agent (its data dir or key file is
+// locked by another process, or another process runs with the same agent key).
+#define X0X_IN_USE 12
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -305,8 +312,13 @@ X0xStatus x0x_agent_close(const struct X0xAgent *agent,
 // at once without bootstrap peers (this agent starts a network). `timeout_ms` 0 means the
 // default (10 s).
 //
-// Async; the callback's `result` is NULL. Failures: `X0X_TIMEOUT` (no bootstrap peer answered;
-// the message names them), `X0X_IO`, `X0X_CLOSED`. Returns `X0X_OK` once started, or
+// Bootstrap peers that cannot be reached yet are dialed again (backing off from 100 ms to 2 s)
+// until the timeout, so agents started together find each other.
+//
+// Async; the callback's `result` is NULL. Failures: `X0X_TIMEOUT` (no neighbour in time; the
+// message names each bootstrap address and its last error), `X0X_INVALID_ARGUMENT` (every
+// bootstrap address is this agent's own), `X0X_IN_USE` (a bootstrap peer has this agent's id:
+// another process runs with the same agent key), `X0X_CLOSED`, `X0X_CANCELLED` (left meanwhile). Returns `X0X_OK` once started, or
 // `X0X_INVALID_ARGUMENT` (NULL agent; then no callback runs). `op_out` may be NULL.
 X0xStatus x0x_agent_join_network(const struct X0xAgent *agent,
                                  uint32_t timeout_ms,
@@ -325,10 +337,19 @@ X0xStatus x0x_agent_leave_network(const struct X0xAgent *agent,
 // `X0X_INVALID_ARGUMENT`.
 X0xStatus x0x_agent_is_connected(const struct X0xAgent *agent, bool *out);
 
-// Writes the agent's bound UDP address (`"127.0.0.1:5483"`, `"[::1]:5483"`) and a NUL into
-// `out`, which holds `out_len` bytes (`X0X_ADDR_STR_LEN` is always enough). Other agents use it
-// as their bootstrap address. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, too small).
+// Writes the agent's bound UDP address (`"0.0.0.0:5483"` with the default bind,
+// `"127.0.0.1:5483"`, `"[::1]:5483"`) and a NUL into `out`, which holds `out_len` bytes
+// (`X0X_ADDR_STR_LEN` is always enough). Agents on the same machine can use it as their
+// bootstrap address as it is (an unspecified address is dialed as loopback); for other
+// machines see `x0x_agent_local_addrs`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, too
+// small).
 X0xStatus x0x_agent_local_addr(const struct X0xAgent *agent, char *out, size_t out_len);
+
+// Writes the addresses others can dial to reach the agent to `*out`, as UTF-8 text, one
+// `ip:port` per line (no trailing newline, no NUL): the bound address, or when bound to a
+// wildcard each address of that family on this host's interfaces, loopback first. Free it with
+// `x0x_bytes_free`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_agent_local_addrs(const struct X0xAgent *agent, struct X0xBytes *out);
 
 // Publishes `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) on `topic`
 // (NUL-terminated UTF-8, 1 to 256 bytes), signed by this agent. Every subscriber in the network
@@ -375,7 +396,9 @@ void x0x_agent_free(struct X0xAgent *agent);
 // thread. Never free it. Successful calls leave it unchanged, like `errno`.
 const char *x0x_last_error_message(void);
 
-// A new builder with the defaults: machine key at `$HOME/.x0x/machine.key`, a fresh agent key.
+// A new builder with the defaults: machine key at `$HOME/.x0x/machine.key` (shared by every
+// agent on the machine), an ephemeral agent key (a new agent id on every build), bind
+// `0.0.0.0:0`.
 //
 // The caller owns the result and frees it with `x0x_agent_builder_free`. Returns NULL only if
 // the library failed internally (`x0x_last_error_message` says why).
@@ -404,6 +427,15 @@ X0xStatus x0x_agent_builder_with_agent_key(struct X0xAgentBuilder *builder,
                                            const uint8_t *key,
                                            size_t len);
 
+// Keeps the agent key in the file at `path` (NUL-terminated UTF-8, copied): created (mode
+// 0600) on first build, loaded after, so the agent keeps its id across restarts. It wins over
+// the data dir's key. While the agent runs `<path>.lock` is locked: a second build fails with
+// `X0X_IN_USE`.
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, empty). The file itself is read
+// at build time.
+X0xStatus x0x_agent_builder_with_agent_key_file(struct X0xAgentBuilder *builder, const char *path);
+
 // Binds the agent's UDP socket to `addr`, an `ip:port` such as `"127.0.0.1:0"` (copied).
 //
 // Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, not an ip:port).
@@ -414,8 +446,11 @@ X0xStatus x0x_agent_builder_with_bind(struct X0xAgentBuilder *builder, const cha
 // Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, not host:port).
 X0xStatus x0x_agent_builder_with_bootstrap(struct X0xAgentBuilder *builder, const char *addr);
 
-// Keeps task lists in the directory `path` (NUL-terminated UTF-8, copied; created at build if
-// missing) and reloads them on the next build. Without it, task lists live in memory only.
+// Makes the directory `path` (NUL-terminated UTF-8, copied; created at build if missing) the
+// agent's home: its agent key (`agent.key`, unless one is given otherwise) and its task lists
+// live there, so a build with the same directory is the same agent with its lists. While the
+// agent runs `agent.lock` there is locked: a second build fails with `X0X_IN_USE`. Without a
+// data dir (or key), the agent key is ephemeral and task lists live in memory only.
 //
 // Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, empty).
 X0xStatus x0x_agent_builder_with_data_dir(struct X0xAgentBuilder *builder, const char *path);
@@ -425,7 +460,9 @@ X0xStatus x0x_agent_builder_with_data_dir(struct X0xAgentBuilder *builder, const
 //
 // Async: on success the callback's `result` is an `X0xAgent *` that the callee owns and frees
 // with `x0x_agent_free`. Failures: `X0X_IO` (key file unreadable or not creatable),
-// `X0X_CORRUPT` (key file damaged; it is left untouched), `X0X_CRYPTO`, `X0X_CANCELLED`.
+// `X0X_CORRUPT` (key file damaged; it is left untouched), `X0X_IN_USE` (another running agent
+// holds the data dir or agent key file; the message names the path and the process),
+// `X0X_CRYPTO`, `X0X_CANCELLED`.
 // Returns `X0X_OK` once started (the callback may already have run), or `X0X_INVALID_ARGUMENT`
 // for a NULL builder (then no callback runs). `op_out` may be NULL.
 X0xStatus x0x_agent_builder_build(const struct X0xAgentBuilder *builder,

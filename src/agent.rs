@@ -1,7 +1,8 @@
 //! The public façade: [`AgentBuilder`] and [`Agent`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,11 +11,13 @@ use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventStream, DEFAULT_EVENT_CAPACITY};
-use crate::gossip::Network;
+use crate::gossip::{JoinFailure, Network};
 use crate::identity::{self, AgentId, Keypair, MachineId, PublicKey};
+use crate::instance::InstanceLock;
 use crate::pubsub::{Publisher, Registry, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::stats::{Counters, Stats};
 use crate::tasklists::{ListId, TaskList, TaskLists};
+use crate::wire::Credentials;
 
 /// The bind address when none is given: any interface, any free port.
 pub const DEFAULT_BIND: &str = "0.0.0.0:0";
@@ -33,19 +36,38 @@ pub enum MachineKeySource {
     Ephemeral,
 }
 
+/// Where the agent key comes from (the data dir's `agent.key` when neither is set and a data
+/// dir is given; a fresh key otherwise).
+#[derive(Clone, Debug, Default)]
+enum AgentKeySource {
+    #[default]
+    Unset,
+    File(PathBuf),
+    Given(Keypair),
+}
+
+/// The agent key file inside a data dir.
+pub const AGENT_KEY_FILE: &str = "agent.key";
+/// The lock file inside a data dir, held while an agent uses the directory.
+pub const DATA_DIR_LOCK_FILE: &str = "agent.lock";
+
 /// Configures and builds an [`Agent`]. Setters take `&mut self` and return it so calls chain, as
 /// with `std::process::Command`; [`AgentBuilder::build`] can be called more than once.
+///
+/// The agent key (the agent's identity, [`Agent::agent_id`]) is kept in the data dir when one is
+/// given, or in a key file of the user's; without either it is ephemeral: a new agent id on
+/// every build.
 #[derive(Clone, Debug, Default)]
 pub struct AgentBuilder {
     machine_key: MachineKeySource,
-    agent_key: Option<Keypair>,
+    agent_key: AgentKeySource,
     bind: Option<SocketAddr>,
     bootstrap: Vec<String>,
     data_dir: Option<PathBuf>,
 }
 
 impl AgentBuilder {
-    /// A builder with the defaults: machine key at `~/.x0x/machine.key`, a fresh agent key.
+    /// A builder with the defaults: machine key at `~/.x0x/machine.key`, an ephemeral agent key.
     pub fn new() -> Self {
         Self::default()
     }
@@ -62,19 +84,28 @@ impl AgentBuilder {
         self
     }
 
-    /// Use this agent key pair instead of generating a fresh one.
+    /// Use this agent key pair (it wins over a key file and the data dir's key).
     pub fn with_agent_key(&mut self, keypair: Keypair) -> &mut Self {
-        self.agent_key = Some(keypair);
+        self.agent_key = AgentKeySource::Given(keypair);
         self
     }
 
-    /// The local UDP address to bind (default `127.0.0.1:0` once networking starts).
+    /// Keep the agent key in the file at `path` (created, mode 0600, on first use; it wins over
+    /// the data dir's key). While the agent runs, `<path>.lock` is locked.
+    pub fn with_agent_key_file(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.agent_key = AgentKeySource::File(path.into());
+        self
+    }
+
+    /// The local UDP address to bind (default [`DEFAULT_BIND`]).
     pub fn with_bind(&mut self, addr: SocketAddr) -> &mut Self {
         self.bind = Some(addr);
         self
     }
 
-    /// Keep task lists in `dir` (created if missing) and reload them on the next build.
+    /// Make `dir` the agent's home (created if missing): its agent key (`agent.key`, unless
+    /// another key is given) and its task lists live there, so a restart with the same dir is
+    /// the same agent. While the agent runs, `agent.lock` there is locked.
     pub fn with_data_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.data_dir = Some(dir.into());
         self
@@ -92,40 +123,34 @@ impl AgentBuilder {
         &self.machine_key
     }
 
-    /// Loads or creates the keys and returns the agent.
+    /// Loads or creates the keys and returns the agent. Fails with [`ErrorKind::InUse`] while
+    /// another running agent uses the same data dir or agent key file.
     pub async fn build(&self) -> Result<Agent> {
-        let machine_key = match self.machine_key.clone() {
-            MachineKeySource::Ephemeral => Keypair::generate()?,
-            MachineKeySource::DefaultPath => {
-                load_key_file_blocking(identity::default_machine_key_path()?).await?
-            }
-            MachineKeySource::Path(path) => load_key_file_blocking(path).await?,
-        };
-        let agent_key = match &self.agent_key {
-            Some(keypair) => keypair.clone(),
-            None => Keypair::generate()?,
-        };
+        let config = self.clone();
+        // File I/O and fsync must not stall a runtime worker.
+        let home = tokio::task::spawn_blocking(move || config.open_home())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("key file task failed: {e}")))??;
         let bind = self
             .bind
             .unwrap_or_else(|| DEFAULT_BIND.parse().expect("a valid socket address"));
-        let machine_key = Arc::new(machine_key);
+        let credentials = Arc::new(Credentials::new(home.agent_key, &home.machine_key)?);
         let registry = Arc::new(Registry::default());
         let counters = Arc::new(Counters::default());
         let network = Network::start(
-            Arc::clone(&machine_key),
-            agent_key.public_key().clone(),
+            Arc::clone(&credentials),
             bind,
             Arc::clone(&registry),
             Arc::clone(&counters),
         )?;
         let publisher = Publisher::start(
-            agent_key.clone(),
+            credentials.agent_key().clone(),
             Arc::clone(&registry),
             counters,
             network.broadcaster(),
         )?;
         let (tasklists, warnings) = TaskLists::start(
-            agent_key.public_key().agent_id(),
+            credentials.agent_id(),
             publisher.clone(),
             Arc::clone(network.shared()),
             Arc::clone(&registry),
@@ -133,24 +158,125 @@ impl AgentBuilder {
             self.data_dir.as_deref(),
         )?;
         Ok(Agent {
-            machine_key,
-            agent_key,
+            credentials,
             bootstrap: self.bootstrap.clone(),
             network,
             publisher,
             registry,
             tasklists,
             warnings: Mutex::new(warnings),
+            locks: Mutex::new(home.locks),
             closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The keys, with the locks that keep a second agent off the same data dir and key file.
+    fn open_home(self) -> Result<Home> {
+        let machine_key = match self.machine_key {
+            MachineKeySource::Ephemeral => Keypair::generate()?,
+            MachineKeySource::DefaultPath => {
+                identity::load_or_create_key_file(&identity::default_machine_key_path()?)?
+            }
+            MachineKeySource::Path(path) => identity::load_or_create_key_file(&path)?,
+        };
+        let mut locks = Vec::new();
+        if let Some(dir) = &self.data_dir {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io(format_args!("cannot create {}", dir.display()), &e))?;
+            locks.push(InstanceLock::acquire(
+                &dir.join(DATA_DIR_LOCK_FILE),
+                &format!("the data dir {}", dir.display()),
+            )?);
+        }
+        let key_file = match (&self.agent_key, &self.data_dir) {
+            (AgentKeySource::Given(_), _) => None,
+            (AgentKeySource::File(path), _) => Some(path.clone()),
+            (AgentKeySource::Unset, Some(dir)) => Some(dir.join(AGENT_KEY_FILE)),
+            (AgentKeySource::Unset, None) => None,
+        };
+        let agent_key = match (self.agent_key, &key_file) {
+            (AgentKeySource::Given(keypair), _) => keypair,
+            (_, Some(path)) => identity::load_or_create_key_file(path)?,
+            (_, None) => Keypair::generate()?,
+        };
+        if let (Some(path), None) = (&key_file, &self.data_dir) {
+            // A key file of the user's (one in the data dir is covered by the dir's lock).
+            let mut lock = path.clone().into_os_string();
+            lock.push(".lock");
+            locks.push(InstanceLock::acquire(
+                Path::new(&lock),
+                &format!("the agent key file {}", path.display()),
+            )?);
+        }
+        Ok(Home {
+            machine_key,
+            agent_key,
+            locks,
         })
     }
 }
 
-async fn load_key_file_blocking(path: PathBuf) -> Result<Keypair> {
-    // File I/O and fsync must not stall a runtime worker.
-    tokio::task::spawn_blocking(move || identity::load_or_create_key_file(&path))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("key file task failed: {e}")))?
+struct Home {
+    machine_key: Keypair,
+    agent_key: Keypair,
+    locks: Vec<InstanceLock>,
+}
+
+/// Pauses between rounds of bootstrap dials in `join_network`.
+const JOIN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long the first round's dials may take, doubling each round up to the handshake
+/// timeout: a peer that is not up yet (started together by a process manager) costs a second
+/// early on, while a slow link gets the full timeout from the fourth round.
+const JOIN_DIAL_PATIENCE_MIN: Duration = Duration::from_secs(1);
+
+/// A bootstrap peer as `join_network` tries it.
+struct BootstrapPeer {
+    name: String,
+    addrs: Vec<SocketAddr>,
+    attempts: u32,
+    last_error: Option<Error>,
+}
+
+impl BootstrapPeer {
+    /// False once it proved to be this agent (or a clone of it): no later round can change that.
+    fn worth_dialing(&self) -> bool {
+        !self.last_error.as_ref().is_some_and(|error| {
+            matches!(error.kind(), ErrorKind::InvalidArgument | ErrorKind::InUse)
+        })
+    }
+}
+
+/// Each bootstrap peer with what happened to it.
+fn describe(peers: &[BootstrapPeer]) -> String {
+    peers
+        .iter()
+        .map(|peer| {
+            let tries = match peer.attempts {
+                1 => "1 attempt".to_owned(),
+                n => format!("{n} attempts"),
+            };
+            match &peer.last_error {
+                Some(error) => format!("{} ({tries}, last: {error})", peer.name),
+                None => format!("{} ({tries}, answered but no neighbourship yet)", peer.name),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn join_timeout(timeout: Duration, peers: &[BootstrapPeer]) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "could not join the network within {:.1} s: {}",
+            timeout.as_secs_f64(),
+            describe(peers)
+        ),
+    )
 }
 
 fn validate_host_port(addr: &str) -> Result<()> {
@@ -173,14 +299,15 @@ fn validate_host_port(addr: &str) -> Result<()> {
 
 /// An agent: a machine identity, an agent identity, and a place in the gossip network.
 pub struct Agent {
-    machine_key: Arc<Keypair>,
-    agent_key: Keypair,
+    credentials: Arc<Credentials>,
     bootstrap: Vec<String>,
     network: Network,
     publisher: Publisher,
     registry: Arc<Registry>,
     tasklists: Arc<TaskLists>,
     warnings: Mutex<Vec<String>>,
+    /// Held until [`Agent::close`] (see `instance`).
+    locks: Mutex<Vec<InstanceLock>>,
     closed: AtomicBool,
 }
 
@@ -200,29 +327,63 @@ impl Agent {
         AgentBuilder::new()
     }
 
-    /// The id of this agent's machine key; also its peer id in the network.
+    /// The id of this agent's machine key: shared by every agent on the machine.
     pub fn machine_id(&self) -> MachineId {
-        self.machine_key.public_key().machine_id()
+        self.credentials.machine_id()
     }
 
-    /// The id of this agent's agent key.
+    /// The id of this agent's agent key; also its identity in the network (see
+    /// [`Agent::peer_id`]).
     pub fn agent_id(&self) -> AgentId {
-        self.agent_key.public_key().agent_id()
+        self.credentials.agent_id()
+    }
+
+    /// This agent's identity in the network: its agent id, which its hellos prove (peers name
+    /// it by this id in their events).
+    pub fn peer_id(&self) -> AgentId {
+        self.agent_id()
     }
 
     /// The agent's public key.
     pub fn public_key(&self) -> &PublicKey {
-        self.agent_key.public_key()
+        self.credentials.agent_key().public_key()
     }
 
     /// The agent key pair, serialized (secret: see `identity` for the format).
     pub fn agent_keypair_bytes(&self) -> Vec<u8> {
-        self.agent_key.to_bytes()
+        self.credentials.agent_key().to_bytes()
     }
 
-    /// The UDP address the agent is bound to (give it to others as their bootstrap address).
+    /// The UDP address the agent is bound to. With the default bind it is `0.0.0.0:PORT`, which
+    /// other agents on this machine can dial as it is (an unspecified address is dialed as the
+    /// loopback address); see [`Agent::local_addrs`] for addresses to give other machines.
     pub fn local_addr(&self) -> SocketAddr {
         self.network.local_addr()
+    }
+
+    /// Addresses others can dial to reach this agent: the bound address, or when bound to a
+    /// wildcard (`0.0.0.0`, `[::]`) each address of that family on this host's network
+    /// interfaces, with the bound port, loopback first.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let bound = self.local_addr();
+        if !bound.ip().is_unspecified() {
+            return vec![bound];
+        }
+        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|interface| interface.ip())
+            .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+            .collect();
+        ips.sort_by_key(|ip| !ip.is_loopback());
+        ips.dedup();
+        if ips.is_empty() {
+            // No interface list (a restricted sandbox): this host can still dial itself.
+            return vec![crate::net::dialable(bound)];
+        }
+        ips.into_iter()
+            .map(|ip| SocketAddr::new(ip, bound.port()))
+            .collect()
     }
 
     /// The configured bootstrap peers.
@@ -238,36 +399,87 @@ impl Agent {
     }
 
     /// Joins the network through the bootstrap peers: done when one neighbour is up, or at once
-    /// without bootstrap peers (this agent starts a network). Fails with a timeout error when no
-    /// bootstrap peer answers within `timeout`.
+    /// without bootstrap peers (this agent starts a network).
+    ///
+    /// Bootstrap peers that cannot be reached yet (not started, a name that does not resolve
+    /// yet) are dialed again, backing off from 100 ms to 2 s, until `timeout`: then it fails
+    /// with [`ErrorKind::Timeout`], naming each address and its last error. An address that is
+    /// this agent's own is not dialed again; when no other is left it fails at once
+    /// ([`ErrorKind::InvalidArgument`]), as it does when another process runs with this agent's
+    /// key ([`ErrorKind::InUse`]).
     pub async fn join_network(&self, timeout: Duration) -> Result<()> {
         self.check_open()?;
-        let mut addrs = Vec::new();
-        let mut unresolved = Vec::new();
-        for peer in &self.bootstrap {
-            match tokio::net::lookup_host(peer.as_str()).await {
-                Ok(found) => addrs.extend(found),
-                Err(e) => unresolved.push(format!("{peer}: {e}")),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut peers: Vec<BootstrapPeer> = self
+            .bootstrap
+            .iter()
+            .map(|name| BootstrapPeer {
+                name: name.clone(),
+                addrs: Vec::new(),
+                attempts: 0,
+                last_error: None,
+            })
+            .collect();
+        let mut backoff = JOIN_BACKOFF_MIN;
+        let mut patience = JOIN_DIAL_PATIENCE_MIN;
+        loop {
+            let mut addrs = Vec::new();
+            for peer in peers.iter_mut().filter(|peer| peer.worth_dialing()) {
+                peer.attempts += 1;
+                match tokio::net::lookup_host(peer.name.as_str()).await {
+                    Ok(found) => {
+                        peer.addrs = found.collect();
+                        addrs.extend(&peer.addrs);
+                    }
+                    Err(e) => {
+                        peer.last_error = Some(Error::new(
+                            ErrorKind::Io,
+                            format!("cannot resolve {}: {e}", peer.name),
+                        ))
+                    }
+                }
             }
-        }
-        if addrs.is_empty() && !unresolved.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("could not join the network: {}", unresolved.join("; ")),
-            ));
-        }
-        match tokio::time::timeout(timeout, self.network.join(addrs)).await {
-            Ok(result) => result,
-            // A neighbour may have come up just as time ran out: then the join stands.
-            Err(_) if !self.network.abort_join().await => Ok(()),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "could not join the network within {:.1} s: no neighbour through bootstrap peers {}",
-                    timeout.as_secs_f64(),
-                    self.bootstrap.join(", ")
-                ),
-            )),
+            let round = async {
+                if addrs.is_empty() && !self.bootstrap.is_empty() {
+                    // Nothing resolved this round: nobody to dial yet.
+                    return Err(JoinFailure::Unreachable(Vec::new()));
+                }
+                self.network.join(addrs, patience).await
+            };
+            let failures = match tokio::time::timeout_at(deadline, round).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(JoinFailure::Ended(error))) => return Err(error),
+                Ok(Err(JoinFailure::Unreachable(failures))) => failures,
+                // A neighbour may have come up just as time ran out: then the join stands.
+                Err(_) if !self.network.abort_join().await => return Ok(()),
+                Err(_) => return Err(join_timeout(timeout, &peers)),
+            };
+            for (addr, error) in failures {
+                if let Some(peer) = peers.iter_mut().find(|peer| peer.addrs.contains(&addr)) {
+                    peer.last_error = Some(error);
+                }
+            }
+            if !peers.iter().any(BootstrapPeer::worth_dialing) {
+                // Every address is ours or a clone of ours: waiting cannot help.
+                let fatal = peers.iter().filter_map(|peer| peer.last_error.as_ref());
+                let kind = fatal
+                    .clone()
+                    .map(Error::kind)
+                    .find(|kind| *kind == ErrorKind::InUse)
+                    .unwrap_or(ErrorKind::InvalidArgument);
+                return Err(Error::new(
+                    kind,
+                    format!("could not join the network: {}", describe(&peers)),
+                ));
+            }
+            let pause =
+                backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::time::sleep(pause).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(join_timeout(timeout, &peers));
+            }
+            backoff = (backoff * 2).min(JOIN_BACKOFF_MAX);
+            patience = (patience * 2).min(crate::net::HANDSHAKE_TIMEOUT);
         }
     }
 
@@ -367,6 +579,8 @@ impl Agent {
             let tasklists = Arc::clone(&self.tasklists);
             let flushed = tokio::task::spawn_blocking(move || tasklists.flush()).await;
             self.network.shutdown().await;
+            // The lists are saved: another agent may take this home now.
+            self.locks.lock().unwrap_or_else(|e| e.into_inner()).clear();
             flushed.map_err(|e| {
                 Error::new(ErrorKind::Io, format!("saving task lists failed: {e}"))
             })??;

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Timeout,
     /// A peer broke the wire protocol.
     Protocol,
+    /// The agent's identity is in use by another running agent (its data dir or key file is
+    /// locked, or a peer showed the network this agent's id from another process).
+    InUse,
 }
 
 /// A core error: a kind plus a human-readable message.

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::identity::MachineId;
+use crate::identity::AgentId;
 use crate::queue::BoundedQueue;
 use crate::tasklists::TaskUpdate;
 
@@ -19,10 +19,10 @@ pub enum Event {
     },
     /// The agent lost its last gossip neighbour (or left the network).
     Disconnected,
-    /// A peer became a gossip neighbour.
-    PeerJoined(MachineId),
+    /// A peer (named by its agent id) became a gossip neighbour.
+    PeerJoined(AgentId),
     /// A peer stopped being a gossip neighbour (it left, crashed, or the overlay moved on).
-    PeerLeft(MachineId),
+    PeerLeft(AgentId),
     /// A task changed, here or on another replica.
     TaskUpdated(TaskUpdate),
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -28,14 +28,14 @@ use tokio_util::time::{delay_queue, DelayQueue};
 use crate::duplicates::{Duplicates, Verdict};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventHub};
-use crate::identity::{AgentId, Keypair, MachineId, PublicKey};
+use crate::identity::AgentId;
 use crate::net::{self, Authenticated, ReadError};
 use crate::penalties::Penalties;
 use crate::pubsub::Registry;
 use crate::replay::ReplayGuard;
 use crate::stats::Counters;
 use crate::streams::{ConnectionWriter, KeyStore, Received, StreamReader, LANES};
-use crate::wire::{self, Rejection, GOSSIP_MAX_MESSAGE_SIZE};
+use crate::wire::{self, Credentials, Rejection, GOSSIP_MAX_MESSAGE_SIZE};
 
 /// A peer whose unsent backlog passes this many bytes is treated as dead.
 const PEER_HARD_CAP: usize = 256 << 20;
@@ -85,6 +85,10 @@ const MAX_IHAVE_HOLD: Duration = Duration::from_millis(100);
 /// Publishers whose path depth is tracked (those heard within [`DEPTH_TTL`]).
 const DEPTHS_CAP: usize = 256;
 const DEPTH_TTL: Duration = Duration::from_secs(10);
+/// Incarnations that a newer one of the same agent replaced, remembered this long (at most
+/// [`SUPERSEDED_CAP`]): a connection from one of them is a second live copy of that agent.
+const SUPERSEDED_RETENTION: Duration = Duration::from_secs(600);
+const SUPERSEDED_CAP: usize = 1024;
 /// Hello hints kept at most (see `Actor::hints`).
 const HINTS_CAP: usize = 64;
 /// Payloads announced to a new neighbour: those of the last 4 s (the gossip layer answers
@@ -121,7 +125,7 @@ pub(crate) fn proto_config() -> proto::Config {
 
 /// Whether `timer` is the gossip layer's next shuffle (scheduled [`SHUFFLE_INTERVAL`] ahead).
 /// Timers are opaque; their debug form names the kind (tested against the pinned version).
-fn is_shuffle_timer(delay: Duration, timer: &proto::Timer<MachineId>) -> bool {
+fn is_shuffle_timer(delay: Duration, timer: &proto::Timer<AgentId>) -> bool {
     delay == SHUFFLE_INTERVAL && format!("{timer:?}").contains("Swarm(DoShuffle)")
 }
 
@@ -184,6 +188,8 @@ pub struct Shared {
     peer_sample: Mutex<Vec<SocketAddr>>,
     /// Publisher keys, for the writers to announce on the streams they forward payloads on.
     keys: KeyStore,
+    /// Whether an identity conflict was logged (once per agent; each is counted).
+    conflict_logged: AtomicBool,
 }
 
 impl Shared {
@@ -219,6 +225,14 @@ impl Shared {
         self.backlog.wait_for_room();
     }
 
+    /// Counts an agent id seen live in two processes at once, and logs the first.
+    fn identity_conflict(&self, what: std::fmt::Arguments<'_>) {
+        self.counters.add(&self.counters.identity_conflicts, 1);
+        if !self.conflict_logged.swap(true, Ordering::AcqRel) {
+            log::warn!("x0x: {what} (logged once; stats() counts identity_conflicts)");
+        }
+    }
+
     fn peer_sample(&self) -> Vec<SocketAddr> {
         self.peer_sample
             .lock()
@@ -230,7 +244,9 @@ impl Shared {
 enum Command {
     Join {
         bootstrap: Vec<SocketAddr>,
-        reply: oneshot::Sender<Result<()>>,
+        /// How long each dial may take.
+        patience: Duration,
+        reply: oneshot::Sender<JoinOutcome>,
     },
     Leave {
         reply: oneshot::Sender<()>,
@@ -252,21 +268,34 @@ enum NetEvent {
     },
     DialFailed {
         addr: SocketAddr,
-        peer: Option<MachineId>,
+        peer: Option<AgentId>,
         bootstrap: bool,
         error: Error,
     },
     Frame {
-        peer: MachineId,
+        peer: AgentId,
         received: Received,
     },
     Closed {
-        peer: MachineId,
+        peer: AgentId,
         conn_id: u64,
         /// The peer ended the connection itself (it is alive), rather than it timing out or
         /// failing.
         by_peer: bool,
     },
+}
+
+/// How one round of dials to the bootstrap peers ended: a neighbour is up, or every dial
+/// failed (each address with its error), or the round was abandoned (left, aborted, closed).
+pub type JoinOutcome = std::result::Result<(), JoinFailure>;
+
+/// Why a join round ended without a neighbour.
+#[derive(Debug)]
+pub enum JoinFailure {
+    /// Every bootstrap dial failed: each address, with why.
+    Unreachable(Vec<(SocketAddr, Error)>),
+    /// Not worth another round (the agent left or closed, or the join was abandoned).
+    Ended(Error),
 }
 
 /// The façade's handle on the actor.
@@ -279,8 +308,7 @@ pub struct Network {
 impl Network {
     /// Binds the endpoint and starts the actor (on the current runtime).
     pub fn start(
-        machine_key: Arc<Keypair>,
-        agent_key: PublicKey,
+        credentials: Arc<Credentials>,
         bind: SocketAddr,
         registry: Arc<Registry>,
         counters: Arc<Counters>,
@@ -299,15 +327,16 @@ impl Network {
             backlog: Backlog::default(),
             penalties: Penalties::default(),
             peer_sample: Mutex::new(Vec::new()),
-            keys: KeyStore::new(agent_key),
+            keys: KeyStore::new(credentials.agent_key().public_key().clone()),
+            conflict_logged: AtomicBool::new(false),
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
-        let me = machine_key.public_key().machine_id();
+        let me = credentials.agent_id();
         let me_data = PeerData::new(wire::encode(&local_addr)?);
         let actor = Actor {
             me,
-            machine_key,
+            credentials,
             endpoint: endpoint.clone(),
             listen: local_addr,
             state: proto::State::new(me, me_data, proto_config(), rand::make_rng::<StdRng>()),
@@ -331,6 +360,7 @@ impl Network {
             lost: HashMap::new(),
             probes: HashMap::new(),
             received: 0,
+            superseded: HashMap::new(),
             duplicates: Duplicates::default(),
             hints: HashSet::new(),
             held_ihaves: DelayQueue::new(),
@@ -339,7 +369,7 @@ impl Network {
         };
         tokio::spawn(accept_loop(
             endpoint,
-            Arc::clone(&actor.machine_key),
+            Arc::clone(&actor.credentials),
             local_addr,
             net_tx,
             Arc::clone(&actor.shared),
@@ -368,12 +398,19 @@ impl Network {
             .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))
     }
 
-    /// Joins the network through `bootstrap`; done when one neighbour is up (at once if empty).
-    pub async fn join(&self, bootstrap: Vec<SocketAddr>) -> Result<()> {
+    /// Dials `bootstrap` once each, each dial given up after `patience`; done when one
+    /// neighbour is up (at once if empty), or when every dial failed.
+    pub async fn join(&self, bootstrap: Vec<SocketAddr>, patience: Duration) -> JoinOutcome {
+        let closed = || JoinFailure::Ended(Error::new(ErrorKind::Closed, "the agent is closed"));
         let (reply, done) = oneshot::channel();
-        self.send(Command::Join { bootstrap, reply })?;
-        done.await
-            .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))?
+        let patience = patience.min(net::HANDSHAKE_TIMEOUT);
+        self.send(Command::Join {
+            bootstrap,
+            patience,
+            reply,
+        })
+        .map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?
     }
 
     /// Stops a join that is still waiting for its first neighbour. Returns true if it stopped
@@ -420,7 +457,7 @@ impl Network {
 
 async fn accept_loop(
     endpoint: quinn::Endpoint,
-    machine_key: Arc<Keypair>,
+    credentials: Arc<Credentials>,
     listen: SocketAddr,
     net_tx: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
@@ -436,12 +473,12 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        let machine_key = Arc::clone(&machine_key);
+        let credentials = Arc::clone(&credentials);
         let net_tx = net_tx.clone();
         let peers = shared.peer_sample();
         tokio::spawn(async move {
             // A failed incoming handshake is the other side's problem: nothing to report.
-            if let Ok(auth) = net::accept(incoming, &machine_key, listen, peers).await {
+            if let Ok(auth) = net::accept(incoming, &credentials, listen, peers).await {
                 let _ = net_tx
                     .send(NetEvent::Connected {
                         auth,
@@ -454,7 +491,7 @@ async fn accept_loop(
 }
 
 struct Link {
-    peer: MachineId,
+    peer: AgentId,
     incarnation: u64,
     conn_id: u64,
     frames: mpsc::UnboundedSender<Bytes>,
@@ -463,18 +500,20 @@ struct Link {
 }
 
 struct JoinAttempt {
-    waiters: Vec<oneshot::Sender<Result<()>>>,
+    waiters: Vec<oneshot::Sender<JoinOutcome>>,
     outstanding: usize,
-    errors: Vec<String>,
+    /// A bootstrap peer answered: wait for the neighbourship rather than fail.
+    answered: bool,
+    errors: Vec<(SocketAddr, Error)>,
 }
 
 struct Actor {
-    me: MachineId,
-    machine_key: Arc<Keypair>,
+    me: AgentId,
+    credentials: Arc<Credentials>,
     endpoint: quinn::Endpoint,
     listen: SocketAddr,
-    state: proto::State<MachineId, StdRng>,
-    timers: DelayQueue<proto::Timer<MachineId>>,
+    state: proto::State<AgentId, StdRng>,
+    timers: DelayQueue<proto::Timer<AgentId>>,
     /// The gossip layer's pending shuffle timer, fired early by [`Actor::shuffle_now`].
     shuffle_timer: Option<delay_queue::Key>,
     last_shuffle: Option<Instant>,
@@ -483,12 +522,12 @@ struct Actor {
     learn_gap: Duration,
     known_at_learn: usize,
     /// The connection we send on, per peer.
-    links: HashMap<MachineId, Link>,
+    links: HashMap<AgentId, Link>,
     /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
     spares: Vec<Link>,
-    pending: HashMap<MachineId, Vec<Bytes>>,
-    addr_book: HashMap<MachineId, SocketAddr>,
-    neighbours: HashSet<MachineId>,
+    pending: HashMap<AgentId, Vec<Bytes>>,
+    addr_book: HashMap<AgentId, SocketAddr>,
+    neighbours: HashSet<AgentId>,
     next_conn_id: u64,
     shared: Arc<Shared>,
     net_tx: mpsc::Sender<NetEvent>,
@@ -506,14 +545,14 @@ struct Actor {
     /// healed partition is found again even when both sides have enough neighbours of their own
     /// (measured: with top-ups alone a 4|4 partition healed only when some agent happened to
     /// be below 3 neighbours).
-    lost: HashMap<MachineId, (SocketAddr, Instant)>,
+    lost: HashMap<AgentId, (SocketAddr, Instant)>,
     /// Probe dials under way, by address, with when they started.
     probes: HashMap<SocketAddr, Instant>,
     /// Addresses peers passed on in their hellos ([`wire::Hello::peers`]): top-up candidates
     /// besides the address book (which shuffles fill, see [`Actor::learn_peers`]).
     hints: HashSet<SocketAddr>,
     /// IHaves held back (see `ihave_hold`).
-    held_ihaves: DelayQueue<(MachineId, proto::Message<MachineId>)>,
+    held_ihaves: DelayQueue<(AgentId, proto::Message<AgentId>)>,
     /// How far recent publishers are, for [`Actor::ihave_hold`].
     depths: PathDepths,
     /// Payloads received or published lately (when, id, round), oldest first; see
@@ -521,6 +560,8 @@ struct Actor {
     recent: VecDeque<(Instant, [u8; 32], u64)>,
     /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
     received: u64,
+    /// Peers' incarnations that a newer one replaced, and when (see [`SUPERSEDED_RETENTION`]).
+    superseded: HashMap<AgentId, (u64, Instant)>,
     /// Recent payload ids, and which duplicates may prune.
     duplicates: Duplicates,
 }
@@ -576,7 +617,7 @@ impl Actor {
         }
     }
 
-    fn handle(&mut self, event: InEvent<MachineId>) {
+    fn handle(&mut self, event: InEvent<AgentId>) {
         // The iterator borrows the state: collect before acting on it.
         let out: Vec<_> = self.state.handle(event, Instant::now(), None).collect();
         for event in out {
@@ -584,7 +625,7 @@ impl Actor {
         }
     }
 
-    fn apply(&mut self, event: OutEvent<MachineId>) {
+    fn apply(&mut self, event: OutEvent<AgentId>) {
         match event {
             OutEvent::SendMessage(to, message) => match wire::encode(&message) {
                 Ok(frame) => self.send_to(to, Bytes::from(frame)),
@@ -612,7 +653,7 @@ impl Actor {
         }
     }
 
-    fn on_gossip(&mut self, event: proto::Event<MachineId>) {
+    fn on_gossip(&mut self, event: proto::Event<AgentId>) {
         match event {
             proto::Event::NeighborUp(peer) => {
                 if self.neighbours.insert(peer) {
@@ -674,7 +715,7 @@ impl Actor {
     /// that was cut off (say, all its neighbours were killed: it notices at the idle timeout)
     /// never gets what was published meanwhile, and its own payloads from that time reach
     /// nobody (R3: a publisher whose neighbours all died lost ~3 s of its messages).
-    fn announce_recent(&mut self, peer: MachineId) {
+    fn announce_recent(&mut self, peer: AgentId) {
         let now = Instant::now();
         while self
             .recent
@@ -695,7 +736,7 @@ impl Actor {
         self.send_to(peer, Bytes::from(frame));
     }
 
-    fn lose_neighbour(&mut self, peer: MachineId) {
+    fn lose_neighbour(&mut self, peer: AgentId) {
         if self.neighbours.remove(&peer) {
             self.shared
                 .neighbours
@@ -710,7 +751,7 @@ impl Actor {
         }
     }
 
-    fn send_to(&mut self, to: MachineId, frame: Bytes) {
+    fn send_to(&mut self, to: AgentId, frame: Bytes) {
         if let Some(link) = self.links.get(&to) {
             if link.queued.load(Ordering::Acquire) > PEER_HARD_CAP {
                 // It stopped reading: cut it loose rather than buffer without bound.
@@ -744,24 +785,24 @@ impl Actor {
         }
     }
 
-    fn dial(&self, addr: SocketAddr, expected: Option<MachineId>, bootstrap: bool) {
+    fn dial(&self, addr: SocketAddr, expected: Option<AgentId>, bootstrap: bool) {
         self.dial_within(addr, expected, bootstrap, net::HANDSHAKE_TIMEOUT);
     }
 
     fn dial_within(
         &self,
         addr: SocketAddr,
-        expected: Option<MachineId>,
+        expected: Option<AgentId>,
         bootstrap: bool,
         limit: Duration,
     ) {
         let endpoint = self.endpoint.clone();
-        let machine_key = Arc::clone(&self.machine_key);
+        let credentials = Arc::clone(&self.credentials);
         let listen = self.listen;
         let net_tx = self.net_tx.clone();
         let peers = self.shared.peer_sample();
         tokio::spawn(async move {
-            let dial = net::dial(&endpoint, &machine_key, listen, addr, expected, peers);
+            let dial = net::dial(&endpoint, &credentials, listen, addr, expected, peers);
             let result = tokio::time::timeout(limit, dial).await.unwrap_or_else(|_| {
                 Err(Error::new(
                     ErrorKind::Timeout,
@@ -783,7 +824,11 @@ impl Actor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Join { bootstrap, reply } => self.start_join(bootstrap, reply),
+            Command::Join {
+                bootstrap,
+                patience,
+                reply,
+            } => self.start_join(bootstrap, patience, reply),
             Command::Leave { reply } => {
                 self.leave();
                 tokio::spawn(async move {
@@ -810,10 +855,10 @@ impl Actor {
                 if aborted {
                     if let Some(join) = self.join.take() {
                         for waiter in join.waiters {
-                            let _ = waiter.send(Err(Error::new(
+                            let _ = waiter.send(Err(JoinFailure::Ended(Error::new(
                                 ErrorKind::Timeout,
                                 "the join was abandoned",
-                            )));
+                            ))));
                         }
                     }
                     self.handle(InEvent::Command(network_topic(), ProtoCommand::Quit));
@@ -844,7 +889,7 @@ impl Actor {
             .filter_map(|peer| self.addr_book.get(peer))
             .copied()
             .collect();
-        let known: Vec<(Option<MachineId>, SocketAddr)> = self
+        let known: Vec<(Option<AgentId>, SocketAddr)> = self
             .others_known()
             .map(|(peer, addr)| (Some(*peer), *addr))
             .chain(
@@ -891,7 +936,7 @@ impl Actor {
     }
 
     /// Address-book entries of peers that are not neighbours.
-    fn others_known(&self) -> impl Iterator<Item = (&MachineId, &SocketAddr)> {
+    fn others_known(&self) -> impl Iterator<Item = (&AgentId, &SocketAddr)> {
         self.addr_book
             .iter()
             .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
@@ -979,7 +1024,7 @@ impl Actor {
         {
             return;
         }
-        let candidates: Vec<(MachineId, SocketAddr)> = self
+        let candidates: Vec<(AgentId, SocketAddr)> = self
             .lost
             .iter()
             .filter(|(peer, (addr, _))| {
@@ -997,7 +1042,7 @@ impl Actor {
         self.dial_within(addr, Some(peer), true, REPAIR_DIAL_TIMEOUT);
     }
 
-    fn remember_lost(&mut self, peer: MachineId, addr: SocketAddr) {
+    fn remember_lost(&mut self, peer: AgentId, addr: SocketAddr) {
         if self.shared.mode() != Mode::Joined || peer == self.me {
             return;
         }
@@ -1015,7 +1060,33 @@ impl Actor {
         self.lost.entry(peer).or_insert((addr, Instant::now()));
     }
 
-    fn start_join(&mut self, bootstrap: Vec<SocketAddr>, reply: oneshot::Sender<Result<()>>) {
+    /// Remembers that `incarnation` of `peer` was replaced by a newer one.
+    fn supersede(&mut self, peer: AgentId, incarnation: u64) {
+        let now = Instant::now();
+        if self.superseded.len() >= SUPERSEDED_CAP {
+            self.superseded
+                .retain(|_, (_, at)| now.duration_since(*at) < SUPERSEDED_RETENTION);
+            if self.superseded.len() >= SUPERSEDED_CAP {
+                return;
+            }
+        }
+        self.superseded.insert(peer, (incarnation, now));
+    }
+
+    /// Whether `incarnation` of `peer` was replaced by a newer one lately: a restarted agent's
+    /// old run never connects again, so this is a second live process with the same agent key.
+    fn is_superseded(&self, peer: AgentId, incarnation: u64) -> bool {
+        self.superseded
+            .get(&peer)
+            .is_some_and(|(old, at)| *old == incarnation && at.elapsed() < SUPERSEDED_RETENTION)
+    }
+
+    fn start_join(
+        &mut self,
+        bootstrap: Vec<SocketAddr>,
+        patience: Duration,
+        reply: oneshot::Sender<JoinOutcome>,
+    ) {
         if !bootstrap.is_empty() {
             self.bootstrap = bootstrap.clone();
         }
@@ -1041,12 +1112,13 @@ impl Actor {
         let join = self.join.get_or_insert_with(|| JoinAttempt {
             waiters: Vec::new(),
             outstanding: 0,
+            answered: false,
             errors: Vec::new(),
         });
         join.waiters.push(reply);
         join.outstanding += bootstrap.len();
         for addr in bootstrap {
-            self.dial(addr, None, true);
+            self.dial_within(addr, None, true, patience);
         }
     }
 
@@ -1063,10 +1135,10 @@ impl Actor {
         }
         if let Some(join) = self.join.take() {
             for waiter in join.waiters {
-                let _ = waiter.send(Err(Error::new(
+                let _ = waiter.send(Err(JoinFailure::Ended(Error::new(
                     ErrorKind::Cancelled,
                     "left the network before the join completed",
-                )));
+                ))));
             }
         }
         for (_, link) in self.links.drain() {
@@ -1095,6 +1167,12 @@ impl Actor {
                 bootstrap,
                 error,
             } => {
+                if error.kind() == ErrorKind::InUse {
+                    self.shared.identity_conflict(format_args!(
+                        "the agent at {addr} refused this agent: another process runs with this \
+                         agent's id (the same agent key)"
+                    ));
+                }
                 if let Some(peer) = peer {
                     self.pending.remove(&peer);
                     // Unreachable: don't keep dialing it (a crashed peer, or a rogue's
@@ -1116,7 +1194,7 @@ impl Actor {
         }
     }
 
-    fn on_frame(&mut self, peer: MachineId, received: Received) {
+    fn on_frame(&mut self, peer: AgentId, received: Received) {
         let Received {
             message,
             payload,
@@ -1164,7 +1242,7 @@ impl Actor {
     /// payload a retransmission delayed by one RTT was grafted, arrived twice, and the graft
     /// closed a cycle (R1: grafts and duplicates grew with the tree's depth). Holding the
     /// announcement for those hops gives every path the same slack.
-    fn ihave_hold(&self, peer: MachineId, round: u64) -> Option<Duration> {
+    fn ihave_hold(&self, peer: AgentId, round: u64) -> Option<Duration> {
         let behind = self.depths.deepest(Instant::now()) - round as f64 - 1.0;
         if behind <= 0.0 {
             return None;
@@ -1177,6 +1255,7 @@ impl Actor {
     fn on_connected(&mut self, auth: Authenticated, bootstrap: bool) {
         let Authenticated {
             peer,
+            machine: _,
             incarnation,
             listen,
             peers,
@@ -1185,15 +1264,48 @@ impl Actor {
             recv,
         } = auth;
         let remote = connection.remote_address();
-        if peer == self.me || self.shared.mode() == Mode::Left {
+        if peer == self.me {
+            let error = if incarnation == self.credentials.incarnation() {
+                connection.close(net::CLOSE_SELF.into(), b"that address is this agent's own");
+                net::self_dial_error()
+            } else {
+                self.shared.identity_conflict(format_args!(
+                    "the agent at {remote} has this agent's id {:?}: another process runs \
+                     with the same agent key",
+                    self.me
+                ));
+                connection.close(
+                    net::CLOSE_DUPLICATE_IDENTITY.into(),
+                    b"another process runs with this agent's id (the same agent key)",
+                );
+                net::duplicate_identity_error(self.me)
+            };
+            if bootstrap {
+                self.bootstrap_failed(remote, error);
+            }
+            return;
+        }
+        if self.is_superseded(peer, incarnation) {
+            self.shared.identity_conflict(format_args!(
+                "two processes run as agent {peer:?} (one at {remote}): they share an agent key"
+            ));
+            connection.close(
+                net::CLOSE_DUPLICATE_IDENTITY.into(),
+                b"another process runs with this agent's id (the same agent key)",
+            );
+            if bootstrap {
+                let error = Error::new(
+                    ErrorKind::InUse,
+                    format!("agent {peer:?} there also runs in another process"),
+                );
+                self.bootstrap_failed(remote, error);
+            }
+            return;
+        }
+        if self.shared.mode() == Mode::Left {
             connection.close(0u32.into(), b"not now");
             if bootstrap {
-                let why = if peer == self.me {
-                    "that is this agent itself"
-                } else {
-                    "left"
-                };
-                self.bootstrap_failed(remote, Error::invalid_argument(why));
+                self.bootstrap_failed(remote, Error::invalid_argument("left"));
             }
             return;
         }
@@ -1246,6 +1358,7 @@ impl Actor {
             // Forget it now, so that what we send (the answer to its join) goes to the new one.
             if let Some(old) = self.links.remove(&peer) {
                 old.connection.close(5u32.into(), b"peer restarted");
+                self.supersede(peer, old.incarnation);
             }
             self.spares.retain(|spare| spare.peer != peer);
             self.handle(InEvent::PeerDisconnected(peer));
@@ -1292,6 +1405,7 @@ impl Actor {
                 self.top_up_dials.remove(&remote).is_some() | self.probes.remove(&remote).is_some();
             if let (false, Some(join)) = (repair, self.join.as_mut()) {
                 join.outstanding = join.outstanding.saturating_sub(1);
+                join.answered = true;
             }
             self.handle(InEvent::Command(
                 network_topic(),
@@ -1311,28 +1425,19 @@ impl Actor {
             return;
         };
         join.outstanding = join.outstanding.saturating_sub(1);
-        join.errors.push(format!("{addr}: {error}"));
-        if join.outstanding > 0 || !self.neighbours.is_empty() {
+        join.errors.push((addr, error));
+        if join.outstanding > 0 || join.answered || !self.neighbours.is_empty() {
             return;
         }
         let join = self.join.take().expect("checked above");
-        let kind = if error.kind() == ErrorKind::Timeout {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Io
-        };
-        let message = format!(
-            "could not join the network: no bootstrap peer answered ({})",
-            join.errors.join("; ")
-        );
         for waiter in join.waiters {
-            let _ = waiter.send(Err(Error::new(kind, message.clone())));
+            let _ = waiter.send(Err(JoinFailure::Unreachable(join.errors.clone())));
         }
         self.handle(InEvent::Command(network_topic(), ProtoCommand::Quit));
         self.shared.set_mode(Mode::Left);
     }
 
-    fn on_closed(&mut self, peer: MachineId, conn_id: u64, by_peer: bool) {
+    fn on_closed(&mut self, peer: AgentId, conn_id: u64, by_peer: bool) {
         if let Some(i) = self.spares.iter().position(|l| l.conn_id == conn_id) {
             self.spares.swap_remove(i);
             return;
@@ -1414,7 +1519,7 @@ fn close_after_grace(link: Link, reason: &'static [u8]) {
 }
 
 async fn read_loop(
-    peer: MachineId,
+    peer: AgentId,
     conn_id: u64,
     recv: RecvStream,
     connection: Connection,
@@ -1434,11 +1539,20 @@ async fn read_loop(
         recv,
         connection.clone(),
         net_tx.clone(),
-        shared,
+        Arc::clone(&shared),
         strikes,
     )
     .await;
     lanes.abort();
+    if let Some(quinn::ConnectionError::ApplicationClosed(close)) = connection.close_reason() {
+        if close.error_code == net::CLOSE_DUPLICATE_IDENTITY.into() {
+            shared.identity_conflict(format_args!(
+                "the agent at {} refused this agent: another process runs with this agent's id \
+                 (the same agent key)",
+                connection.remote_address()
+            ));
+        }
+    }
     // A peer that finishes its stream or closes the connection is alive: it dropped us (a
     // refused or ended neighbourship, a shuffle answered over a passing connection). Only a
     // connection that timed out or failed means the peer may be gone.
@@ -1458,7 +1572,7 @@ async fn read_loop(
 
 /// Reads the peer's data lanes (see [`crate::streams::lane_of`]) as they are opened.
 async fn accept_lanes(
-    peer: MachineId,
+    peer: AgentId,
     connection: Connection,
     net_tx: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
@@ -1479,7 +1593,7 @@ async fn accept_lanes(
 /// Reads, checks and verifies the frames of one stream until it ends; invalid messages count
 /// as strikes against the whole connection. True if the peer finished the stream.
 async fn read_frames(
-    peer: MachineId,
+    peer: AgentId,
     mut recv: RecvStream,
     connection: Connection,
     net_tx: mpsc::Sender<NetEvent>,
@@ -1604,9 +1718,9 @@ pub(crate) mod testing {
 
     /// Two proto state machines wired back to back; returns every encoded frame A sent.
     pub(crate) fn pump(
-        a: &mut proto::State<MachineId, StdRng>,
-        b: &mut proto::State<MachineId, StdRng>,
-        first: InEvent<MachineId>,
+        a: &mut proto::State<AgentId, StdRng>,
+        b: &mut proto::State<AgentId, StdRng>,
+        first: InEvent<AgentId>,
     ) -> Vec<Vec<u8>> {
         let (id_a, id_b) = (*a.me(), *b.me());
         let mut sent_by_a = Vec::new();
@@ -1631,11 +1745,11 @@ pub(crate) mod testing {
         sent_by_a
     }
 
-    pub(crate) type ProtoState = proto::State<MachineId, StdRng>;
+    pub(crate) type ProtoState = proto::State<AgentId, StdRng>;
 
     /// A proto state with the agents' config, its id `byte` repeated.
     pub(crate) fn proto_state(byte: u8) -> ProtoState {
-        let id = MachineId([byte; 32]);
+        let id = AgentId([byte; 32]);
         proto::State::new(id, PeerData::default(), proto_config(), rand::make_rng())
     }
 
@@ -1795,7 +1909,7 @@ mod tests {
         let mut forged = frame[..frame.len() - 1].to_vec();
         forged.extend_from_slice(&[0xff, 0xff, 0x03]);
         assert_eq!(wire::gossip_data_round(&forged), Some(65535));
-        assert!(postcard::from_bytes::<proto::Message<MachineId>>(&forged).is_ok());
+        assert!(postcard::from_bytes::<proto::Message<AgentId>>(&forged).is_ok());
     }
 
     #[test]
@@ -1806,7 +1920,7 @@ mod tests {
         let frame = wire::ihave_frame(network_topic().as_bytes(), &[(missing, round)]);
         assert_eq!(wire::ihave_min_round(&frame), Some(round));
         assert_eq!(wire::gossip_data_content(&frame), None, "a control frame");
-        let message: proto::Message<MachineId> = postcard::from_bytes(&frame).unwrap();
+        let message: proto::Message<AgentId> = postcard::from_bytes(&frame).unwrap();
         assert_eq!(
             wire::encode(&message).unwrap(),
             frame,

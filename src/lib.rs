@@ -22,6 +22,8 @@ pub mod gossip;
 /// cbindgen:ignore
 pub mod identity;
 /// cbindgen:ignore
+pub(crate) mod instance;
+/// cbindgen:ignore
 pub mod net;
 /// cbindgen:ignore
 pub mod penalties;

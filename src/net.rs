@@ -1,13 +1,14 @@
 //! QUIC transport: one quinn endpoint per agent, TLS 1.3 with the X25519MLKEM768 hybrid key
-//! exchange, and a hello on the first stream that binds each connection to a `MachineId`.
+//! exchange, and a hello on the first stream that binds each connection to an `AgentId`.
 //!
 //! TLS certificates are throwaway and self-signed: identity comes from the [`Hello`], an
-//! ML-DSA-65 signature by the machine key over the connection's TLS exporter secret, which is
-//! unique to this TLS session. A peer that cannot produce it is dropped.
+//! ML-DSA-65 signature by the agent key over the connection's TLS exporter secret, which is
+//! unique to this TLS session, with the machine key's endorsement of the agent key. A peer that
+//! cannot produce both is dropped.
 //!
 //! [`Hello`]: crate::wire::Hello
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,32 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::{Keypair, MachineId};
-use crate::wire::{self, FrameKind, Hello, Role, MAX_FRAME_LEN};
+use crate::identity::{AgentId, MachineId};
+use crate::wire::{self, Credentials, FrameKind, Hello, Role, MAX_FRAME_LEN};
 
-const ALPN: &[u8] = b"x0x/1";
+/// Version 2: hellos by the agent key (version 1 peers fail the TLS handshake with "no
+/// application protocol" rather than a hello that does not decode).
+const ALPN: &[u8] = b"x0x/2";
+/// Close code: the peer is this very agent (it dialed its own address).
+pub const CLOSE_SELF: u32 = 7;
+/// Close code: the peer has an agent id that another live process has too (a shared agent key).
+pub const CLOSE_DUPLICATE_IDENTITY: u32 = 6;
+
+/// Why a dial reached this agent itself (either end may notice first: both say this).
+pub fn self_dial_error() -> Error {
+    Error::invalid_argument("that address is this agent's own")
+}
+
+/// Why a dial reached another process running as `me` (either end may notice first).
+pub fn duplicate_identity_error(me: AgentId) -> Error {
+    Error::new(
+        ErrorKind::InUse,
+        format!(
+            "the agent there has this agent's id {me:?}: another process runs with the same \
+             agent key (give each agent its own data dir or key)"
+        ),
+    )
+}
 /// The TLS server name every agent's certificate carries (certificates are throwaway).
 pub const SERVER_NAME: &str = "x0x";
 /// How long a handshake (QUIC + TLS + hello) may take.
@@ -143,11 +166,13 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// A connection whose peer has proved its `MachineId`.
+/// A connection whose peer has proved its `AgentId`.
 pub struct Authenticated {
-    /// The peer.
-    pub peer: MachineId,
-    /// The peer process's incarnation (changes when it restarts).
+    /// The peer: its agent id.
+    pub peer: AgentId,
+    /// The machine the peer's machine key names.
+    pub machine: MachineId,
+    /// The peer agent run's incarnation (changes when it restarts).
     pub incarnation: u64,
     /// Where the peer accepts connections.
     pub listen: SocketAddr,
@@ -170,30 +195,50 @@ fn exporter_secret(connection: &Connection) -> Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// Where to send packets for `addr`: an unspecified address (`0.0.0.0`, `::`, what an agent
+/// bound to a wildcard reports as its address) means this host, so its loopback address.
+pub fn dialable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
 /// Dials `addr` and authenticates the peer; `expected` rejects anyone else. `peers` go to the
 /// peer as hints (see [`Hello::peers`]).
 pub async fn dial(
     endpoint: &quinn::Endpoint,
-    machine_key: &Keypair,
+    credentials: &Credentials,
     listen: SocketAddr,
     addr: SocketAddr,
-    expected: Option<MachineId>,
+    expected: Option<AgentId>,
     peers: Vec<SocketAddr>,
 ) -> Result<Authenticated> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let connecting = endpoint
-            .connect(addr, SERVER_NAME)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}")))?;
-        let connection = connecting
+        let cannot = |e: &dyn std::fmt::Display| {
+            Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}"))
+        };
+        let connection = endpoint
+            .connect(dialable(addr), SERVER_NAME)
+            .map_err(|e| cannot(&e))?
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}")))?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(conn_error)?;
-        let secret = exporter_secret(&connection)?;
-        let hello = Hello::new(machine_key, Role::Dialer, &secret, listen)?.with_peers(peers);
-        write_frame(&mut send, &wire::encode(&hello)?).await?;
-        let theirs: Hello = read_hello(&mut recv).await?;
-        let key = theirs.verify(Role::Acceptor, &secret)?;
-        let peer = key.machine_id();
+            .map_err(|e| cannot(&e))?;
+        let exchange = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(conn_error)?;
+            let secret = exporter_secret(&connection)?;
+            let hello = Hello::new(credentials, Role::Dialer, &secret, listen)?.with_peers(peers);
+            write_frame(&mut send, &wire::encode(&hello)?).await?;
+            let theirs: Hello = read_hello(&mut recv).await?;
+            let sender = theirs.verify(Role::Acceptor, &secret)?;
+            Ok((theirs, sender, send, recv))
+        };
+        let (theirs, sender, send, recv) = match exchange.await {
+            Ok(done) => done,
+            // "connection lost" says nothing: the peer's reason for closing does.
+            Err(e) => return Err(with_close_reason(e, &connection, credentials.agent_id())),
+        };
+        let peer = sender.agent_key.agent_id();
         if expected.is_some_and(|expected| expected != peer) {
             connection.close(1u32.into(), b"unexpected peer");
             return Err(Error::new(
@@ -203,6 +248,7 @@ pub async fn dial(
         }
         Ok(Authenticated {
             peer,
+            machine: sender.machine,
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),
@@ -223,10 +269,31 @@ pub async fn dial(
     })?
 }
 
+/// `error`, with the peer's reason when the peer closed `connection` (it names the cause, such
+/// as a peer that is this agent itself).
+fn with_close_reason(error: Error, connection: &Connection, me: AgentId) -> Error {
+    match connection.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            match u32::try_from(close.error_code.into_inner()) {
+                Ok(CLOSE_DUPLICATE_IDENTITY) => duplicate_identity_error(me),
+                Ok(CLOSE_SELF) => self_dial_error(),
+                _ => Error::new(
+                    error.kind(),
+                    format!(
+                        "the peer closed the connection: {}",
+                        String::from_utf8_lossy(&close.reason)
+                    ),
+                ),
+            }
+        }
+        _ => error,
+    }
+}
+
 /// Authenticates an incoming connection; `peers` go to the peer as hints.
 pub async fn accept(
     incoming: quinn::Incoming,
-    machine_key: &Keypair,
+    credentials: &Credentials,
     listen: SocketAddr,
     peers: Vec<SocketAddr>,
 ) -> Result<Authenticated> {
@@ -235,11 +302,12 @@ pub async fn accept(
         let (mut send, mut recv) = connection.accept_bi().await.map_err(conn_error)?;
         let secret = exporter_secret(&connection)?;
         let theirs: Hello = read_hello(&mut recv).await?;
-        let key = theirs.verify(Role::Dialer, &secret)?;
-        let hello = Hello::new(machine_key, Role::Acceptor, &secret, listen)?.with_peers(peers);
+        let sender = theirs.verify(Role::Dialer, &secret)?;
+        let hello = Hello::new(credentials, Role::Acceptor, &secret, listen)?.with_peers(peers);
         write_frame(&mut send, &wire::encode(&hello)?).await?;
         Ok(Authenticated {
-            peer: key.machine_id(),
+            peer: sender.agent_key.agent_id(),
+            machine: sender.machine,
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),

@@ -34,6 +34,9 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Frame bytes sent.
     pub bytes_out: AtomicU64,
+    /// Times this agent's id, or a peer's, was seen live in two processes at once (the same
+    /// agent key running twice); the later connection is refused.
+    pub identity_conflicts: AtomicU64,
 }
 
 impl Counters {
@@ -62,6 +65,7 @@ impl Counters {
             connections: connections as u64,
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
+            identity_conflicts: get(&self.identity_conflicts),
         }
     }
 }
@@ -103,4 +107,6 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Frame bytes sent.
     pub bytes_out: u64,
+    /// Times an agent id was seen live in two processes at once (an agent key running twice).
+    pub identity_conflicts: u64,
 }

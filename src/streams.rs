@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use iroh_gossip::proto;
 
-use crate::identity::{AgentId, MachineId, PublicKey};
+use crate::identity::{AgentId, PublicKey};
 use crate::net;
 use crate::wire::{self, FrameKind, Rejection, MAX_GOSSIP_ROUND};
 
@@ -182,7 +182,7 @@ pub struct Payload {
 #[derive(Debug)]
 pub struct Received {
     /// The decoded message.
-    pub message: proto::Message<MachineId>,
+    pub message: proto::Message<AgentId>,
     /// For a data message: its verified envelope's id and sender.
     pub payload: Option<Payload>,
     /// For an IHave: the smallest delivery round it announces (see `gossip::Actor`).
@@ -228,7 +228,7 @@ impl StreamReader {
                 })
             }
         };
-        let message = postcard::from_bytes::<proto::Message<MachineId>>(body)
+        let message = postcard::from_bytes::<proto::Message<AgentId>>(body)
             .map_err(|_| Rejection::Malformed)?;
         // Only control frames can be IHaves.
         let ihave_round = match payload {

@@ -27,8 +27,8 @@ use x0x::net::SERVER_NAME;
 use x0x::net::{self, Authenticated};
 use x0x::pubsub::Subscription;
 use x0x::stats::Stats;
-use x0x::wire::{self, FrameKind, Hello, Rejection, Role};
-use x0x::{Agent, Keypair, MachineId};
+use x0x::wire::{self, Credentials, FrameKind, Hello, Rejection, Role};
+use x0x::{Agent, AgentId, Keypair};
 
 mod common;
 use common::*;
@@ -129,12 +129,12 @@ fn proto_config() -> proto::Config {
 
 /// An authenticated peer that drives its own gossip state machine and writes whatever it likes.
 struct Rogue {
-    honest: MachineId,
+    honest: AgentId,
     agent_key: Keypair,
     _endpoint: quinn::Endpoint,
     connection: quinn::Connection,
     send: quinn::SendStream,
-    state: proto::State<MachineId, StdRng>,
+    state: proto::State<AgentId, StdRng>,
     /// Frames from the honest agent; ends when its stream or the connection does.
     frames: mpsc::UnboundedReceiver<Bytes>,
     neighbour_up: bool,
@@ -163,16 +163,18 @@ impl Rogue {
     async fn connect(honest: &Agent, stop_lanes: bool) -> Self {
         let endpoint = net::endpoint(localhost()).unwrap();
         let listen = endpoint.local_addr().unwrap();
-        let machine_key = Keypair::generate().unwrap();
-        let me = machine_key.public_key().machine_id();
+        let agent_key = Keypair::generate().unwrap();
+        let credentials =
+            Credentials::new(agent_key.clone(), &Keypair::generate().unwrap()).unwrap();
+        let me = credentials.agent_id();
         let auth = within(
             "the rogue's handshake",
             net::dial(
                 &endpoint,
-                &machine_key,
+                &credentials,
                 listen,
                 honest.local_addr(),
-                Some(honest.machine_id()),
+                Some(honest.agent_id()),
                 Vec::new(),
             ),
         )
@@ -185,7 +187,7 @@ impl Rogue {
             mut recv,
             ..
         } = auth;
-        assert_eq!(peer, honest.machine_id());
+        assert_eq!(peer, honest.agent_id());
         let (tx, frames) = mpsc::unbounded_channel();
         // Payloads come on lanes (streams of their own), everything else on the first stream.
         let lanes = connection.clone();
@@ -225,7 +227,7 @@ impl Rogue {
         );
         let mut rogue = Self {
             honest: peer,
-            agent_key: Keypair::generate().unwrap(),
+            agent_key,
             _endpoint: endpoint,
             connection,
             send,
@@ -261,7 +263,7 @@ impl Rogue {
     }
 
     /// Feeds one event to the rogue's proto; returns the frames it wants sent to the honest agent.
-    fn step(&mut self, event: InEvent<MachineId>) -> Vec<Vec<u8>> {
+    fn step(&mut self, event: InEvent<AgentId>) -> Vec<Vec<u8>> {
         let out: Vec<_> = self.state.handle(event, Instant::now(), None).collect();
         let mut frames = Vec::new();
         for event in out {
@@ -284,7 +286,7 @@ impl Rogue {
 
     /// Handles a frame from the honest agent, answering as a real neighbour would.
     async fn receive(&mut self, frame: Bytes) {
-        let message: proto::Message<MachineId> =
+        let message: proto::Message<AgentId> =
             postcard::from_bytes(&frame).expect("the honest agent sent an undecodable frame");
         for reply in self.step(InEvent::RecvMessage(self.honest, message)) {
             // The honest side may already be closing; the caller checks for that itself.
@@ -570,7 +572,7 @@ async fn malformed_content_and_frames_are_dropped_and_counted() {
         ];
         for frame in &frames {
             assert_eq!(wire::gossip_data_content(frame), None);
-            assert!(postcard::from_bytes::<proto::Message<MachineId>>(frame).is_err());
+            assert!(postcard::from_bytes::<proto::Message<AgentId>>(frame).is_err());
             rogue.write_frame(frame).await.unwrap();
         }
         // Frames of no known kind (nothing, 2, a real data frame under kind 7) and key frames
@@ -980,15 +982,18 @@ fn hello_frame(hello: &Hello) -> Vec<u8> {
     buf.to_vec()
 }
 
-/// Hellos that do not prove the machine key for this connection are refused: no hello back, the
+/// Hellos that do not prove the agent key for this connection, or its machine's endorsement, are
+/// refused: no hello back, the
 /// connection closed, no neighbour, no event. A correct hello still works afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_hellos_are_refused() {
     bounded(TEST_LIMIT, async {
         let (honest, sub) = honest_agent().await;
         let events = honest.events().unwrap();
-        let key = Keypair::generate().unwrap();
-        let stranger = Keypair::generate().unwrap();
+        let machine = Keypair::generate().unwrap();
+        let key = Credentials::new(Keypair::generate().unwrap(), &machine).unwrap();
+        let stranger = Credentials::new(Keypair::generate().unwrap(), &machine).unwrap();
+        let other_machine = Keypair::generate().unwrap();
 
         expect_refused(&honest, "signed over another exporter secret", |raw| {
             hello_frame(&Hello::new(&key, Role::Dialer, &[0x5a; 32], raw.listen).unwrap())
@@ -998,11 +1003,29 @@ async fn bad_hellos_are_refused() {
             hello_frame(&Hello::new(&key, Role::Acceptor, &raw.exporter, raw.listen).unwrap())
         })
         .await;
-        expect_refused(&honest, "someone else's public key", |raw| {
+        expect_refused(&honest, "someone else's agent key", |raw| {
             let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
-            hello.public_key = stranger.public_key().as_bytes().to_vec();
+            hello.agent_key = stranger.agent_key().public_key().as_bytes().to_vec();
             hello_frame(&hello)
         })
+        .await;
+        expect_refused(&honest, "another agent's endorsement", |raw| {
+            let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
+            hello.endorsement = Hello::new(&stranger, Role::Dialer, &raw.exporter, raw.listen)
+                .unwrap()
+                .endorsement;
+            hello_frame(&hello)
+        })
+        .await;
+        expect_refused(
+            &honest,
+            "a machine key that did not endorse the agent",
+            |raw| {
+                let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
+                hello.machine_key = other_machine.public_key().as_bytes().to_vec();
+                hello_frame(&hello)
+            },
+        )
         .await;
         expect_refused(&honest, "listen address changed after signing", |raw| {
             let mut hello = Hello::new(&key, Role::Dialer, &raw.exporter, raw.listen).unwrap();
@@ -1063,7 +1086,8 @@ async fn gauntlet_leaves_the_agent_working_and_closing_cleanly() {
 
         // A bad hello.
         expect_refused(&honest, "gauntlet", |raw| {
-            let key = Keypair::generate().unwrap();
+            let key = Credentials::new(Keypair::generate().unwrap(), &Keypair::generate().unwrap())
+                .unwrap();
             hello_frame(&Hello::new(&key, Role::Dialer, &[1; 32], raw.listen).unwrap())
         })
         .await;

@@ -241,7 +241,11 @@ async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
 
     let endpoint = x0x::net::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let listen = endpoint.local_addr().unwrap();
-    let key = x0x::Keypair::generate().unwrap();
+    let key = x0x::wire::Credentials::new(
+        x0x::Keypair::generate().unwrap(),
+        &x0x::Keypair::generate().unwrap(),
+    )
+    .unwrap();
     let hints = vec![z.local_addr()];
     let connection = tokio::time::timeout(
         WAIT,

@@ -30,8 +30,8 @@ use tokio::time::{timeout, Instant};
 use x0x::gossip::network_topic;
 use x0x::net::{self, Authenticated};
 use x0x::pubsub::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
-use x0x::wire::{self, FrameKind, Rejection};
-use x0x::{Agent, AgentId, Keypair, MachineId};
+use x0x::wire::{self, Credentials, FrameKind, Rejection};
+use x0x::{Agent, AgentId, Keypair};
 
 mod common;
 use common::*;
@@ -264,8 +264,8 @@ fn invalid_content(
 // victim rejects them before its gossip layer, so the rogue need not be a gossip neighbour:
 // an authenticated connection is all a flood needs).
 
-fn proto_state() -> proto::State<MachineId, StdRng> {
-    let id = Keypair::generate().unwrap().public_key().machine_id();
+fn proto_state() -> proto::State<AgentId, StdRng> {
+    let id = Keypair::generate().unwrap().public_key().agent_id();
     let config = proto::Config {
         max_message_size: wire::GOSSIP_MAX_MESSAGE_SIZE,
         ..Default::default()
@@ -275,9 +275,9 @@ fn proto_state() -> proto::State<MachineId, StdRng> {
 
 /// Feeds `first` to `a`, wires everything each sends to the other; returns `a`'s frames.
 fn pump(
-    a: &mut proto::State<MachineId, StdRng>,
-    b: &mut proto::State<MachineId, StdRng>,
-    first: InEvent<MachineId>,
+    a: &mut proto::State<AgentId, StdRng>,
+    b: &mut proto::State<AgentId, StdRng>,
+    first: InEvent<AgentId>,
 ) -> Vec<Vec<u8>> {
     let (id_a, id_b) = (*a.me(), *b.me());
     let mut sent_by_a = Vec::new();
@@ -576,6 +576,7 @@ async fn rogue_worker(
 ) {
     let mut endpoint = net::endpoint(localhost()).unwrap();
     let mut listen = endpoint.local_addr().unwrap();
+    let machine = Keypair::generate().unwrap();
     let mut n = 0usize;
     while let Some(due) = pacer.claim(MAX_STRIKES as u64) {
         tokio::time::sleep_until(due).await;
@@ -588,7 +589,7 @@ async fn rogue_worker(
             listen = endpoint.local_addr().unwrap();
         }
         let note = |e: String| *counters.last_error.lock().unwrap() = Some(e);
-        let key = Keypair::generate().unwrap();
+        let key = Credentials::new(Keypair::generate().unwrap(), &machine).unwrap();
         let started = Instant::now();
         let auth = match net::dial(&endpoint, &key, listen, victim, None, Vec::new()).await {
             Ok(auth) => auth,

@@ -3,8 +3,9 @@
 //! TLS exporter secret, as each side of a connection does.
 //!
 //! Checks: nothing panics; a hello verifies for one role at most (a signature binds the role, so
-//! a hello cannot be reflected back); a verified hello's key is its `public_key` and it does not
-//! verify for another connection's secret; a decoded hello encodes and decodes to itself.
+//! a hello cannot be reflected back); a verified hello's keys are its `agent_key` and
+//! `machine_key` and it does not verify for another connection's secret; a decoded hello encodes
+//! and decodes to itself.
 //!
 //! Input: the frame's bytes (without the length prefix).
 #![no_main]
@@ -20,8 +21,14 @@ fuzz_target!(|data: &[u8]| {
     let again: Hello = postcard::from_bytes(&wire::encode(&hello).expect("a hello encodes"))
         .expect("a re-encoded hello decodes");
     assert_eq!(
-        (&again.public_key, again.listen, again.incarnation, &again.signature),
-        (&hello.public_key, hello.listen, hello.incarnation, &hello.signature),
+        (
+            (&again.agent_key, &again.machine_key, &again.endorsement),
+            (again.listen, again.incarnation, &again.signature)
+        ),
+        (
+            (&hello.agent_key, &hello.machine_key, &hello.endorsement),
+            (hello.listen, hello.incarnation, &hello.signature)
+        ),
         "a hello does not survive encoding"
     );
     let dialer = hello.verify(Role::Dialer, &EXPORTER);
@@ -30,9 +37,10 @@ fuzz_target!(|data: &[u8]| {
         dialer.is_err() || acceptor.is_err(),
         "a hello verifies for both roles"
     );
-    for key in [dialer, acceptor].into_iter().flatten() {
-        assert_eq!(key.as_bytes(), &hello.public_key[..]);
-        let _ = key.machine_id();
+    for sender in [dialer, acceptor].into_iter().flatten() {
+        assert_eq!(sender.agent_key.as_bytes(), &hello.agent_key[..]);
+        let machine = x0x::PublicKey::from_bytes(&hello.machine_key).expect("verified");
+        assert_eq!(sender.machine, machine.machine_id());
         let mut other = EXPORTER;
         other[0] ^= 1;
         assert!(hello.verify(Role::Dialer, &other).is_err());

@@ -18,8 +18,8 @@ use x0x::identity::KEYPAIR_LEN;
 use x0x::replay::ReplayGuard;
 use x0x::streams::{KeyStore, StreamReader};
 use x0x::tasklist::{TaskId, TaskListState};
-use x0x::wire::{self, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
-use x0x::{AgentId, Keypair, MachineId, PublicKey};
+use x0x::wire::{self, Credentials, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
+use x0x::{AgentId, Keypair, PublicKey};
 
 /// Every fuzz target, in the order `scripts/fuzz.sh` runs them.
 pub const TARGETS: &[&str] = &[
@@ -146,9 +146,9 @@ pub fn gossip_stream(messages: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The machine id of the node under test and of the peer whose stream is fuzzed.
-pub const NODE: MachineId = MachineId([1; 32]);
+pub const NODE: AgentId = AgentId([1; 32]);
 /// See [`NODE`].
-pub const PEER: MachineId = MachineId([2; 32]);
+pub const PEER: AgentId = AgentId([2; 32]);
 
 fn peer_data(port: u16) -> PeerData {
     PeerData::new(wire::encode(&SocketAddr::from(([127, 0, 0, 1], port))).expect("encodes"))
@@ -156,7 +156,7 @@ fn peer_data(port: u16) -> PeerData {
 
 /// A proto state machine as an agent runs it (`gossip::Actor`): its own config, joined to the
 /// network topic. Seeded, so a crash reproduces.
-pub fn proto_state(me: MachineId, port: u16) -> proto::State<MachineId, StdRng> {
+pub fn proto_state(me: AgentId, port: u16) -> proto::State<AgentId, StdRng> {
     proto::State::new(
         me,
         peer_data(port),
@@ -168,9 +168,9 @@ pub fn proto_state(me: MachineId, port: u16) -> proto::State<MachineId, StdRng> 
 /// One agent's view of one connection: what `gossip::read_frames` does with each frame, then what
 /// `gossip::Actor` does with each decoded message, with the checks that must hold.
 pub struct Node {
-    state: proto::State<MachineId, StdRng>,
+    state: proto::State<AgentId, StdRng>,
     now: Instant,
-    timers: Vec<(Instant, proto::Timer<MachineId>)>,
+    timers: Vec<(Instant, proto::Timer<AgentId>)>,
     /// The reader of the fuzzed stream, and the keys it verified envelopes with.
     reader: StreamReader,
     keys: KeyStore,
@@ -254,7 +254,7 @@ impl Node {
         // Whatever decodes must encode again (the actor re-encodes messages it forwards), to
         // bytes that decode to a message whose data content is the same.
         let again = wire::encode(&message).expect("a decoded message encodes again");
-        let decoded: proto::Message<MachineId> =
+        let decoded: proto::Message<AgentId> =
             postcard::from_bytes(&again).expect("a re-encoded message decodes");
         assert_eq!(
             wire::gossip_data_content(&again),
@@ -290,7 +290,7 @@ impl Node {
     }
 
     /// `gossip::Actor::handle` and `apply`.
-    pub fn handle(&mut self, event: InEvent<MachineId>) {
+    pub fn handle(&mut self, event: InEvent<AgentId>) {
         let out: Vec<_> = self.state.handle(event, self.now, None).collect();
         for event in out {
             match event {
@@ -363,9 +363,9 @@ fn body(key: &Keypair, version: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
 /// Two proto state machines wired back to back (as `gossip::tests::pump`); returns the frames
 /// each one sent, `(a's, b's)`.
 fn pump(
-    a: &mut proto::State<MachineId, StdRng>,
-    b: &mut proto::State<MachineId, StdRng>,
-    first: InEvent<MachineId>,
+    a: &mut proto::State<AgentId, StdRng>,
+    b: &mut proto::State<AgentId, StdRng>,
+    first: InEvent<AgentId>,
 ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let (id_a, id_b) = (*a.me(), *b.me());
     let now = Instant::now();
@@ -446,7 +446,7 @@ fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 }
 
 fn hello_seeds() -> Vec<Vec<u8>> {
-    let key = keypair(5);
+    let key = Credentials::new(keypair(5), &keypair(6)).expect("endorses");
     let mut out = Vec::new();
     for (role, listen) in [
         (Role::Dialer, "127.0.0.1:5483"),
@@ -464,7 +464,9 @@ fn hello_seeds() -> Vec<Vec<u8>> {
     let other = Hello::new(&key, Role::Dialer, &[0; 32], "10.0.0.1:1".parse().unwrap()).unwrap();
     out.push(wire::encode(&other).unwrap());
     let short = Hello {
-        public_key: vec![1; 16],
+        agent_key: vec![1; 16],
+        machine_key: vec![3; 16],
+        endorsement: vec![4; 16],
         listen: "127.0.0.1:1".parse().unwrap(),
         incarnation: u64::MAX,
         signature: vec![2; 16],

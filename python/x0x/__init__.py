@@ -6,7 +6,7 @@ through a stable C ABI.
     import asyncio, x0x
 
     async def main() -> None:
-        async with await x0x.Agent.builder().with_machine_key("machine.key").build() as agent:
+        async with await x0x.Agent.builder().build() as agent:
             print(agent.agent_id, agent.machine_id)
 
     asyncio.run(main())
@@ -20,6 +20,7 @@ from .errors import (
     CorruptDataError,
     CryptoError,
     InternalError,
+    InUseError,
     InvalidArgumentError,
     NotConnectedError,
     NotFoundError,
@@ -47,6 +48,7 @@ __all__ = [
     "CryptoError",
     "DisconnectedEvent",
     "EventName",
+    "InUseError",
     "InternalError",
     "InvalidArgumentError",
     "MachineId",

@@ -17,12 +17,13 @@ from . import Agent, AgentBuilder, Message, PeerEvent, X0xError
 
 
 def _builder(args: argparse.Namespace) -> AgentBuilder:
-    builder = Agent.builder().with_bind(args.bind).with_bootstrap(args.bootstrap)
-    # Each running agent needs its own machine key (its peer id): ephemeral unless asked.
-    if args.key:
-        builder.with_machine_key(args.key)
-    else:
-        builder.with_ephemeral_machine_key()
+    builder = Agent.builder().with_bootstrap(args.bootstrap)
+    if args.bind:
+        builder.with_bind(args.bind)
+    if args.machine_key:
+        builder.with_machine_key(args.machine_key)
+    if args.data_dir:
+        builder.with_data_dir(args.data_dir)
     return builder
 
 
@@ -91,11 +92,14 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m x0x", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bind", default="127.0.0.1:0", help="UDP ip:port (default 127.0.0.1:0)")
+    common.add_argument("--bind", help="UDP ip:port (default 0.0.0.0:0: any interface, any port)")
     common.add_argument(
         "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="peer to join via"
     )
-    common.add_argument("--key", help="machine key file (default: a fresh in-memory key)")
+    common.add_argument(
+        "--data-dir", help="the agent's home: its key and task lists (default: a new agent id)"
+    )
+    common.add_argument("--machine-key", help="machine key file (default ~/.x0x/machine.key)")
     common.add_argument("--timeout", type=float, default=10.0, help="join timeout, seconds")
     commands.add_parser("node", parents=[common], help="run a bootstrap/relay node")
     sub = commands.add_parser("subscribe", parents=[common], help="print messages on a topic")

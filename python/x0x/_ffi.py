@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 from ._x0x_cffi import ffi, lib
 from .errors import X0xError, error_for
 
-__all__ = ["call_async", "check", "ffi", "lib", "take_bytes"]
+__all__ = ["c_str", "call_async", "check", "ffi", "lib", "take_bytes"]
 
 CData = Any  # cffi pointers have no static type
 Release = Callable[[CData], None]
@@ -45,6 +45,15 @@ def check(status: int) -> None:
     """Raises the matching exception unless ``status`` is ``X0X_OK``."""
     if status != lib.X0X_OK:
         raise last_error(status)
+
+
+def c_str(text: str, what: str) -> bytes:
+    """``text`` as the library takes it: UTF-8, with lone surrogates kept, so that the library
+    refuses them as invalid UTF-8 (``InvalidArgumentError``) rather than Python failing with
+    ``UnicodeEncodeError``. ``what`` names the argument in the ``TypeError`` for a non-str."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    return text.encode("utf-8", "surrogatepass")
 
 
 def take_bytes(fill: Callable[[CData], int]) -> bytes:

@@ -1,10 +1,11 @@
 """``Agent`` and ``AgentBuilder``."""
 
+import asyncio
 import os
 from types import TracebackType
 from typing import Iterable, List, Optional, Type, TypedDict, Union, cast
 
-from ._ffi import call_async, check, ffi, lib, take_bytes
+from ._ffi import c_str, call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
 from .events import EVENT_NAMES, EventHandler, EventName, EventPump, logger
 from .ids import AgentId, MachineId, PublicKey, TaskListId
@@ -51,6 +52,9 @@ class Stats(TypedDict):
     messages (connections closed for invalid messages more than 4 times; 1 s, doubling)."""
     connections: int
     """Open peer connections (neighbours, peers being answered, spares from simultaneous dials)."""
+    identity_conflicts: int
+    """Times an agent id was seen live in two processes at once (the same agent key running
+    twice); the later connection is refused."""
 
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -66,15 +70,18 @@ def generate_agent_key() -> bytes:
     return take_bytes(lib.x0x_agent_key_generate)
 
 
-def _c_str(text: str) -> bytes:
-    # Lone surrogates reach the library as invalid UTF-8 and come back as InvalidArgumentError.
-    return text.encode("utf-8", "surrogatepass")
+def _path(path: StrPath, what: str) -> bytes:
+    return c_str(os.fspath(path), what)
 
 
 class AgentBuilder(NativeHandle):
     """Configures an agent; every ``with_*`` returns the builder so calls chain.
 
-    Defaults: machine key at ``~/.x0x/machine.key`` (created on first use), a fresh agent key.
+    Defaults: the machine key at ``~/.x0x/machine.key`` (created on first use, shared by every
+    agent on the machine), bind ``0.0.0.0:0``, and an ephemeral agent key: without
+    ``with_data_dir`` or ``with_agent_key_file`` the agent gets a new ``agent_id`` on every
+    ``build()``. Any number of agents built this way, in one process or many, can run on one
+    machine and talk to each other.
     """
 
     __slots__ = ()
@@ -89,7 +96,7 @@ class AgentBuilder(NativeHandle):
         The file is read at ``build()``: an unusable path raises an ``OSError`` subclass there, a
         damaged file ``CorruptDataError`` (the file is never overwritten).
         """
-        check(lib.x0x_agent_builder_with_machine_key(self._handle(), _c_str(os.fspath(path))))
+        check(lib.x0x_agent_builder_with_machine_key(self._handle(), _path(path, "path")))
         return self
 
     def with_ephemeral_machine_key(self) -> "AgentBuilder":
@@ -99,33 +106,54 @@ class AgentBuilder(NativeHandle):
 
     def with_agent_key(self, key: bytes) -> "AgentBuilder":
         """Use a serialized agent key pair (from ``generate_agent_key`` or
-        ``Agent.agent_keypair_bytes``); damaged or wrong-length bytes raise ``ValueError``."""
+        ``Agent.agent_keypair_bytes``); damaged or wrong-length bytes raise ``ValueError``.
+        It wins over ``with_agent_key_file`` and the data dir's key."""
         data = bytes(key)
         check(lib.x0x_agent_builder_with_agent_key(self._handle(), data, len(data)))
         return self
 
+    def with_agent_key_file(self, path: StrPath) -> "AgentBuilder":
+        """Keep the agent key in the file at ``path``: created (mode 0600) on the first
+        ``build()``, loaded after, so the agent keeps its ``agent_id`` across restarts. It wins
+        over the data dir's key.
+
+        While the agent runs, ``<path>.lock`` is locked: another ``build()`` with the same file
+        raises ``InUseError``. An unusable path raises an ``OSError`` subclass at ``build()``, a
+        damaged file ``CorruptDataError`` (never overwritten).
+        """
+        check(lib.x0x_agent_builder_with_agent_key_file(self._handle(), _path(path, "path")))
+        return self
+
     def with_bind(self, addr: str) -> "AgentBuilder":
-        """Bind the agent's UDP socket to ``ip:port`` (``"127.0.0.1:0"``: any free port)."""
-        check(lib.x0x_agent_builder_with_bind(self._handle(), _c_str(addr)))
+        """Bind the agent's UDP socket to ``ip:port`` (default ``"0.0.0.0:0"``: every
+        interface, any free port)."""
+        check(lib.x0x_agent_builder_with_bind(self._handle(), c_str(addr, "addr")))
         return self
 
     def with_data_dir(self, path: StrPath) -> "AgentBuilder":
-        """Keep task lists in ``path`` (created if missing) and reload them on the next build.
+        """Make ``path`` (created if missing) the agent's home: its agent key (``agent.key``,
+        unless ``with_agent_key``/``with_agent_key_file`` gives one) and its task lists live
+        there, so a restart with the same directory is the same agent with its lists.
 
-        A damaged file there is renamed to ``*.corrupt``, not loaded, and logged as a warning
-        (logger ``"x0x"``).
+        While the agent runs, ``agent.lock`` there is locked: another ``build()`` with the same
+        directory, in this process or another, raises ``InUseError`` naming the directory and
+        the process. A damaged task list file is renamed to ``*.corrupt``, not loaded, and logged
+        as a warning (logger ``"x0x"``).
         """
-        check(lib.x0x_agent_builder_with_data_dir(self._handle(), _c_str(os.fspath(path))))
+        check(lib.x0x_agent_builder_with_data_dir(self._handle(), _path(path, "path")))
         return self
 
     def with_bootstrap(self, addrs: Union[str, Iterable[str]]) -> "AgentBuilder":
         """Add bootstrap peers, each ``host:port``; one address or an iterable of them."""
         for addr in [addrs] if isinstance(addrs, str) else addrs:
-            check(lib.x0x_agent_builder_with_bootstrap(self._handle(), _c_str(addr)))
+            check(lib.x0x_agent_builder_with_bootstrap(self._handle(), c_str(addr, "addr")))
         return self
 
     async def build(self) -> "Agent":
-        """Load or create the keys and return the agent. The builder stays usable."""
+        """Load or create the keys and return the agent. The builder stays usable.
+
+        Raises ``InUseError`` while another running agent holds the data dir or agent key file.
+        """
         builder = self._handle()
         result = await call_async(
             lambda cb, ud, op: lib.x0x_agent_builder_build(builder, cb, ud, op),
@@ -186,22 +214,36 @@ class Agent(NativeHandle):
         return take_bytes(lambda out: lib.x0x_agent_keypair_bytes(agent, out))
 
     def peer_id(self) -> str:
-        """This agent's id in the network: its machine id, hex."""
-        return self._machine_id.to_hex()
+        """This agent's identity in the network, hex: its agent id, which its connections
+        prove (``"peer_joined"`` events name peers by it)."""
+        return self._agent_id.to_hex()
 
     @property
     def local_addr(self) -> str:
-        """The bound UDP address, ``"127.0.0.1:5483"``; others bootstrap to it."""
+        """The bound UDP address: ``"0.0.0.0:5483"`` with the default bind. Agents on this
+        machine can bootstrap to it as it is; for other machines use ``local_addrs``."""
         buf = ffi.new("char[]", lib.X0X_ADDR_STR_LEN)
         check(lib.x0x_agent_local_addr(self._handle(), buf, len(buf)))
         return str(ffi.string(buf).decode("ascii"))
+
+    @property
+    def local_addrs(self) -> List[str]:
+        """Addresses others can dial to reach this agent: the bound address, or when bound to a
+        wildcard each address of that family on this host's interfaces, loopback first."""
+        agent = self._handle()
+        text = take_bytes(lambda out: lib.x0x_agent_local_addrs(agent, out)).decode("ascii")
+        return text.split("\n") if text else []
 
     async def join_network(self, timeout: float = 10.0) -> None:
         """Join the network through the bootstrap peers.
 
         Returns once one neighbour is up, at once without bootstrap peers (this agent starts a
-        network). Raises ``X0xTimeoutError`` if no bootstrap peer answers within ``timeout``
-        seconds.
+        network). Bootstrap peers that cannot be reached yet are dialed again (backing off from
+        0.1 to 2 s), so agents started together find each other; after ``timeout`` seconds it
+        raises ``X0xTimeoutError`` naming each address and its last error. It raises
+        ``InvalidArgumentError`` at once when every bootstrap address is this agent's own, and
+        ``InUseError`` when a bootstrap peer has this agent's id (the same agent key runs in
+        another process).
         """
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -231,7 +273,7 @@ class Agent(NativeHandle):
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
         agent = self._handle()
-        topic_c = topic.encode("utf-8", "surrogatepass")
+        topic_c = c_str(topic, "topic")
         data = ffi.from_buffer(payload)
         await call_async(
             lambda cb, ud, op: lib.x0x_agent_publish(agent, topic_c, data, len(data), cb, ud, op)
@@ -243,17 +285,13 @@ class Agent(NativeHandle):
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         out = ffi.new("X0xSubscription **")
-        check(
-            lib.x0x_agent_subscribe(
-                self._handle(), topic.encode("utf-8", "surrogatepass"), capacity, out
-            )
-        )
+        check(lib.x0x_agent_subscribe(self._handle(), c_str(topic, "topic"), capacity, out))
         return Subscription(out[0], topic)
 
     async def create_task_list(self, name: str) -> TaskList:
         """Create a task list; other agents join it with its ``id``."""
         out = ffi.new("X0xTaskList **")
-        check(lib.x0x_agent_create_task_list(self._handle(), name.encode("utf-8"), out))
+        check(lib.x0x_agent_create_task_list(self._handle(), c_str(name, "name"), out))
         return TaskList(out[0])
 
     async def join_task_list(self, list_id: Union[TaskListId, str]) -> TaskList:
@@ -288,10 +326,18 @@ class Agent(NativeHandle):
 
         Handlers may be plain functions or coroutine functions; several per event are called in
         the order added. An exception in a handler is logged (logger ``"x0x"``), never raised.
-        Call it from a running event loop: the handlers run on that loop.
+        Call it from a running event loop: the handlers run on that loop (``RuntimeError``
+        otherwise).
         """
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Agent.on() needs a running event loop: call it from async code "
+                "(the handlers run on that loop)"
+            ) from None
         if self._events is None:
             self._events = EventPump(self._handle())
         self._events.handlers[event].append(handler)

@@ -13,6 +13,7 @@ __all__ = [
     "ClosedError",
     "CorruptDataError",
     "CryptoError",
+    "InUseError",
     "InternalError",
     "InvalidArgumentError",
     "NotConnectedError",
@@ -126,6 +127,17 @@ class CorruptDataError(X0xError, ValueError):
     status = lib.X0X_CORRUPT
 
 
+class InUseError(X0xError, OSError):
+    """The agent's identity is in use by another running agent: its data dir or agent key file
+    is locked by another process (the message names the path and the process), or a peer showed
+    that another process runs with the same agent key. An ``OSError``, like a busy file."""
+
+    status = lib.X0X_IN_USE
+
+    def __str__(self) -> str:
+        return self.message
+
+
 _BY_STATUS: Dict[int, Type[X0xError]] = {
     cls.status: cls
     for cls in (
@@ -140,6 +152,7 @@ _BY_STATUS: Dict[int, Type[X0xError]] = {
         ProtocolError,
         InternalError,
         CorruptDataError,
+        InUseError,
     )
 }
 

@@ -20,7 +20,6 @@ from typing import (
 
 from ._ffi import call_async, check, ffi, lib
 from .errors import ClosedError
-from .ids import MachineId
 
 __all__ = [
     "EVENT_NAMES",
@@ -63,7 +62,7 @@ class PeerEvent(TypedDict):
     """``"peer_joined"`` / ``"peer_left"``: a peer became, or stopped being, a neighbour."""
 
     peer_id: str
-    """The peer's machine id, hex (what its ``Agent.peer_id()`` returns)."""
+    """The peer's agent id, hex (what its ``Agent.peer_id()`` returns)."""
 
 
 class TaskUpdatedEvent(TypedDict):
@@ -117,8 +116,7 @@ def _decode(event: Any) -> Tuple[str, EventPayload]:
             removed=bool(event.removed),
         )
     if name in ("peer_joined", "peer_left"):
-        peer = MachineId(ffi.buffer(event.peer.bytes)).to_hex()
-        return name, PeerEvent(peer_id=peer)
+        return name, PeerEvent(peer_id=_hex(event.peer))
     if name == "connected":
         return name, ConnectedEvent(neighbours=int(event.neighbours))
     return name, DisconnectedEvent(neighbours=0)

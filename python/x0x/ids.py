@@ -2,7 +2,7 @@
 
 from typing import Type, TypeVar, Union
 
-from ._ffi import check, ffi, lib
+from ._ffi import c_str, check, ffi, lib
 
 __all__ = ["AgentId", "MachineId", "PublicKey", "TaskId", "TaskListId"]
 
@@ -30,7 +30,7 @@ class _Id:
         if not isinstance(text, str):
             raise TypeError(f"from_hex() takes a str, not {type(text).__name__}")
         out = ffi.new("X0xId *")
-        check(lib.x0x_id_from_hex(text.encode("utf-8", "surrogatepass"), out))
+        check(lib.x0x_id_from_hex(c_str(text, "text"), out))
         return cls(ffi.buffer(out.bytes))
 
     def to_hex(self) -> str:

@@ -3,7 +3,7 @@
 import enum
 from typing import Any, List, NamedTuple, Optional, Union
 
-from ._ffi import check, ffi, lib, take_bytes
+from ._ffi import c_str, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
 from .ids import AgentId, TaskId, TaskListId
 
@@ -44,10 +44,6 @@ def _task_id(task_id: Union[TaskId, str]) -> Any:
     return (TaskId.from_hex(task_id) if isinstance(task_id, str) else task_id)._cdata()
 
 
-def _text(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
 class TaskList(NativeHandle):
     """A replica of a task list.
 
@@ -75,7 +71,7 @@ class TaskList(NativeHandle):
         To share a list, use ``Agent.create_task_list`` instead.
         """
         out = ffi.new("X0xTaskList **")
-        check(lib.x0x_task_list_new_local(_text(name), out))
+        check(lib.x0x_task_list_new_local(c_str(name, "name"), out))
         return cls(out[0])
 
     @property
@@ -89,10 +85,11 @@ class TaskList(NativeHandle):
         handle = self._handle()
         return take_bytes(lambda out: lib.x0x_task_list_name(handle, out)).decode("utf-8")
 
-    async def add_task(self, title: str, description: str = "") -> TaskId:
-        """Add a task; returns its id."""
+    async def add_task(self, title: str, description: Optional[str] = "") -> TaskId:
+        """Add a task; returns its id. ``None`` is an empty description."""
         out = ffi.new("X0xId *")
-        check(lib.x0x_task_list_add_task(self._handle(), _text(title), _text(description), out))
+        text = c_str("" if description is None else description, "description")
+        check(lib.x0x_task_list_add_task(self._handle(), c_str(title, "title"), text, out))
         return TaskId(ffi.buffer(out.bytes))
 
     async def claim_task(

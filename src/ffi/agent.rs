@@ -61,6 +61,8 @@ pub struct X0xStats {
     pub connections_refused: u64,
     /// Open peer connections (neighbours, peers being answered, spares from simultaneous dials).
     pub connections: u64,
+    /// Times an agent id was seen live in two processes at once (an agent key running twice).
+    pub identity_conflicts: u64,
 }
 
 impl From<Stats> for X0xStats {
@@ -82,6 +84,7 @@ impl From<Stats> for X0xStats {
             duplicates: s.duplicates,
             connections_refused: s.connections_refused,
             connections: s.connections,
+            identity_conflicts: s.identity_conflicts,
         }
     }
 }
@@ -182,8 +185,13 @@ pub unsafe extern "C" fn x0x_agent_close(
 /// at once without bootstrap peers (this agent starts a network). `timeout_ms` 0 means the
 /// default (10 s).
 ///
-/// Async; the callback's `result` is NULL. Failures: `X0X_TIMEOUT` (no bootstrap peer answered;
-/// the message names them), `X0X_IO`, `X0X_CLOSED`. Returns `X0X_OK` once started, or
+/// Bootstrap peers that cannot be reached yet are dialed again (backing off from 100 ms to 2 s)
+/// until the timeout, so agents started together find each other.
+///
+/// Async; the callback's `result` is NULL. Failures: `X0X_TIMEOUT` (no neighbour in time; the
+/// message names each bootstrap address and its last error), `X0X_INVALID_ARGUMENT` (every
+/// bootstrap address is this agent's own), `X0X_IN_USE` (a bootstrap peer has this agent's id:
+/// another process runs with the same agent key), `X0X_CLOSED`, `X0X_CANCELLED` (left meanwhile). Returns `X0X_OK` once started, or
 /// `X0X_INVALID_ARGUMENT` (NULL agent; then no callback runs). `op_out` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_agent_join_network(
@@ -238,9 +246,12 @@ pub unsafe extern "C" fn x0x_agent_is_connected(
     })
 }
 
-/// Writes the agent's bound UDP address (`"127.0.0.1:5483"`, `"[::1]:5483"`) and a NUL into
-/// `out`, which holds `out_len` bytes (`X0X_ADDR_STR_LEN` is always enough). Other agents use it
-/// as their bootstrap address. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, too small).
+/// Writes the agent's bound UDP address (`"0.0.0.0:5483"` with the default bind,
+/// `"127.0.0.1:5483"`, `"[::1]:5483"`) and a NUL into `out`, which holds `out_len` bytes
+/// (`X0X_ADDR_STR_LEN` is always enough). Agents on the same machine can use it as their
+/// bootstrap address as it is (an unspecified address is dialed as loopback); for other
+/// machines see `x0x_agent_local_addrs`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, too
+/// small).
 #[no_mangle]
 pub unsafe extern "C" fn x0x_agent_local_addr(
     agent: *const X0xAgent,
@@ -260,6 +271,29 @@ pub unsafe extern "C" fn x0x_agent_local_addr(
         }
         std::ptr::copy_nonoverlapping(text.as_ptr(), out.cast(), text.len());
         *out.add(text.len()) = 0;
+        Ok(())
+    })
+}
+
+/// Writes the addresses others can dial to reach the agent to `*out`, as UTF-8 text, one
+/// `ip:port` per line (no trailing newline, no NUL): the bound address, or when bound to a
+/// wildcard each address of that family on this host's interfaces, loopback first. Free it with
+/// `x0x_bytes_free`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_local_addrs(
+    agent: *const X0xAgent,
+    out: *mut X0xBytes,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        let out = arg_out(out, "out")?;
+        let addrs: Vec<String> = agent
+            .inner
+            .local_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        *out = X0xBytes::from_vec(addrs.join("\n").into_bytes());
         Ok(())
     })
 }

@@ -25,7 +25,9 @@ unsafe fn builder<'a>(builder: *const X0xAgentBuilder) -> Result<MutexGuard<'a, 
         .unwrap_or_else(|e| e.into_inner()))
 }
 
-/// A new builder with the defaults: machine key at `$HOME/.x0x/machine.key`, a fresh agent key.
+/// A new builder with the defaults: machine key at `$HOME/.x0x/machine.key` (shared by every
+/// agent on the machine), an ephemeral agent key (a new agent id on every build), bind
+/// `0.0.0.0:0`.
 ///
 /// The caller owns the result and frees it with `x0x_agent_builder_free`. Returns NULL only if
 /// the library failed internally (`x0x_last_error_message` says why).
@@ -98,6 +100,28 @@ pub unsafe extern "C" fn x0x_agent_builder_with_agent_key(
     })
 }
 
+/// Keeps the agent key in the file at `path` (NUL-terminated UTF-8, copied): created (mode
+/// 0600) on first build, loaded after, so the agent keeps its id across restarts. It wins over
+/// the data dir's key. While the agent runs `<path>.lock` is locked: a second build fails with
+/// `X0X_IN_USE`.
+///
+/// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, empty). The file itself is read
+/// at build time.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_builder_with_agent_key_file(
+    builder: *mut X0xAgentBuilder,
+    path: *const c_char,
+) -> X0xStatus {
+    ffi_status(|| {
+        let path = arg_str(path, "path")?;
+        if path.is_empty() {
+            return Err(Error::invalid_argument("path must not be empty"));
+        }
+        self::builder(builder)?.with_agent_key_file(path);
+        Ok(())
+    })
+}
+
 /// Binds the agent's UDP socket to `addr`, an `ip:port` such as `"127.0.0.1:0"` (copied).
 ///
 /// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, not an ip:port).
@@ -133,8 +157,11 @@ pub unsafe extern "C" fn x0x_agent_builder_with_bootstrap(
     })
 }
 
-/// Keeps task lists in the directory `path` (NUL-terminated UTF-8, copied; created at build if
-/// missing) and reloads them on the next build. Without it, task lists live in memory only.
+/// Makes the directory `path` (NUL-terminated UTF-8, copied; created at build if missing) the
+/// agent's home: its agent key (`agent.key`, unless one is given otherwise) and its task lists
+/// live there, so a build with the same directory is the same agent with its lists. While the
+/// agent runs `agent.lock` there is locked: a second build fails with `X0X_IN_USE`. Without a
+/// data dir (or key), the agent key is ephemeral and task lists live in memory only.
 ///
 /// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, empty).
 #[no_mangle]
@@ -157,7 +184,9 @@ pub unsafe extern "C" fn x0x_agent_builder_with_data_dir(
 ///
 /// Async: on success the callback's `result` is an `X0xAgent *` that the callee owns and frees
 /// with `x0x_agent_free`. Failures: `X0X_IO` (key file unreadable or not creatable),
-/// `X0X_CORRUPT` (key file damaged; it is left untouched), `X0X_CRYPTO`, `X0X_CANCELLED`.
+/// `X0X_CORRUPT` (key file damaged; it is left untouched), `X0X_IN_USE` (another running agent
+/// holds the data dir or agent key file; the message names the path and the process),
+/// `X0X_CRYPTO`, `X0X_CANCELLED`.
 /// Returns `X0X_OK` once started (the callback may already have run), or `X0X_INVALID_ARGUMENT`
 /// for a NULL builder (then no callback runs). `op_out` may be NULL.
 #[no_mangle]

@@ -44,7 +44,8 @@ pub const X0X_TASK_DONE: i32 = 2;
 pub struct X0xEvent {
     /// One of the `X0X_EVENT_*` constants.
     pub kind: i32,
-    /// The peer's machine id, for `X0X_EVENT_PEER_JOINED` / `X0X_EVENT_PEER_LEFT` (else zero).
+    /// The peer's agent id (its identity in the network), for `X0X_EVENT_PEER_JOINED` /
+    /// `X0X_EVENT_PEER_LEFT` (else zero).
     pub peer: X0xId,
     /// Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
     pub neighbours: u32,

@@ -31,9 +31,12 @@ pub const X0X_PROTOCOL: X0xStatus = 9;
 pub const X0X_PANIC: X0xStatus = 10;
 /// Stored data (a key file, a persisted list) is damaged; it was left untouched.
 pub const X0X_CORRUPT: X0xStatus = 11;
+/// The agent's identity is in use by another running agent (its data dir or key file is
+/// locked by another process, or another process runs with the same agent key).
+pub const X0X_IN_USE: X0xStatus = 12;
 
 /// Every status with its name, in numeric order.
-pub(crate) const STATUS_NAMES: [(X0xStatus, &str); 12] = [
+pub(crate) const STATUS_NAMES: [(X0xStatus, &str); 13] = [
     (X0X_OK, "OK\0"),
     (X0X_INVALID_ARGUMENT, "INVALID_ARGUMENT\0"),
     (X0X_NOT_FOUND, "NOT_FOUND\0"),
@@ -46,6 +49,7 @@ pub(crate) const STATUS_NAMES: [(X0xStatus, &str); 12] = [
     (X0X_PROTOCOL, "PROTOCOL\0"),
     (X0X_PANIC, "PANIC\0"),
     (X0X_CORRUPT, "CORRUPT\0"),
+    (X0X_IN_USE, "IN_USE\0"),
 ];
 
 pub(crate) fn status_of(kind: ErrorKind) -> X0xStatus {
@@ -60,6 +64,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> X0xStatus {
         ErrorKind::Cancelled => X0X_CANCELLED,
         ErrorKind::Timeout => X0X_TIMEOUT,
         ErrorKind::Protocol => X0X_PROTOCOL,
+        ErrorKind::InUse => X0X_IN_USE,
     }
 }
 

@@ -878,7 +878,8 @@ static void check_status_str(void) {
     CHECK(strcmp(x0x_status_str(X0X_CANCELLED), "CANCELLED") == 0);
     CHECK(strcmp(x0x_status_str(X0X_TIMEOUT), "TIMEOUT") == 0);
     CHECK(strcmp(x0x_status_str(X0X_PANIC), "PANIC") == 0);
-    CHECK(strcmp(x0x_status_str(12), "UNKNOWN") == 0);
+    CHECK(strcmp(x0x_status_str(X0X_IN_USE), "IN_USE") == 0);
+    CHECK(strcmp(x0x_status_str(13), "UNKNOWN") == 0);
     CHECK(strcmp(x0x_status_str(-1), "UNKNOWN") == 0);
 }
 

@@ -506,7 +506,7 @@ static void check_join(void) {
 
 /* The events of the join, on both sides. */
 static void check_join_events(void) {
-    const X0xEvent *e = await_event(g_a_events, &g_a_log, X0X_EVENT_PEER_JOINED, &g_b_machine,
+    const X0xEvent *e = await_event(g_a_events, &g_a_log, X0X_EVENT_PEER_JOINED, &g_b_agent,
                                     WAIT_MS);
     CHECK(e != NULL);
     CHECK(e->neighbours == 0);
@@ -516,7 +516,7 @@ static void check_join_events(void) {
     CHECK(find_event(&g_a_log, X0X_EVENT_PEER_LEFT, NULL) == NULL);
     CHECK(find_event(&g_a_log, X0X_EVENT_DISCONNECTED, NULL) == NULL);
 
-    e = await_event(g_b_events, &g_b_log, X0X_EVENT_PEER_JOINED, &g_a_machine, WAIT_MS);
+    e = await_event(g_b_events, &g_b_log, X0X_EVENT_PEER_JOINED, &g_a_agent, WAIT_MS);
     CHECK(e != NULL);
     CHECK(await_event(g_b_events, &g_b_log, X0X_EVENT_CONNECTED, NULL, WAIT_MS) != NULL);
 
@@ -902,7 +902,7 @@ static void check_leave(void) {
 
     uint64_t used = mono_ms() - start;
     uint32_t left = used >= LEAVE_NOTICE_MS ? 0 : (uint32_t)(LEAVE_NOTICE_MS - used);
-    const X0xEvent *e = await_event(g_a_events, &g_a_log, X0X_EVENT_PEER_LEFT, &g_b_machine, left);
+    const X0xEvent *e = await_event(g_a_events, &g_a_log, X0X_EVENT_PEER_LEFT, &g_b_agent, left);
     uint64_t took = mono_ms() - start;
     printf("     (A saw B leave after %llu ms)\n", (unsigned long long)took);
     CHECK(e != NULL);
@@ -913,7 +913,7 @@ static void check_leave(void) {
     CHECK(stats(g_a).neighbours == 0);
 
     /* B's own view: it lost A and is disconnected. */
-    CHECK(await_event(g_b_events, &g_b_log, X0X_EVENT_PEER_LEFT, &g_a_machine, WAIT_MS) != NULL);
+    CHECK(await_event(g_b_events, &g_b_log, X0X_EVENT_PEER_LEFT, &g_a_agent, WAIT_MS) != NULL);
     CHECK(await_event(g_b_events, &g_b_log, X0X_EVENT_DISCONNECTED, NULL, WAIT_MS) != NULL);
 
     /* A, alone but still joined, still delivers its own messages. */

@@ -413,7 +413,8 @@ static void write_file(const char *path, const uint8_t *bytes, size_t len) {
     CHECK(fclose(f) == 0);
 }
 
-/* Removes `dir/sub` and the files in it (no deeper levels are expected), then `dir`. */
+/* Removes `dir/sub` and the files in it (no deeper levels are expected), the agent's key and
+ * lock files, then `dir`. */
 static void remove_tree(const char *dir, const char *sub) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, sub);
@@ -428,6 +429,11 @@ static void remove_tree(const char *dir, const char *sub) {
         }
         closedir(d);
         CHECK(rmdir(path) == 0);
+    }
+    for (const char *const *name = (const char *const[]){"agent.key", "agent.lock", NULL}; *name;
+         name++) {
+        snprintf(path, sizeof path, "%s/%s", dir, *name);
+        unlink(path);
     }
     CHECK(rmdir(dir) == 0);
 }

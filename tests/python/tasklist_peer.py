@@ -1,21 +1,25 @@
 """A task-list replica in its own process, driven line by line over stdin/stdout.
 
-    python tasklist_peer.py BOOTSTRAP LIST_ID
+    python tasklist_peer.py BOOTSTRAP LIST_ID [DATA_DIR]
 
-Prints ``ready <agent id>`` once it holds a task, then answers ``claim`` (claims the first task),
-``report`` (prints the tasks as JSON) and ``quit``.
+Built as the README shows (plus ``with_data_dir(DATA_DIR)`` when given). Prints ``ready <agent
+id>`` once it holds a task, then answers ``claim`` (claims the first task), ``report`` (prints
+the tasks as JSON) and ``quit``.
 """
 
 import asyncio
 import json
 import sys
+from typing import Optional
 
 import x0x
 
 
-async def main(bootstrap: str, list_id: str) -> None:
-    builder = x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
-    async with await builder.with_bootstrap(bootstrap).build() as agent:
+async def main(bootstrap: str, list_id: str, data_dir: Optional[str]) -> None:
+    builder = x0x.Agent.builder().with_bootstrap(bootstrap)
+    if data_dir:
+        builder.with_data_dir(data_dir)
+    async with await builder.build() as agent:
         await agent.join_network()
         tasks = await agent.join_task_list(list_id)
         while not tasks.get_tasks():
@@ -42,4 +46,4 @@ async def main(bootstrap: str, list_id: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
