@@ -6,9 +6,10 @@ Each implementation runs as two OS processes (this file, re-run with a hidden ``
 publisher and a subscriber, both Python on asyncio, talking over 127.0.0.1. The parent process
 only coordinates them, line by line over their stdin/stdout, and never touches the data path.
 
-* x0x: the subscriber builds an agent (ephemeral machine key, bound to 127.0.0.1:0), joins as the
-  first node and subscribes with a queue large enough never to drop; the publisher bootstraps to
-  it. Every message is signed (ML-DSA-65, batched by the signer) and verified on arrival.
+* x0x: the subscriber builds an agent with the default builder (as the README shows: the
+  machine's key, any port), joins as the first node and subscribes with a queue large enough
+  never to drop; the publisher bootstraps to it. Every message is signed (ML-DSA-65, batched by
+  the signer) and verified on arrival.
 * pyzmq: a ``zmq.asyncio`` SUB binds tcp://127.0.0.1, the PUB connects; both high-water marks are
   0 (unlimited), so zmq queues rather than silently dropping.
 
@@ -233,9 +234,7 @@ async def run_subscriber(args: argparse.Namespace, ctl: Control) -> None:
     if impl == "x0x":
         import x0x
 
-        agent = (
-            await x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0").build()
-        )
+        agent = await x0x.Agent.builder().build()
         sub = agent.subscribe(TOPIC, capacity=X0X_CAPACITY)
         await agent.join_network()
         address = agent.local_addr
@@ -323,13 +322,7 @@ async def run_publisher(args: argparse.Namespace, ctl: Control) -> None:
     if args.role == "x0x-pub":
         import x0x
 
-        agent = (
-            await x0x.Agent.builder()
-            .with_ephemeral_machine_key()
-            .with_bind("127.0.0.1:0")
-            .with_bootstrap(args.connect)
-            .build()
-        )
+        agent = await x0x.Agent.builder().with_bootstrap(args.connect).build()
         await agent.join_network(timeout=SETUP_TIMEOUT)
         publish_x0x = agent.publish
 

@@ -20,17 +20,11 @@ import x0x
 
 async def converge_once(agents: int, ops: int, seed: int) -> float:
     rng = random.Random(seed)
-    first = await x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0").build()
+    first = await x0x.Agent.builder().build()
     await first.join_network()
     peers = [first]
     for _ in range(agents - 1):
-        peer = await (
-            x0x.Agent.builder()
-            .with_ephemeral_machine_key()
-            .with_bind("127.0.0.1:0")
-            .with_bootstrap(rng.choice(peers).local_addr)
-            .build()
-        )
+        peer = await x0x.Agent.builder().with_bootstrap(rng.choice(peers).local_addr).build()
         await peer.join_network()
         peers.append(peer)
     try:

@@ -15,7 +15,7 @@ import x0x
 
 
 async def main(key_path: Optional[str]) -> None:
-    builder = x0x.Agent.builder().with_bind("127.0.0.1:0")
+    builder = x0x.Agent.builder()
     if key_path is not None:
         builder.with_machine_key(key_path)
     try:
@@ -35,6 +35,8 @@ async def main(key_path: Optional[str]) -> None:
         # No bootstrap peers: this agent is the first node of a network, others join through it.
         await agent.join_network()
         print(f"joined:     listening on {agent.local_addr}, peer id {agent.peer_id()[:16]}…")
+        # 0.0.0.0 (the default bind) works as a bootstrap address on this machine only.
+        print(f"dialable:   {', '.join(agent.local_addrs)}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import x0x
 
 
 async def main() -> None:
-    hub = await x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0").build()
+    hub = await x0x.Agent.builder().build()
     async with hub:
         await hub.join_network()
         seen = asyncio.Queue()  # type: asyncio.Queue[str]
@@ -33,13 +33,7 @@ async def main() -> None:
         hub.on("peer_left", on_peer)
         hub.on("disconnected", on_disconnected)
 
-        visitor = await (
-            x0x.Agent.builder()
-            .with_ephemeral_machine_key()
-            .with_bind("127.0.0.1:0")
-            .with_bootstrap(hub.local_addr)
-            .build()
-        )
+        visitor = await x0x.Agent.builder().with_bootstrap(hub.local_addr).build()
         print(f"visitor {visitor.peer_id()[:16]}… joins")
         await visitor.join_network()
         for _ in range(2):  # connected + peer joined

@@ -15,7 +15,7 @@ import x0x
 
 
 async def agent(name: str, bootstrap: str = "") -> x0x.Agent:
-    builder = x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
+    builder = x0x.Agent.builder()
     if bootstrap:
         builder.with_bootstrap(bootstrap)
     built = await builder.build()

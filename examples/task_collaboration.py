@@ -28,12 +28,9 @@ def show(name: str, tasks: "list[x0x.TaskItem]", names: "dict[x0x.AgentId, str]"
 
 
 async def main() -> None:
-    def builder() -> x0x.AgentBuilder:
-        return x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
-
-    planner = await builder().build()
+    planner = await x0x.Agent.builder().build()
     await planner.join_network()
-    worker = await builder().with_bootstrap(planner.local_addr).build()
+    worker = await x0x.Agent.builder().with_bootstrap(planner.local_addr).build()
     async with planner, worker:
         await worker.join_network()
         names = {planner.agent_id: "planner", worker.agent_id: "worker"}

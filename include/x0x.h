@@ -413,7 +413,8 @@ void x0x_agent_builder_free(struct X0xAgentBuilder *builder);
 // at build time.
 X0xStatus x0x_agent_builder_with_machine_key(struct X0xAgentBuilder *builder, const char *path);
 
-// Uses a fresh machine key that is never written to disk (tests, short-lived agents).
+// Uses a fresh machine key that is never written to disk: for agents that must leave no file
+// behind. Not needed for several agents on one machine (they share the machine key).
 //
 // Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL builder).
 X0xStatus x0x_agent_builder_with_ephemeral_machine_key(struct X0xAgentBuilder *builder);

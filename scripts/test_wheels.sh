@@ -43,7 +43,7 @@ assert here.startswith(sys.prefix), f"x0x imported from {here}, not from the ven
 
 
 async def agent(bootstrap: str = "") -> Agent:
-    builder = Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
+    builder = Agent.builder()
     if bootstrap:
         builder.with_bootstrap(bootstrap)
     built = await builder.build()

@@ -1,6 +1,6 @@
 //! The public façade: [`AgentBuilder`] and [`Agent`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,7 +78,8 @@ impl AgentBuilder {
         self
     }
 
-    /// Use a fresh machine key that is never written to disk.
+    /// Use a fresh machine key that is never written to disk (for agents that must leave no
+    /// file behind; several agents on one machine share the machine key without it).
     pub fn with_ephemeral_machine_key(&mut self) -> &mut Self {
         self.machine_key = MachineKeySource::Ephemeral;
         self
@@ -365,25 +366,7 @@ impl Agent {
     /// wildcard (`0.0.0.0`, `[::]`) each address of that family on this host's network
     /// interfaces, with the bound port, loopback first.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let bound = self.local_addr();
-        if !bound.ip().is_unspecified() {
-            return vec![bound];
-        }
-        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|interface| interface.ip())
-            .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
-            .collect();
-        ips.sort_by_key(|ip| !ip.is_loopback());
-        ips.dedup();
-        if ips.is_empty() {
-            // No interface list (a restricted sandbox): this host can still dial itself.
-            return vec![crate::net::dialable(bound)];
-        }
-        ips.into_iter()
-            .map(|ip| SocketAddr::new(ip, bound.port()))
-            .collect()
+        crate::net::local_addrs(self.local_addr())
     }
 
     /// The configured bootstrap peers.
@@ -634,19 +617,27 @@ mod tests {
 
     #[tokio::test]
     async fn agent_key_bytes_restore_the_agent_id() {
-        let a = Agent::builder()
-            .with_ephemeral_machine_key()
-            .build()
-            .await
-            .unwrap();
+        let a = Agent::builder().build().await.unwrap();
         let key = Keypair::from_bytes(&a.agent_keypair_bytes()).unwrap();
+        let b = Agent::builder().with_agent_key(key).build().await.unwrap();
+        assert_eq!(a.agent_id(), b.agent_id());
+        assert_eq!(a.machine_id(), b.machine_id(), "one machine");
+        let c = Agent::builder().build().await.unwrap();
+        assert_ne!(
+            c.agent_id(),
+            a.agent_id(),
+            "agent keys are ephemeral by default"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ephemeral_machine_key_is_a_machine_of_its_own() {
+        let a = Agent::builder().build().await.unwrap();
         let b = Agent::builder()
             .with_ephemeral_machine_key()
-            .with_agent_key(key)
             .build()
             .await
             .unwrap();
-        assert_eq!(a.agent_id(), b.agent_id());
         assert_ne!(a.machine_id(), b.machine_id());
     }
 }

@@ -333,12 +333,13 @@ impl Network {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
         let me = credentials.agent_id();
-        let me_data = PeerData::new(wire::encode(&local_addr)?);
+        let advertised = net::advertised(local_addr);
+        let me_data = PeerData::new(wire::encode(&advertised)?);
         let actor = Actor {
             me,
             credentials,
             endpoint: endpoint.clone(),
-            listen: local_addr,
+            listen: advertised,
             state: proto::State::new(me, me_data, proto_config(), rand::make_rng::<StdRng>()),
             timers: DelayQueue::new(),
             shuffle_timer: None,
@@ -370,7 +371,7 @@ impl Network {
         tokio::spawn(accept_loop(
             endpoint,
             Arc::clone(&actor.credentials),
-            local_addr,
+            advertised,
             net_tx,
             Arc::clone(&actor.shared),
         ));
@@ -647,7 +648,11 @@ impl Actor {
             }
             OutEvent::PeerData(peer, data) => {
                 if let Ok(addr) = postcard::from_bytes::<SocketAddr>(data.as_bytes()) {
-                    self.addr_book.insert(peer, addr);
+                    // A wildcard names no host (agents advertise a concrete address): never
+                    // let it replace one we know.
+                    if !addr.ip().is_unspecified() || !self.addr_book.contains_key(&peer) {
+                        self.addr_book.insert(peer, addr);
+                    }
                 }
             }
         }
@@ -883,11 +888,17 @@ impl Actor {
         }
         // Addresses of peers we are linked to already: dialing them again only opens a spare
         // connection (once one per second with two agents, leaking ~5 MiB a minute in R8).
+        // A peer may be known under the address it advertises and the one we reached it at
+        // (a bootstrap address such as 0.0.0.0:PORT or 127.0.0.1:PORT): both count.
         let linked: HashSet<SocketAddr> = self
             .links
-            .keys()
-            .filter_map(|peer| self.addr_book.get(peer))
-            .copied()
+            .iter()
+            .flat_map(|(peer, link)| {
+                let advertised = self.addr_book.get(peer).copied();
+                advertised
+                    .into_iter()
+                    .chain([link.connection.remote_address()])
+            })
             .collect();
         let known: Vec<(Option<AgentId>, SocketAddr)> = self
             .others_known()
@@ -896,7 +907,7 @@ impl Actor {
                 self.bootstrap
                     .iter()
                     .chain(&self.hints)
-                    .filter(|addr| !linked.contains(addr))
+                    .filter(|addr| !linked.contains(&net::dialable(**addr)))
                     .map(|addr| (None, *addr)),
             )
             .filter(|(_, addr)| !self.top_up_dials.contains_key(addr))

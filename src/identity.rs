@@ -2,8 +2,8 @@
 //!
 //! # Ids
 //! `MachineId` and `AgentId` are both `SHA-256("AUTONOMI_PEER_ID_V2:" ‖ public key)`; the machine
-//! id comes from the machine key (one per host, persisted), the agent id from the agent key
-//! (portable between hosts).
+//! id comes from the machine key (one per host, persisted, shared by the host's agents), the
+//! agent id from the agent key (portable between hosts; the agent's identity in the network).
 //!
 //! # Key format (version 1, 72 bytes)
 //! Used both for key files and for the bytes of [`Keypair::to_bytes`] / `with_agent_key`:
@@ -378,7 +378,10 @@ fn write_new_key_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::new(IoErrorKind::InvalidInput, "the path names no file"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    // Unique per call, not just per process: two agents of one process may create the key at once.
+    static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".tmp-{}-{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -475,6 +478,37 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn threads_creating_one_key_file_at_once_all_get_the_same_key() {
+        // Regression: the temporary file was named per process, so two agents of one process
+        // building at once on a fresh machine removed each other's temporary file.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("machine.key");
+            let barrier = std::sync::Barrier::new(8);
+            let ids: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            load_or_create_key_file(&path).map(|k| k.public_key().machine_id())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let first = ids[0].clone().unwrap();
+            for id in ids {
+                assert_eq!(id.unwrap(), first);
+            }
+            assert_eq!(
+                fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "temporary file left behind"
+            );
+        }
     }
 
     #[test]

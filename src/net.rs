@@ -205,6 +205,44 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The addresses that reach an endpoint bound to `bound`: `bound` itself, or for a wildcard
+/// each address of that family on this host's interfaces, loopback first.
+pub fn local_addrs(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+        .collect();
+    ips.sort_by_key(|ip| !ip.is_loopback());
+    ips.dedup();
+    if ips.is_empty() {
+        // No interface list (a restricted sandbox): this host can still dial itself.
+        return vec![dialable(bound)];
+    }
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, bound.port()))
+        .collect()
+}
+
+/// The address an endpoint bound to `bound` tells peers, in hellos and through the gossip
+/// layer, which relays it to peers on other hosts: never a wildcard, which would name each
+/// receiver's own host. The first non-loopback interface address (a laptop's LAN address, a
+/// container's), or loopback on a host with no other. Peers that connect to us directly use
+/// the address they reached us at instead (`reachable`).
+pub fn advertised(bound: SocketAddr) -> SocketAddr {
+    let addrs = local_addrs(bound);
+    addrs
+        .iter()
+        .find(|addr| !addr.ip().is_loopback())
+        .or(addrs.first())
+        .copied()
+        .unwrap_or_else(|| dialable(bound))
+}
+
 /// Dials `addr` and authenticates the peer; `expected` rejects anyone else. `peers` go to the
 /// peer as hints (see [`Hello::peers`]).
 pub async fn dial(

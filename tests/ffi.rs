@@ -57,13 +57,10 @@ unsafe fn settle(op: *mut X0xOp) -> X0xStatus {
     status
 }
 
-unsafe fn ephemeral_builder() -> *mut X0xAgentBuilder {
+/// A builder with the defaults, as a C user makes one.
+unsafe fn default_builder() -> *mut X0xAgentBuilder {
     let builder = x0x_agent_builder_new();
     assert!(!builder.is_null());
-    assert_eq!(
-        x0x_agent_builder_with_ephemeral_machine_key(builder),
-        X0X_OK
-    );
     builder
 }
 
@@ -88,7 +85,7 @@ unsafe fn build_blocking(builder: *const X0xAgentBuilder) -> *mut X0xAgent {
 #[test]
 fn build_success_calls_back_once_with_an_agent() {
     unsafe {
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         let rec = Record::default();
         let mut op = ptr::null_mut();
         assert_eq!(
@@ -241,7 +238,7 @@ fn freeing_handles_while_pending_still_calls_back() {
         }
         assert_eq!(rec.calls.load(Ordering::SeqCst), 1);
 
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         let agent = build_blocking(builder);
         let close = Record::default();
         let mut op = ptr::null_mut();
@@ -260,7 +257,7 @@ fn freeing_handles_while_pending_still_calls_back() {
 #[test]
 fn callbackless_ops_hand_out_their_result_once() {
     unsafe {
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         let mut op = ptr::null_mut();
         assert_eq!(
             x0x_agent_builder_build(builder, None, ptr::null_mut(), &mut op),
@@ -341,7 +338,7 @@ fn waiting_on_itself_from_a_callback_is_refused_not_deadlocked() {
 #[test]
 fn null_pointers_are_invalid_arguments() {
     unsafe {
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         // Raw pointers, so the shared closures below can write through them.
         let id: *mut X0xId = &mut X0xId::default();
         let bytes: *mut X0xBytes = &mut X0xBytes {
@@ -349,7 +346,7 @@ fn null_pointers_are_invalid_arguments() {
             len: 0,
         };
         type Check<'a> = (&'a dyn Fn() -> X0xStatus, &'a str);
-        let checks: [Check; 13] = [
+        let checks: [Check; 16] = [
             (
                 &|| x0x_agent_agent_id(ptr::null(), id),
                 "agent must not be NULL",
@@ -369,6 +366,18 @@ fn null_pointers_are_invalid_arguments() {
             (
                 &|| x0x_agent_builder_with_bind(ptr::null_mut(), c"127.0.0.1:0".as_ptr()),
                 "builder must not be NULL",
+            ),
+            (
+                &|| x0x_agent_builder_with_agent_key_file(builder, ptr::null()),
+                "path must not be NULL",
+            ),
+            (
+                &|| x0x_agent_builder_with_agent_key_file(ptr::null_mut(), c"k".as_ptr()),
+                "builder must not be NULL",
+            ),
+            (
+                &|| x0x_agent_local_addrs(ptr::null(), bytes),
+                "agent must not be NULL",
             ),
             (
                 &|| x0x_agent_builder_with_agent_key(builder, ptr::null(), 72),
@@ -422,9 +431,9 @@ fn null_pointers_are_invalid_arguments() {
 fn invalid_utf8_and_bad_values_are_invalid_arguments() {
     let bad_utf8 = b"127.0.0.1:\xff\xfe\0";
     unsafe {
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         // Each check reads the message before the next failing call replaces it.
-        let checks: [(&dyn Fn() -> X0xStatus, &str); 7] = [
+        let checks: [(&dyn Fn() -> X0xStatus, &str); 9] = [
             (
                 &|| x0x_agent_builder_with_bind(builder, bad_utf8.as_ptr().cast()),
                 "addr is not valid UTF-8 (invalid byte at offset 10)",
@@ -436,6 +445,14 @@ fn invalid_utf8_and_bad_values_are_invalid_arguments() {
             (
                 &|| x0x_agent_builder_with_machine_key(builder, bad_utf8.as_ptr().cast()),
                 "path is not valid UTF-8",
+            ),
+            (
+                &|| x0x_agent_builder_with_agent_key_file(builder, bad_utf8.as_ptr().cast()),
+                "path is not valid UTF-8",
+            ),
+            (
+                &|| x0x_agent_builder_with_agent_key_file(builder, c"".as_ptr()),
+                "path must not be empty",
             ),
             (
                 &|| x0x_agent_builder_with_bind(builder, c"localhost".as_ptr()),
@@ -480,7 +497,7 @@ fn ids_round_trip_through_hex_and_keys_through_bytes() {
         };
         assert_eq!(x0x_agent_key_generate(&mut key), X0X_OK);
         assert_eq!(key.len, X0X_KEYPAIR_LEN);
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         assert_eq!(
             x0x_agent_builder_with_agent_key(builder, key.data, key.len),
             X0X_OK
@@ -561,7 +578,7 @@ fn then_attaches_a_callback_before_or_after_settling() {
         x0x_op_free(op);
 
         // After: already settled with a result, which the callback receives.
-        let builder = ephemeral_builder();
+        let builder = default_builder();
         let rec = Record::default();
         let mut op = ptr::null_mut();
         assert_eq!(

@@ -896,7 +896,9 @@ async fn an_address_that_keeps_striking_out_is_refused_for_a_while() {
         assert_eq!(honest.stats().connections_refused, 0);
 
         let endpoint = net::endpoint(localhost()).unwrap();
-        let connecting = endpoint.connect(honest.local_addr(), SERVER_NAME).unwrap();
+        let connecting = endpoint
+            .connect(net::dialable(honest.local_addr()), SERVER_NAME)
+            .unwrap();
         let refused = within("a refused handshake", connecting).await.unwrap_err();
         assert!(
             refused.to_string().contains("refused"),
@@ -927,7 +929,9 @@ async fn connect_raw(honest: &Agent) -> Unauthenticated {
     let listen = endpoint.local_addr().unwrap();
     let connection = within(
         "QUIC handshake",
-        endpoint.connect(honest.local_addr(), SERVER_NAME).unwrap(),
+        endpoint
+            .connect(net::dialable(honest.local_addr()), SERVER_NAME)
+            .unwrap(),
     )
     .await
     .unwrap();

@@ -1,4 +1,4 @@
-//! Agents talking over real QUIC sockets on 127.0.0.1 (in one process; the Python and C suites
+//! Agents talking over real QUIC sockets on this host (in one process; the Python and C suites
 //! cover separate processes).
 
 use std::time::Duration;
@@ -9,11 +9,9 @@ use x0x::{Agent, ErrorKind};
 const JOIN: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(10);
 
+/// An agent from the default builder, bootstrapped to addresses as agents report them.
 async fn agent(bootstrap: &[std::net::SocketAddr]) -> Agent {
     let mut builder = Agent::builder();
-    builder
-        .with_ephemeral_machine_key()
-        .with_bind("127.0.0.1:0".parse().unwrap());
     for addr in bootstrap {
         builder.with_bootstrap(&addr.to_string()).unwrap();
     }
@@ -246,7 +244,7 @@ async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
         &x0x::Keypair::generate().unwrap(),
     )
     .unwrap();
-    let hints = vec![z.local_addr()];
+    let hints = z.local_addrs();
     let connection = tokio::time::timeout(
         WAIT,
         x0x::net::dial(&endpoint, &key, listen, v.local_addr(), None, hints),

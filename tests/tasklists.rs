@@ -1,4 +1,4 @@
-//! Task lists kept in sync between agents over real sockets on 127.0.0.1, and persisted.
+//! Task lists kept in sync between agents over real sockets on this host, and persisted.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +13,6 @@ const JOIN: Duration = Duration::from_secs(10);
 
 async fn agent(bootstrap: Option<std::net::SocketAddr>, data_dir: Option<&Path>) -> Agent {
     let mut builder = Agent::builder();
-    builder
-        .with_ephemeral_machine_key()
-        .with_bind("127.0.0.1:0".parse().unwrap());
     if let Some(addr) = bootstrap {
         builder.with_bootstrap(&addr.to_string()).unwrap();
     }

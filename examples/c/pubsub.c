@@ -1,10 +1,12 @@
 /*
- * pubsub.c: two x0x agents in one process exchange signed messages over QUIC on 127.0.0.1.
+ * pubsub.c: two x0x agents in one process exchange signed messages over QUIC.
  *
  *   usage: pubsub
  *
  * Agent A starts a network; agent B joins it through A's address. A subscribes to "greetings",
  * B publishes three messages, A receives and prints them. Exits non-zero on anything unexpected.
+ * Both come from the default builder: they share this machine's key ($HOME/.x0x/machine.key,
+ * created on first use) and each has its own fresh agent key, which is its identity.
  *
  * Build (from the repository root, after `cargo build --release --lib`):
  *   cc -std=c11 -Iinclude examples/c/pubsub.c target/release/libx0x.a \
@@ -46,16 +48,14 @@ static bool started(const char *what, X0xStatus status) {
     return status == X0X_OK;
 }
 
-/* Builds an agent with a throw-away machine key, listening on a free port of 127.0.0.1, and
- * (for every agent but the first) the address of a peer to join through. */
+/* Builds an agent with the defaults (listening on a free port of every interface) and, for
+ * every agent but the first, the address of a peer to join through. */
 static X0xAgent *build_agent(const char *bootstrap) {
     X0xAgentBuilder *builder = x0x_agent_builder_new();
     if (builder == NULL) return NULL;
     X0xAgent *agent = NULL;
     X0xOp *op = NULL;
-    if (x0x_agent_builder_with_ephemeral_machine_key(builder) != X0X_OK ||
-        x0x_agent_builder_with_bind(builder, "127.0.0.1:0") != X0X_OK ||
-        (bootstrap != NULL && x0x_agent_builder_with_bootstrap(builder, bootstrap) != X0X_OK) ||
+    if ((bootstrap != NULL && x0x_agent_builder_with_bootstrap(builder, bootstrap) != X0X_OK) ||
         x0x_agent_builder_build(builder, NULL, NULL, &op) != X0X_OK) {
         fprintf(stderr, "builder: %s\n", x0x_last_error_message());
     } else {
@@ -87,8 +87,15 @@ int main(void) {
     char addr[X0X_ADDR_STR_LEN];
     if (!started("local address", x0x_agent_local_addr(a, addr, sizeof addr))) goto out;
     printf("A listens on %s\n", addr);
+    /* Agents on other machines need a real address: one per line, loopback first. */
+    X0xBytes addrs = {NULL, 0};
+    if (!started("local addresses", x0x_agent_local_addrs(a, &addrs))) goto out;
+    /* Bytes, not a C string (no NUL): print them with their length. */
+    printf("A can be reached at:\n%.*s\n", (int)addrs.len, (const char *)addrs.data);
+    x0x_bytes_free(&addrs);
 
-    /* B joins through A's address; once the join completes, B and A are neighbours. */
+    /* B joins through A's address as it is (on the same machine, 0.0.0.0 is dialed as
+     * loopback); once the join completes, B and A are neighbours. */
     b = build_agent(addr);
     if (b == NULL || join(b) != X0X_OK) goto out;
     X0xId b_id; /* a plain value: nothing to free */

@@ -1,5 +1,5 @@
 /*
- * tasks.c: a task list shared by two x0x agents in one process, on 127.0.0.1.
+ * tasks.c: a task list shared by two x0x agents in one process.
  *
  *   usage: tasks
  *
@@ -51,16 +51,15 @@ static bool ok(const char *what, X0xStatus status) {
     return status == X0X_OK;
 }
 
-/* An agent with a throw-away machine key on a free port of 127.0.0.1, joined to the network
- * (through `bootstrap`, or as its first node when that is NULL). */
+/* An agent with the defaults (this machine's key from $HOME/.x0x, a fresh agent key, a free
+ * port of every interface), joined to the network (through `bootstrap`, or as its first node
+ * when that is NULL). */
 static X0xAgent *start_agent(const char *bootstrap) {
     X0xAgentBuilder *builder = x0x_agent_builder_new();
     if (builder == NULL) return NULL;
     X0xAgent *agent = NULL;
     X0xOp *op = NULL;
-    if (ok("builder", x0x_agent_builder_with_ephemeral_machine_key(builder)) &&
-        ok("builder", x0x_agent_builder_with_bind(builder, "127.0.0.1:0")) &&
-        (bootstrap == NULL ||
+    if ((bootstrap == NULL ||
          ok("builder", x0x_agent_builder_with_bootstrap(builder, bootstrap))) &&
         ok("build", x0x_agent_builder_build(builder, NULL, NULL, &op))) {
         void *result = NULL;
@@ -153,6 +152,7 @@ int main(void) {
     a = start_agent(NULL);
     char addr[X0X_ADDR_STR_LEN];
     if (a == NULL || !ok("local address", x0x_agent_local_addr(a, addr, sizeof addr))) goto out;
+    /* "0.0.0.0:PORT" as it is: on the same machine a wildcard address is dialed as loopback. */
     b = start_agent(addr);
     if (b == NULL) goto out;
     X0xId b_id;

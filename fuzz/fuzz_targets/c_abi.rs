@@ -1,9 +1,9 @@
 //! The C ABI's input parsing, called through the `extern "C"` functions exactly as C calls them:
 //! `x0x_id_from_hex`, `x0x_agent_builder_with_bootstrap`, `x0x_agent_builder_with_bind`,
 //! `x0x_agent_builder_with_agent_key`, `x0x_agent_builder_with_machine_key`,
-//! `x0x_agent_builder_with_data_dir`, and the local task list calls that take strings
-//! (`x0x_task_list_new_local`, `x0x_task_list_add_task`) and hand them back
-//! (`x0x_task_list_name`, `x0x_task_list_tasks`), plus NULL pointers everywhere.
+//! `x0x_agent_builder_with_data_dir`, `x0x_agent_builder_with_agent_key_file`, and the local
+//! task list calls that take strings (`x0x_task_list_new_local`, `x0x_task_list_add_task`) and
+//! hand them back (`x0x_task_list_name`, `x0x_task_list_tasks`), plus NULL pointers everywhere.
 //!
 //! Strings are arbitrary bytes (interior NULs, invalid UTF-8) copied with a NUL appended: the
 //! callee sees the bytes up to the first NUL, as a C caller's string.
@@ -221,6 +221,7 @@ fuzz_target!(|data: &[u8]| {
             6 => setter(x0x_agent_builder_with_data_dir, null, arg, |s| !s.is_empty(), "with_data_dir"),
             7 => task_list(null, arg),
             8 => id_to_hex(arg),
+            9 => setter(x0x_agent_builder_with_agent_key_file, null, arg, |s| !s.is_empty(), "with_agent_key_file"),
             _ => {}
         }
     }

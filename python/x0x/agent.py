@@ -100,7 +100,8 @@ class AgentBuilder(NativeHandle):
         return self
 
     def with_ephemeral_machine_key(self) -> "AgentBuilder":
-        """Use a fresh machine key that is never written to disk."""
+        """Use a fresh machine key that is never written to disk, for an agent that must leave
+        no file behind (several agents on one machine share the machine key without it)."""
         check(lib.x0x_agent_builder_with_ephemeral_machine_key(self._handle()))
         return self
 

@@ -69,7 +69,8 @@ pub unsafe extern "C" fn x0x_agent_builder_with_machine_key(
     })
 }
 
-/// Uses a fresh machine key that is never written to disk (tests, short-lived agents).
+/// Uses a fresh machine key that is never written to disk: for agents that must leave no file
+/// behind. Not needed for several agents on one machine (they share the machine key).
 ///
 /// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL builder).
 #[no_mangle]

@@ -4,7 +4,9 @@
  * Built by tests/c/Makefile with ASan+UBSan (`make test`) and without sanitizers under valgrind
  * (`make valgrind`). Every check asserts real results; a failing assertion prints where, what,
  * and x0x_last_error_message(), then exits 1. Everything the test owns is freed, so the leak
- * checkers see only what the library itself keeps for the life of the process.
+ * checkers see only what the library itself keeps for the life of the process. Most agents
+ * come from the default builder, as a user's do, so their machine key is $HOME/.x0x/machine.key:
+ * the Makefile runs each test binary with a fresh temporary HOME.
  */
 #define _XOPEN_SOURCE 700
 
@@ -134,9 +136,16 @@ static X0xAgent *build_ok(const X0xAgentBuilder *b) {
     return agent;
 }
 
-static X0xAgentBuilder *ephemeral_builder(void) {
+/* The builder as a user gets it: the machine key in $HOME/.x0x (the Makefile gives every test
+ * binary a fresh HOME), a fresh agent key, bind 0.0.0.0:0. */
+static X0xAgentBuilder *default_builder(void) {
     X0xAgentBuilder *b = x0x_agent_builder_new();
     CHECK(b != NULL);
+    return b;
+}
+
+static X0xAgentBuilder *ephemeral_builder(void) {
+    X0xAgentBuilder *b = default_builder();
     CHECK_OK(x0x_agent_builder_with_ephemeral_machine_key(b));
     return b;
 }
@@ -182,6 +191,52 @@ static void write_file(const char *path, const unsigned char *buf, size_t len) {
     CHECK(fclose(f) == 0);
 }
 
+/* Where the default builder keeps the machine key: $HOME/.x0x/machine.key. */
+static void home_machine_key(char *out, size_t n) {
+    const char *home = getenv("HOME");
+    CHECK(home != NULL && home[0] != '\0');
+    int len = snprintf(out, n, "%s/.x0x/machine.key", home);
+    CHECK(len > 0 && (size_t)len < n);
+}
+
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Closes the agent (which releases its data dir or key file), then frees it. */
+static void close_and_free(X0xAgent *agent) {
+    X0xOp *op = NULL;
+    CHECK_OK(x0x_agent_close(agent, NULL, NULL, &op));
+    X0xStatus st = -1;
+    CHECK_OK(x0x_op_wait(op, X0X_WAIT_FOREVER, &st, NULL));
+    CHECK_STATUS(st, X0X_OK);
+    x0x_op_free(op);
+    x0x_agent_free(agent);
+}
+
+/* Starts a build with a callback and waits for both; the build must fail with X0X_IN_USE. The
+ * callback's (borrowed, copied) message goes into `msg`. */
+static void build_in_use(const X0xAgentBuilder *b, char *msg, size_t n) {
+    Waiter w;
+    waiter_init(&w);
+    X0xOp *op = NULL;
+    CHECK_OK(x0x_agent_builder_build(b, on_done, &w, &op));
+    CHECK(waiter_wait(&w, 30000) >= 1);
+    X0xStatus st = -1;
+    void *result = (void *)1;
+    CHECK_OK(x0x_op_wait(op, X0X_WAIT_FOREVER, &st, &result));
+    CHECK_STATUS(st, X0X_IN_USE);
+    CHECK(result == NULL);
+    x0x_op_free(op);
+    CHECK(waiter_calls(&w) == 1);
+    CHECK(w.status == X0X_IN_USE);
+    CHECK(w.result == NULL);
+    CHECK(!w.message_was_null);
+    snprintf(msg, n, "%s", w.message);
+    waiter_destroy(&w);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Checks
  * ------------------------------------------------------------------------------------------- */
@@ -198,10 +253,20 @@ static void check_version(void) {
 }
 
 static void check_build_ephemeral(void) {
+    char home_key[512];
+    home_machine_key(home_key, sizeof home_key);
+    bool existed = file_exists(home_key);
     X0xAgentBuilder *b = ephemeral_builder();
     X0xAgent *agent = build_ok(b);
+    X0xAgent *other = build_ok(b);
     /* The builder stays usable and may be freed while agents live. */
     x0x_agent_builder_free(b);
+    /* A fresh machine key on every build, and never written (the Makefile's fresh HOME has no
+     * key yet; run by hand with a used HOME, the key may be there already). */
+    X0xId m1 = machine_id(agent), m2 = machine_id(other);
+    CHECK(!id_eq(&m1, &m2));
+    if (!existed) CHECK(!file_exists(home_key));
+    x0x_agent_free(other);
 
     X0xId aid = agent_id(agent);
     X0xId mid = machine_id(agent);
@@ -224,10 +289,49 @@ static void check_build_ephemeral(void) {
     x0x_agent_free(agent);
 }
 
+/* Agents from the plain default builder share the machine key in $HOME/.x0x (created at the
+ * first build, mode 0600): one machine id, a fresh agent id on every build. */
+static void check_build_default(void) {
+    char path[512];
+    home_machine_key(path, sizeof path);
+    X0xAgentBuilder *b = default_builder();
+    X0xAgent *first = build_ok(b);
+    X0xAgent *second = build_ok(b);
+    x0x_agent_builder_free(b);
+    X0xId m1 = machine_id(first), m2 = machine_id(second);
+    X0xId a1 = agent_id(first), a2 = agent_id(second);
+    CHECK(!id_is_zero(&m1));
+    CHECK(id_eq(&m1, &m2));
+    CHECK(!id_eq(&a1, &a2));
+
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
+    CHECK((st.st_mode & 07777) == 0600);
+    CHECK(st.st_size == X0X_KEYPAIR_LEN);
+    /* It is that file: naming it gives the same machine; an ephemeral key another one. */
+    X0xAgentBuilder *named = default_builder();
+    CHECK_OK(x0x_agent_builder_with_machine_key(named, path));
+    X0xAgent *third = build_ok(named);
+    X0xId m3 = machine_id(third);
+    CHECK(id_eq(&m1, &m3));
+    X0xAgentBuilder *eb = ephemeral_builder();
+    X0xAgent *fourth = build_ok(eb);
+    X0xId m4 = machine_id(fourth);
+    CHECK(!id_eq(&m1, &m4));
+
+    x0x_agent_free(first);
+    x0x_agent_free(second);
+    x0x_agent_free(third);
+    x0x_agent_free(fourth);
+    x0x_agent_builder_free(named);
+    x0x_agent_builder_free(eb);
+}
+
 static void check_build_callback(void) {
     Waiter w;
     waiter_init(&w);
-    X0xAgentBuilder *b = ephemeral_builder();
+    X0xAgentBuilder *b = default_builder();
     X0xOp *op = NULL;
     CHECK_OK(x0x_agent_builder_build(b, on_done, &w, &op));
     CHECK(op != NULL);
@@ -410,7 +514,8 @@ static void check_agent_key(void) {
     CHECK(memcmp(key.data, "x0xk", 4) == 0);
     CHECK(key.data[4] == 1 && key.data[5] == 1 && key.data[6] == 0 && key.data[7] == 0);
 
-    /* Two builders each given the key: the same agent id, different (ephemeral) machines. */
+    /* Two builders each given the key: the same agent id, different machines (ephemeral keys:
+     * the agent id must not depend on the machine key). */
     X0xAgentBuilder *b1 = ephemeral_builder();
     X0xAgentBuilder *b2 = ephemeral_builder();
     CHECK_OK(x0x_agent_builder_with_agent_key(b1, key.data, key.len));
@@ -434,7 +539,7 @@ static void check_agent_key(void) {
     CHECK_OK(x0x_agent_key_generate(&other));
     CHECK(other.len == X0X_KEYPAIR_LEN);
     CHECK(memcmp(other.data + 8, key.data + 8, 32) != 0);
-    X0xAgentBuilder *b3 = ephemeral_builder();
+    X0xAgentBuilder *b3 = default_builder();
     CHECK_OK(x0x_agent_builder_with_agent_key(b3, other.data, other.len));
     X0xAgent *a3 = build_ok(b3);
     X0xId id3 = agent_id(a3);
@@ -453,7 +558,7 @@ static void check_agent_key(void) {
 static void check_agent_key_invalid(void) {
     X0xBytes key = {NULL, 0};
     CHECK_OK(x0x_agent_key_generate(&key));
-    X0xAgentBuilder *b = ephemeral_builder();
+    X0xAgentBuilder *b = default_builder();
     CHECK_OK(x0x_agent_builder_with_agent_key(b, key.data, key.len));
 
     /* Wrong length, both ways. */
@@ -493,8 +598,104 @@ static void check_agent_key_invalid(void) {
     x0x_bytes_free(&key);
 }
 
+/* A data dir is one agent's home: a second build with it while the first agent runs fails with
+ * X0X_IN_USE naming the dir and this process; after a close the same agent builds again. */
+static void check_data_dir_in_use(void) {
+    char base[] = "/tmp/x0x-c-test-XXXXXX";
+    CHECK(mkdtemp(base) != NULL);
+    char dir[512];
+    /* Missing: the build creates it. */
+    CHECK((size_t)snprintf(dir, sizeof dir, "%s/home", base) < sizeof dir);
+    X0xAgentBuilder *b = default_builder();
+    CHECK_OK(x0x_agent_builder_with_data_dir(b, dir));
+    X0xAgent *first = build_ok(b);
+    X0xId id1 = agent_id(first);
+
+    char msg[1024], pid[32];
+    build_in_use(b, msg, sizeof msg);
+    printf("     (message: %s)\n", msg);
+    CHECK(strstr(msg, dir) != NULL);
+    snprintf(pid, sizeof pid, "process %ld", (long)getpid());
+    CHECK(strstr(msg, pid) != NULL);
+    /* A fresh builder is refused the same way: the lock is on the dir, not the builder. */
+    X0xAgentBuilder *b2 = default_builder();
+    CHECK_OK(x0x_agent_builder_with_data_dir(b2, dir));
+    build_in_use(b2, msg, sizeof msg);
+    CHECK(strstr(msg, dir) != NULL);
+    x0x_agent_builder_free(b2);
+
+    close_and_free(first);
+    X0xAgent *again = build_ok(b);
+    X0xId id2 = agent_id(again);
+    CHECK(id_eq(&id1, &id2)); /* its key is in the dir */
+    close_and_free(again);
+    x0x_agent_builder_free(b);
+
+    char path[600];
+    const char *files[] = {"agent.key", "agent.lock"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        CHECK(unlink(path) == 0);
+    }
+    snprintf(path, sizeof path, "%s/tasklists", dir);
+    CHECK(rmdir(path) == 0);
+    CHECK(rmdir(dir) == 0);
+    CHECK(rmdir(base) == 0);
+}
+
+/* An agent key file keeps the agent's id across builds; it is locked while the agent runs. */
+static void check_agent_key_file(void) {
+    char dir[] = "/tmp/x0x-c-test-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[512], lock[600];
+    CHECK((size_t)snprintf(path, sizeof path, "%s/agent.key", dir) < sizeof path);
+    snprintf(lock, sizeof lock, "%s.lock", path);
+
+    X0xAgentBuilder *b = default_builder();
+    CHECK_STATUS(x0x_agent_builder_with_agent_key_file(NULL, path), X0X_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("builder must not be NULL");
+    CHECK_STATUS(x0x_agent_builder_with_agent_key_file(b, NULL), X0X_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("path must not be NULL");
+    CHECK_STATUS(x0x_agent_builder_with_agent_key_file(b, ""), X0X_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("empty");
+    const char bad_path[] = {'/', 't', 'm', 'p', '/', (char)0xc3, 0};
+    CHECK_STATUS(x0x_agent_builder_with_agent_key_file(b, bad_path), X0X_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("not valid UTF-8");
+    /* The failures touched nothing: no file yet. */
+    CHECK(!file_exists(path));
+
+    CHECK_OK(x0x_agent_builder_with_agent_key_file(b, path));
+    X0xAgent *first = build_ok(b);
+    X0xId id1 = agent_id(first);
+    /* Created 0600, holding this agent's key. */
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    CHECK((st.st_mode & 07777) == 0600);
+    unsigned char stored[256];
+    CHECK(read_file(path, stored, sizeof stored) == X0X_KEYPAIR_LEN);
+    X0xBytes key = {NULL, 0};
+    CHECK_OK(x0x_agent_keypair_bytes(first, &key));
+    CHECK(key.len == X0X_KEYPAIR_LEN && memcmp(key.data, stored, key.len) == 0);
+    x0x_bytes_free(&key);
+
+    char msg[1024];
+    build_in_use(b, msg, sizeof msg);
+    CHECK(strstr(msg, path) != NULL);
+
+    close_and_free(first);
+    X0xAgent *second = build_ok(b);
+    X0xId id2 = agent_id(second);
+    CHECK(id_eq(&id1, &id2));
+    close_and_free(second);
+    x0x_agent_builder_free(b);
+
+    CHECK(unlink(path) == 0);
+    CHECK(unlink(lock) == 0);
+    CHECK(rmdir(dir) == 0);
+}
+
 static void check_hex(void) {
-    X0xAgentBuilder *b = ephemeral_builder();
+    X0xAgentBuilder *b = default_builder();
     X0xAgent *agent = build_ok(b);
     X0xId id = agent_id(agent);
     x0x_agent_free(agent);
@@ -556,7 +757,7 @@ static void check_hex(void) {
 }
 
 static void check_null_arguments(void) {
-    X0xAgentBuilder *b = ephemeral_builder();
+    X0xAgentBuilder *b = default_builder();
     X0xAgent *agent = build_ok(b);
     X0xId id;
     X0xBytes bytes = {NULL, 0};
@@ -817,7 +1018,7 @@ static void check_free_pending_op(void) {
     CHECK_OK(x0x_sleep(10, NULL, NULL, &op2));
     x0x_op_free(op2);
     /* And an unclaimed agent from a callback-less build is freed by x0x_op_free. */
-    X0xAgentBuilder *b = ephemeral_builder();
+    X0xAgentBuilder *b = default_builder();
     X0xOp *op3 = NULL;
     CHECK_OK(x0x_agent_builder_build(b, NULL, NULL, &op3));
     X0xStatus st = -1;
@@ -845,7 +1046,7 @@ static void check_wait_timeout(void) {
 }
 
 static void check_agent_close(void) {
-    X0xAgentBuilder *b = ephemeral_builder();
+    X0xAgentBuilder *b = default_builder();
     X0xAgent *agent = build_ok(b);
     x0x_agent_builder_free(b);
 
@@ -902,12 +1103,15 @@ int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     RUN(check_version);
     RUN(check_build_ephemeral);
+    RUN(check_build_default);
     RUN(check_build_callback);
     RUN(check_machine_key_persisted);
     RUN(check_machine_key_corrupt);
     RUN(check_machine_key_io_error);
     RUN(check_agent_key);
     RUN(check_agent_key_invalid);
+    RUN(check_data_dir_in_use);
+    RUN(check_agent_key_file);
     RUN(check_hex);
     RUN(check_null_arguments);
     RUN(check_strings);

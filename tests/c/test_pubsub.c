@@ -1,13 +1,15 @@
 /*
- * C tests of the x0x networking ABI: two real agents on 127.0.0.1 exchange signed messages over
- * QUIC (join, publish, subscribe, events, stats, leave, close), against the committed
- * include/x0x.h.
+ * C tests of the x0x networking ABI: two real agents in this process, both from the plain
+ * default builder, exchange signed messages over QUIC (join, publish, subscribe, events, stats,
+ * leave, close), against the committed include/x0x.h.
  *
  * Built by tests/c/Makefile with ASan+UBSan (`make test`) and without sanitizers under valgrind
  * (`make valgrind`). Every check asserts real results; a failing assertion prints where, what,
  * and x0x_last_error_message(), then exits 1. Every wait is bounded (WAIT_MS), so a lost message
- * fails the test instead of hanging it. Only loopback addresses are used. Everything the test
- * owns is freed, so the leak checkers see only what the library keeps for the process lifetime.
+ * fails the test instead of hanging it. The agents bind the default 0.0.0.0:0 and reach each
+ * other over loopback. Everything the test owns is freed, so the leak checkers see only what the
+ * library keeps for the process lifetime. The agents share the machine key in
+ * $HOME/.x0x/machine.key, as a user's do: the Makefile runs each test binary with a fresh HOME.
  *
  * The checks run in order and share two agents: A starts a network, B joins through A.
  */
@@ -171,13 +173,12 @@ static X0xStatus finish_op(X0xOp *op, void **result, char *msg, size_t msg_len) 
     return status;
 }
 
-/* Builds an agent with an ephemeral machine key bound to a free loopback port; `bootstrap` (may
- * be NULL) is the peer it will join through. */
+/* Builds an agent with the default builder, as a user would (the machine key shared through
+ * $HOME, a fresh agent key, bind 0.0.0.0:0); `bootstrap` (may be NULL) is the peer it will join
+ * through. */
 static X0xAgent *new_agent(const char *bootstrap) {
     X0xAgentBuilder *b = x0x_agent_builder_new();
     CHECK(b != NULL);
-    CHECK_OK(x0x_agent_builder_with_ephemeral_machine_key(b));
-    CHECK_OK(x0x_agent_builder_with_bind(b, "127.0.0.1:0"));
     if (bootstrap != NULL) CHECK_OK(x0x_agent_builder_with_bootstrap(b, bootstrap));
     X0xOp *op = NULL;
     CHECK_OK(x0x_agent_builder_build(b, NULL, NULL, &op));
@@ -310,6 +311,43 @@ static void expect_empty(const X0xSubscription *sub) {
     X0xMessageBatch *batch = (X0xMessageBatch *)1;
     CHECK_OK(x0x_subscription_try_next(sub, 100, &batch));
     CHECK(batch == NULL);
+}
+
+/* x0x_agent_local_addrs of an agent bound to 0.0.0.0:`port`: lines of ip:port, all with that
+ * port, loopback first; NULL arguments are refused and leave `out` alone. */
+static void check_local_addrs(const X0xAgent *agent, const char *port) {
+    X0xBytes addrs = {NULL, 0};
+    CHECK_OK(x0x_agent_local_addrs(agent, &addrs));
+    CHECK(addrs.data != NULL && addrs.len > 0);
+    char *text = malloc(addrs.len + 1);
+    CHECK(text != NULL);
+    memcpy(text, addrs.data, addrs.len);
+    text[addrs.len] = 0;
+    CHECK(strlen(text) == addrs.len); /* no NUL inside */
+    char first[X0X_ADDR_STR_LEN];
+    snprintf(first, sizeof first, "127.0.0.1:%s", port);
+    size_t first_len = strlen(first);
+    CHECK(strncmp(text, first, first_len) == 0);
+    CHECK(text[first_len] == '\n' || text[first_len] == '\0');
+    char suffix[16];
+    int suffix_len = snprintf(suffix, sizeof suffix, ":%s", port);
+    for (char *line = text, *end; line != NULL; line = end ? end + 1 : NULL) {
+        end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        CHECK(len > (size_t)suffix_len);
+        CHECK(memcmp(line + len - (size_t)suffix_len, suffix, (size_t)suffix_len) == 0);
+    }
+    for (char *nl = strchr(text, '\n'); nl != NULL; nl = strchr(nl, '\n')) *nl = ' ';
+    printf("     (local_addrs: %s)\n", text);
+    free(text);
+    x0x_bytes_free(&addrs);
+
+    X0xBytes untouched = {(uint8_t *)1, 1};
+    CHECK_STATUS(x0x_agent_local_addrs(NULL, &untouched), X0X_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("agent must not be NULL");
+    CHECK(untouched.data == (uint8_t *)1 && untouched.len == 1);
+    CHECK_STATUS(x0x_agent_local_addrs(agent, NULL), X0X_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("out must not be NULL");
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -465,7 +503,8 @@ static void check_join_timeout(void) {
     close(fd);
 }
 
-/* A starts a network, B joins through A's address and publishes at once: A gets it. */
+/* A starts a network, B joins through the address A reports and publishes at once: A gets it;
+ * then A publishes and B gets it. Same machine (one machine key in $HOME), two agents. */
 static void check_join(void) {
     g_a = new_agent(NULL);
     g_a_agent = agent_id(g_a);
@@ -477,11 +516,14 @@ static void check_join(void) {
     CHECK(!is_connected(g_a));
     char addr[X0X_ADDR_STR_LEN];
     CHECK_OK(x0x_agent_local_addr(g_a, addr, sizeof addr));
-    CHECK(strncmp(addr, "127.0.0.1:", 10) == 0);
-    CHECK(atoi(addr + 10) > 0);
+    /* The default bind: the wildcard address, with the port the system picked. */
+    CHECK(strncmp(addr, "0.0.0.0:", 8) == 0);
+    const char *port = addr + 8;
+    CHECK(atoi(port) > 0);
     char tiny[8];
     CHECK_STATUS(x0x_agent_local_addr(g_a, tiny, sizeof tiny), X0X_INVALID_ARGUMENT);
     CHECK_STATUS(x0x_agent_local_addr(g_a, NULL, sizeof addr), X0X_INVALID_ARGUMENT);
+    check_local_addrs(g_a, port);
     printf("     (A listens on %s)\n", addr);
 
     X0xSubscription *first = subscribe(g_a, "first", 0);
@@ -489,7 +531,7 @@ static void check_join(void) {
     g_b_agent = agent_id(g_b);
     g_b_machine = machine_id(g_b);
     CHECK(!id_eq(&g_a_agent, &g_b_agent));
-    CHECK(!id_eq(&g_a_machine, &g_b_machine));
+    CHECK(id_eq(&g_a_machine, &g_b_machine)); /* one machine key, in $HOME */
     CHECK_OK(x0x_agent_events(g_b, &g_b_events));
     join_ok(g_b);
     /* Joined means connected: B has its first neighbour, and what it publishes now reaches A. */
@@ -498,6 +540,17 @@ static void check_join(void) {
     expect_messages(first, "first", "hello", 0, 1, &g_b_agent, 16);
     expect_empty(first);
     x0x_subscription_free(first);
+    /* And the other way: A's message reaches B, signed by A's agent key. */
+    X0xSubscription *back = subscribe(g_b, "back", 0);
+    uint64_t deadline = mono_ms() + WAIT_MS;
+    while (!is_connected(g_a)) {
+        CHECK(mono_ms() < deadline);
+        sleep_ms(5);
+    }
+    CHECK_OK(publish(g_a, "back", "reply0"));
+    expect_messages(back, "back", "reply", 0, 1, &g_a_agent, 16);
+    expect_empty(back);
+    x0x_subscription_free(back);
 
     /* Joining again is harmless. */
     join_ok(g_b);
@@ -881,6 +934,8 @@ static void check_stats(void) {
     CHECK(a.dropped_wrong_sender == 0 && b.dropped_wrong_sender == 0);
     CHECK(a.dropped_malformed == 0 && b.dropped_malformed == 0);
     CHECK(a.dropped_oversized == 0 && b.dropped_oversized == 0);
+    /* Same machine, different agent keys: no identity clash. */
+    CHECK(a.identity_conflicts == 0 && b.identity_conflicts == 0);
     CHECK(a.queue_overflow == 6); /* only check_capacity overflowed */
     CHECK(a.neighbours >= 1 && b.neighbours >= 1);
     /* Two agents: every envelope arrives once; A receives B's. */

@@ -1,6 +1,6 @@
 /*
- * C tests of the x0x task list ABI: local lists and their rules, replicas on real agents on
- * 127.0.0.1 converging (racing and partitioned claims, completion, removal, a late joiner with
+ * C tests of the x0x task list ABI: local lists and their rules, replicas on real agents in this
+ * process converging (racing and partitioned claims, completion, removal, a late joiner with
  * 100 tasks), the agent's list of lists, TASK_UPDATED events, and persistence in a data
  * directory (reload after a restart, a damaged file set aside and reported once), against the
  * committed include/x0x.h.
@@ -8,9 +8,10 @@
  * Built by tests/c/Makefile with ASan+UBSan (`make test`) and without sanitizers under valgrind
  * (`make valgrind`). Every check asserts real results; a failing assertion prints where, what,
  * and x0x_last_error_message(), then exits 1. Every wait is bounded (WAIT_MS), so a change that
- * never arrives fails the test instead of hanging it. Only loopback addresses are used.
- * Everything the test owns is freed, so the leak checkers see only what the library keeps for
- * the process lifetime.
+ * never arrives fails the test instead of hanging it. The agents come from the default builder,
+ * as a user's do: bound to 0.0.0.0:0, reaching each other over loopback, sharing the machine key
+ * in $HOME/.x0x (the Makefile runs each test binary with a fresh HOME). Everything the test owns
+ * is freed, so the leak checkers see only what the library keeps for the process lifetime.
  *
  * The network checks run in order and share agents A and B (B joins through A) and the list
  * "release" that A creates and B joins.
@@ -101,12 +102,10 @@ typedef struct {
     const X0xBytes *key;   /* serialized agent key, or NULL: a fresh one */
 } AgentConfig;
 
-/* Starts building an agent with an ephemeral machine key bound to a free loopback port. */
+/* Starts building an agent with the default builder plus `cfg`, as a user would. */
 static X0xOp *start_build(const AgentConfig *cfg) {
     X0xAgentBuilder *b = x0x_agent_builder_new();
     CHECK(b != NULL);
-    CHECK_OK(x0x_agent_builder_with_ephemeral_machine_key(b));
-    CHECK_OK(x0x_agent_builder_with_bind(b, "127.0.0.1:0"));
     if (cfg->bootstrap != NULL) CHECK_OK(x0x_agent_builder_with_bootstrap(b, cfg->bootstrap));
     if (cfg->data_dir != NULL) CHECK_OK(x0x_agent_builder_with_data_dir(b, cfg->data_dir));
     if (cfg->key != NULL) {
@@ -655,8 +654,17 @@ static void check_join(void) {
     g_a_agent = agent_id(g_a);
     CHECK_OK(x0x_agent_events(g_a, &g_a_events));
     join_ok(g_a);
+    /* The default bind's address, given to B as it is (dialed as loopback). */
     CHECK_OK(x0x_agent_local_addr(g_a, g_a_addr, sizeof g_a_addr));
-    CHECK(strncmp(g_a_addr, "127.0.0.1:", 10) == 0);
+    CHECK(strncmp(g_a_addr, "0.0.0.0:", 8) == 0);
+    /* The dialable addresses start with loopback, on the same port. */
+    X0xBytes addrs = {NULL, 0};
+    CHECK_OK(x0x_agent_local_addrs(g_a, &addrs));
+    char loopback[X0X_ADDR_STR_LEN];
+    int len = snprintf(loopback, sizeof loopback, "127.0.0.1:%s", g_a_addr + 8);
+    CHECK(addrs.len >= (size_t)len && memcmp(addrs.data, loopback, (size_t)len) == 0);
+    CHECK(addrs.len == (size_t)len || addrs.data[len] == '\n');
+    x0x_bytes_free(&addrs);
 
     cfg.bootstrap = g_a_addr;
     g_b = build_agent(&cfg);

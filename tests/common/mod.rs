@@ -22,10 +22,9 @@ pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// An agent bound to 127.0.0.1 with a throwaway machine key, not joined yet.
+/// An agent from the default builder (as users build one), not joined yet.
 pub async fn agent(bootstrap: &[SocketAddr]) -> x0x::Agent {
     let mut builder = x0x::Agent::builder();
-    builder.with_ephemeral_machine_key().with_bind(localhost());
     for addr in bootstrap {
         builder.with_bootstrap(&addr.to_string()).unwrap();
     }

@@ -35,7 +35,6 @@ import contextlib
 import ctypes
 import hashlib
 import json
-import os
 import signal
 import struct
 import sys
@@ -229,16 +228,6 @@ class Driver:
     async def run(self) -> None:
         args = self.args
         builder = x0x.Agent.builder().with_bind(args.bind).with_bootstrap(args.bootstrap)
-        if args.machine_key:
-            builder.with_machine_key(args.machine_key)
-        else:
-            builder.with_ephemeral_machine_key()
-        if args.agent_key:
-            if not os.path.exists(args.agent_key):
-                with open(args.agent_key, "wb") as f:
-                    f.write(x0x.generate_agent_key())
-            with open(args.agent_key, "rb") as f:
-                builder.with_agent_key(f.read())
         if args.data_dir:
             builder.with_data_dir(args.data_dir)
         t0 = time.monotonic()
@@ -293,9 +282,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=1024, help="subscription queue")
     parser.add_argument("--publish-rate", type=float, default=0.0, help="start publishing now")
     parser.add_argument("--publish-count", type=int, default=0)
-    parser.add_argument("--machine-key", help="machine key file (default: ephemeral)")
-    parser.add_argument("--agent-key", help="agent key file (created if missing)")
-    parser.add_argument("--data-dir")
+    parser.add_argument("--data-dir", help="keeps the agent key and task lists across restarts")
     parser.add_argument("--tasklist", action="append", default=[], help="list id to join")
     parser.add_argument("--stats-interval", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=15.0, help="join timeout")

@@ -104,7 +104,9 @@ class Agent:
             stderr=self._stderr,
             text=True,
             bufsize=1,
-            env=dict(os.environ, HOME=str(log_dir)),
+            # Each namespace is a host of its own: its own HOME, so its own default machine key,
+            # kept across restarts of agent i.
+            env=dict(os.environ, HOME=str(net.home(index))),
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -373,30 +375,29 @@ class Net:
         i: int,
         bootstrap: Iterable[int] = (),
         extra: Sequence[str] = (),
-        machine_key: bool = False,
         data_dir: bool = False,
     ) -> Agent:
         """Starts driver.py for agent i (a fresh process; an earlier one must be dead).
 
-        ``machine_key``/``data_dir``: keep agent i's machine key, agent key and task lists in
-        files under the test's temporary directory, so that a restart is the same agent.
+        ``data_dir``: keep agent i's agent key and task lists in a data dir under the test's
+        temporary directory, so that a restart is the same agent (the machine key is the default
+        one of agent i's HOME, see ``home``).
         """
         argv = ["--bind", self.endpoint(i)]
         for j in bootstrap:
             argv += ["--bootstrap", self.endpoint(j)]
-        if machine_key:
-            argv += [
-                "--machine-key",
-                str(self.dir / f"a{i}.machine.key"),
-                "--agent-key",
-                str(self.dir / f"a{i}.agent.key"),
-            ]
         if data_dir:
             argv += ["--data-dir", str(self.dir / f"a{i}.data")]
         agent = Agent(self, i, argv + list(extra), self.log_dir)
         self.agents.append(agent)
         self.current[i] = agent
         return agent
+
+    def home(self, i: int) -> Path:
+        """HOME of agent i's host (created on first use)."""
+        path = self.dir / f"a{i}.home"
+        path.mkdir(exist_ok=True)
+        return path
 
     def live(self) -> List[Agent]:
         return [a for a in self.current.values() if a.alive()]

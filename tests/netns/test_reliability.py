@@ -625,7 +625,7 @@ def test_r5_restart(full: bool) -> None:
     n = 10 if full else 4
     rng = rng_for("R5")
     with Net(n) as net:
-        agents = build(net, n, rng, machine_key=True, data_dir=True)
+        agents = build(net, n, rng, data_dir=True)
         list_id, shared = shared_list(agents, 3)
         r = rng.choice(range(1, n))
         victim = agents[r]
@@ -651,9 +651,7 @@ def test_r5_restart(full: bool) -> None:
         time.sleep(1.0)
         first_failure = None
         t_start = time.monotonic()
-        again = net.start(
-            r, bootstrap=boot, machine_key=True, data_dir=True, extra=["--timeout", "6"]
-        )
+        again = net.start(r, bootstrap=boot, data_dir=True, extra=["--timeout", "6"])
         try:
             ready = again.wait_ready(20)
         except RuntimeError as e:
@@ -661,7 +659,7 @@ def test_r5_restart(full: bool) -> None:
             # to measure the rest of the scenario.
             first_failure = f"{time.monotonic() - t_start:.1f} s: {str(e)[:160]}"
             t_start = time.monotonic()
-            again = net.start(r, bootstrap=boot, machine_key=True, data_dir=True)
+            again = net.start(r, bootstrap=boot, data_dir=True)
             ready = again.wait_ready(20)
         rejoin = time.monotonic() - t_start
         agents[r] = again

@@ -53,7 +53,7 @@ async def test_cancelling_a_native_op_cancels_it() -> None:
 
 
 async def test_cancelling_build_raises_and_leaks_nothing() -> None:
-    builder = x0x.Agent.builder().with_ephemeral_machine_key()
+    builder = x0x.Agent.builder()
     for _ in range(20):
         task = asyncio.ensure_future(builder.build())
         await asyncio.sleep(0)  # the native build has started
@@ -75,7 +75,7 @@ async def test_wait_for_timeout_cancels_the_native_op() -> None:
 
 def test_two_event_loops_in_sequence() -> None:
     for _ in range(2):
-        agent = asyncio.run(x0x.Agent.builder().with_ephemeral_machine_key().build())
+        agent = asyncio.run(x0x.Agent.builder().build())
         assert isinstance(agent.agent_id, x0x.AgentId)
         asyncio.run(agent.close())
 

@@ -21,13 +21,25 @@ def run(name: str, *args: str) -> str:
     return done.stdout
 
 
-def test_basic_agent_keeps_its_machine_id(tmp_path: Path) -> None:
-    key = str(tmp_path / "machine.key")
-    first, second = run("basic_agent.py", key), run("basic_agent.py", key)
-    machine_line = [line for line in first.splitlines() if line.startswith("machine id:")]
-    assert machine_line and machine_line[0] in second.splitlines()
+def machine_line(out: str) -> str:
+    lines = [line for line in out.splitlines() if line.startswith("machine id:")]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_basic_agent_keeps_its_machine_id(isolated_home: Path, tmp_path: Path) -> None:
+    # As a user runs it: no argument, the key in ~/.x0x (the test's HOME).
+    first, second = run("basic_agent.py"), run("basic_agent.py")
+    assert machine_line(first) == machine_line(second)
+    assert (isolated_home / ".x0x" / "machine.key").exists()
     assert "public key: 1952 bytes of ML-DSA-65" in first
-    assert "joined:     listening on 127.0.0.1:" in first
+    port = first.split("joined:     listening on 0.0.0.0:", 1)[1].split(",")[0]
+    assert f"dialable:   127.0.0.1:{port}" in first  # loopback first
+    # A key file given by path is another machine identity, kept in that file.
+    key = tmp_path / "elsewhere" / "machine.key"
+    third = run("basic_agent.py", str(key))
+    assert machine_line(third) != machine_line(first) and key.exists()
+    assert machine_line(run("basic_agent.py", str(key))) == machine_line(third)
 
 
 def test_pubsub_messaging_crosses_between_agents() -> None:

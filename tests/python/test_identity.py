@@ -1,5 +1,6 @@
 """Ids, keys and the agent builder, through the real native library."""
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -92,6 +93,18 @@ async def test_default_machine_key_lives_under_home(isolated_home: Path) -> None
         assert again.machine_id == agent.machine_id
 
 
+async def test_agents_built_at_once_in_a_new_home_share_one_machine_key() -> None:
+    built = await asyncio.gather(
+        *(Agent.builder().build() for _ in range(4)), return_exceptions=True
+    )
+    agents = [a for a in built if isinstance(a, Agent)]
+    for agent in agents:
+        await agent.close()
+    assert len(agents) == 4, [e for e in built if not isinstance(e, Agent)]
+    assert len({a.machine_id for a in agents}) == 1
+    assert len({a.agent_id for a in agents}) == 4
+
+
 async def test_unusable_key_path_raises_an_os_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"not a directory")
@@ -118,12 +131,23 @@ async def test_corrupt_key_file_is_refused_and_left_alone(tmp_path: Path) -> Non
 async def test_agent_key_round_trip() -> None:
     key = x0x.generate_agent_key()
     assert len(key) == 72 and key[:4] == b"x0xk"
-    builder = Agent.builder().with_ephemeral_machine_key().with_agent_key(key)
+    builder = Agent.builder().with_agent_key(key)
     async with await builder.build() as a, await builder.build() as b:
         assert a.agent_id == b.agent_id
-        assert a.machine_id != b.machine_id
+        assert a.machine_id == b.machine_id  # one HOME: the machine's key
         assert a.agent_keypair_bytes() == key
         assert a.public_key == b.public_key
+        async with await Agent.builder().build() as other:
+            assert other.machine_id == a.machine_id and other.agent_id != a.agent_id
+
+
+async def test_ephemeral_machine_key_leaves_no_file(isolated_home: Path) -> None:
+    builder = Agent.builder().with_ephemeral_machine_key()
+    async with await builder.build() as a, await builder.build() as b:
+        assert a.machine_id != b.machine_id  # a fresh key each build
+    assert not (isolated_home / ".x0x").exists()
+    async with await Agent.builder().build() as default:
+        assert default.machine_id not in (a.machine_id, b.machine_id)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +183,7 @@ def test_builder_validates_addresses_and_chains() -> None:
 
 
 async def test_closed_agent_keeps_ids_but_refuses_native_calls() -> None:
-    agent = await Agent.builder().with_ephemeral_machine_key().build()
+    agent = await Agent.builder().build()
     agent_id = agent.agent_id
     await agent.close()
     await agent.close()  # idempotent

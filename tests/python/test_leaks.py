@@ -37,8 +37,7 @@ async def settle() -> Tuple[float, int]:
 
 
 async def test_publishing_and_subscribing_in_loops_does_not_grow() -> None:
-    builder = x0x.Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
-    async with await builder.build() as agent:
+    async with await x0x.Agent.builder().build() as agent:
         await agent.join_network()
         inbox = agent.subscribe("leak", capacity=64)  # a bounded reader that falls behind
         payload = bytes(256)

@@ -1,4 +1,5 @@
-"""Agents talking over real QUIC sockets on 127.0.0.1, in this process and across processes."""
+"""Agents talking over real QUIC sockets, in this process and across processes, built with the
+default builder (one HOME's machine key, the default bind) and joined at the address they report."""
 
 import asyncio
 import contextlib
@@ -18,11 +19,11 @@ MakeAgent = Callable[..., Awaitable[Agent]]
 
 @pytest.fixture
 async def make_agent() -> AsyncIterator[MakeAgent]:
-    """Builds ephemeral agents on loopback and closes them all at the end."""
+    """Builds agents as the README does and closes them all at the end."""
     agents: List[Agent] = []
 
     async def make(bootstrap: Optional[str] = None, join: bool = True) -> Agent:
-        builder = Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
+        builder = Agent.builder()
         if bootstrap:
             builder.with_bootstrap(bootstrap)
         agent = await builder.build()
@@ -193,13 +194,7 @@ async def test_unreachable_bootstrap_times_out() -> None:
     silent.bind(("127.0.0.1", 0))
     host, port = silent.getsockname()
     address = f"{host}:{port}"
-    agent = await (
-        Agent.builder()
-        .with_ephemeral_machine_key()
-        .with_bind("127.0.0.1:0")
-        .with_bootstrap(address)
-        .build()
-    )
+    agent = await Agent.builder().with_bootstrap(address).build()
     try:
         with pytest.raises(x0x.X0xTimeoutError, match="could not join the network") as info:
             await agent.join_network(timeout=0.8)
@@ -284,15 +279,9 @@ def _sockets_and_threads() -> Tuple[int, int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_closing_agents_releases_sockets_and_threads() -> None:
     async def cycle() -> None:
-        first = await Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0").build()
+        first = await Agent.builder().build()
         await first.join_network()
-        second = await (
-            Agent.builder()
-            .with_ephemeral_machine_key()
-            .with_bind("127.0.0.1:0")
-            .with_bootstrap(first.local_addr)
-            .build()
-        )
+        second = await Agent.builder().with_bootstrap(first.local_addr).build()
         await second.join_network()
         inbox = first.subscribe("t")
         await second.publish("t", b"x")

@@ -22,7 +22,7 @@ async def make_agent() -> AsyncIterator[MakeAgent]:
     agents: List[Agent] = []
 
     async def make(bootstrap: Optional[str] = None, data_dir: Optional[Path] = None) -> Agent:
-        builder = Agent.builder().with_ephemeral_machine_key().with_bind("127.0.0.1:0")
+        builder = Agent.builder()
         if bootstrap:
             builder.with_bootstrap(bootstrap)
         if data_dir:
@@ -168,6 +168,7 @@ async def test_restart_restores_lists_and_corrupt_files_are_kept_aside(
     await first.close()
 
     again = await make_agent(data_dir=tmp_path)
+    assert again.agent_id == first.agent_id  # the data dir keeps the agent key too
     (restored,) = again.task_lists()
     assert restored.id == plan.id and restored.name == "durable"
     assert restored.get_tasks() == before
