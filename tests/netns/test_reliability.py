@@ -669,7 +669,7 @@ def test_r5_restart(full: bool) -> None:
         neighbours_after = len(neighbours(again))
         report(
             "R5",
-            f"{n} agents, kill -9 a{r}, restart 1 s later with the same keys and data dir, "
+            f"{n} agents, kill -9 a{r}, restart 1 s later with the same HOME and data dir, "
             f"bootstrap = its old neighbours {boot}: "
             + (f"FIRST START FAILED after {first_failure}; second start " if first_failure else "")
             + f"ready (spawn -> joined) in {rejoin:.2f} s (join_network {ready['join_s']:.2f} s),"
