@@ -103,6 +103,18 @@ pub(crate) unsafe fn arg_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a s
     })
 }
 
+/// Borrows a NUL-terminated UTF-8 file system path, which must not be empty.
+///
+/// # Safety
+/// As [`arg_str`].
+pub(crate) unsafe fn arg_path<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    let path = arg_str(ptr, name)?;
+    if path.is_empty() {
+        return Err(Error::invalid_argument(format!("{name} must not be empty")));
+    }
+    Ok(path)
+}
+
 /// Borrows `len` bytes at `ptr`; `(NULL, 0)` is the empty slice, `(NULL, n > 0)` an error.
 ///
 /// # Safety

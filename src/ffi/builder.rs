@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use super::agent::X0xAgent;
-use super::boundary::{arg_bytes, arg_ref, arg_str, ffi_status, ffi_value};
+use super::boundary::{arg_bytes, arg_path, arg_ref, arg_str, ffi_status, ffi_value};
 use super::op::{spawn_op, X0xCallback, X0xOp};
 use super::status::X0xStatus;
 use crate::agent::AgentBuilder;
@@ -60,10 +60,7 @@ pub unsafe extern "C" fn x0x_agent_builder_with_machine_key(
     path: *const c_char,
 ) -> X0xStatus {
     ffi_status(|| {
-        let path = arg_str(path, "path")?;
-        if path.is_empty() {
-            return Err(Error::invalid_argument("path must not be empty"));
-        }
+        let path = arg_path(path, "path")?;
         self::builder(builder)?.with_machine_key(path);
         Ok(())
     })
@@ -114,10 +111,7 @@ pub unsafe extern "C" fn x0x_agent_builder_with_agent_key_file(
     path: *const c_char,
 ) -> X0xStatus {
     ffi_status(|| {
-        let path = arg_str(path, "path")?;
-        if path.is_empty() {
-            return Err(Error::invalid_argument("path must not be empty"));
-        }
+        let path = arg_path(path, "path")?;
         self::builder(builder)?.with_agent_key_file(path);
         Ok(())
     })
@@ -171,10 +165,7 @@ pub unsafe extern "C" fn x0x_agent_builder_with_data_dir(
     path: *const c_char,
 ) -> X0xStatus {
     ffi_status(|| {
-        let path = arg_str(path, "path")?;
-        if path.is_empty() {
-            return Err(Error::invalid_argument("path must not be empty"));
-        }
+        let path = arg_path(path, "path")?;
         self::builder(builder)?.with_data_dir(path);
         Ok(())
     })

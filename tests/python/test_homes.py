@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from processes import exit_code, python, read_line, send
 
 import x0x
 from x0x import Agent, TaskStatus
@@ -21,28 +22,7 @@ HERE = Path(__file__).parent
 
 
 def spawn(script: str, *args: str) -> "subprocess.Popen[str]":
-    return subprocess.Popen(
-        [sys.executable, str(HERE / script), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-async def read_line(proc: "subprocess.Popen[str]", timeout: float = 30) -> str:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout)
-    if not line:
-        error = proc.stderr.read() if proc.stderr else ""
-        raise AssertionError(f"the process exited: {error}")
-    return line.strip()
-
-
-def send(proc: "subprocess.Popen[str]", command: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(command + "\n")
-    proc.stdin.flush()
+    return python(str(HERE / script), *args)
 
 
 def free_port() -> int:
@@ -120,7 +100,7 @@ async def test_a_restart_with_the_same_data_dir_is_the_same_agent(tmp_path: Path
             send(bob, "claim")
             assert await read_line(bob) == "claimed"
             send(bob, "quit")
-            assert await asyncio.to_thread(bob.wait, 20) == 0
+            assert await exit_code(bob) == 0
         finally:
             bob.kill()
         mode = (home / "agent.key").stat().st_mode & 0o777
@@ -134,7 +114,7 @@ async def test_a_restart_with_the_same_data_dir_is_the_same_agent(tmp_path: Path
             assert restored == {"id": task.to_hex(), "status": "Claimed", "assignee": bob_id}
             send(again, "quit")
         finally:
-            await asyncio.to_thread(again.wait, 20)
+            await exit_code(again)
         (seen,) = plan.get_tasks()
         assert seen.status is TaskStatus.Claimed
         assert seen.assignee is not None and seen.assignee.to_hex() == bob_id
@@ -181,12 +161,7 @@ async def test_a_second_build_with_the_same_data_dir_is_refused(tmp_path: Path) 
 async def test_a_joiner_started_before_its_bootstrap_node_joins() -> None:
     address = f"127.0.0.1:{free_port()}"
     command = ["subscribe", "t", "--count", "1", "--bootstrap", address, "--timeout", "8"]
-    subscriber = subprocess.Popen(
-        [sys.executable, "-m", "x0x", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    subscriber = python("-m", "x0x", *command)
     try:
         await asyncio.sleep(2)
         node = await Agent.builder().with_bind(address).build()
@@ -195,7 +170,7 @@ async def test_a_joiner_started_before_its_bootstrap_node_joins() -> None:
             assert (await read_line(subscriber, timeout=10)).startswith("subscribed to 't'")
             await node.publish("t", b"you made it")
             assert (await read_line(subscriber)).endswith(": you made it")
-            assert await asyncio.to_thread(subscriber.wait, 10) == 0
+            assert await exit_code(subscriber, 10) == 0
     finally:
         subscriber.kill()
 

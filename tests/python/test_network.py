@@ -10,6 +10,7 @@ import sys
 from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import pytest
+from processes import exit_code, python, read_line
 
 import x0x
 from x0x import Agent, Message
@@ -42,19 +43,7 @@ async def next_message(subscription: x0x.Subscription, timeout: float = 10) -> M
 
 
 def cli(*args: str) -> "subprocess.Popen[str]":
-    return subprocess.Popen(
-        [sys.executable, "-m", "x0x", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-async def read_line(proc: "subprocess.Popen[str]", timeout: float = 15) -> str:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout)
-    assert line, f"process exited: {proc.stderr.read() if proc.stderr else ''}"
-    return line.strip()
+    return python("-m", "x0x", *args)
 
 
 async def test_two_agents_exchange_signed_messages(make_agent: MakeAgent) -> None:
@@ -96,7 +85,7 @@ async def test_messages_to_a_separate_process(make_agent: MakeAgent) -> None:
         lines = [await read_line(subscriber) for _ in range(2)]
         assert lines[0].endswith(f"t {alice.agent_id.to_hex()[:16]}: first")
         assert lines[1].endswith("second ✓")
-        assert await asyncio.to_thread(subscriber.wait, 15) == 0
+        assert await exit_code(subscriber, 15) == 0
     finally:
         subscriber.kill()
 
