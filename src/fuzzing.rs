@@ -16,7 +16,7 @@ pub const WINDOW: u64 = crate::replay::WINDOW;
 
 /// `gossip::proto_config`: the configuration of an agent's gossip state machine.
 pub fn proto_config() -> proto::Config {
-    crate::gossip::proto_config()
+    crate::overlay::node::proto_config()
 }
 
 /// Decodes a task list pub/sub payload (`tasklists::SyncMessage`) as `TaskList::on_message`

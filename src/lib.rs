@@ -26,6 +26,8 @@ pub(crate) mod instance;
 /// cbindgen:ignore
 pub mod net;
 /// cbindgen:ignore
+pub(crate) mod overlay;
+/// cbindgen:ignore
 pub mod penalties;
 /// cbindgen:ignore
 pub mod pubsub;

@@ -28,10 +28,25 @@ use crate::wire::{self, Credentials, FrameKind, Hello, Role, MAX_FRAME_LEN};
 /// Version 2: hellos by the agent key (version 1 peers fail the TLS handshake with "no
 /// application protocol" rather than a hello that does not decode).
 const ALPN: &[u8] = b"x0x/2";
-/// Close code: the peer is this very agent (it dialed its own address).
+/// QUIC application close codes, the one list of them (a peer reads some to name the cause).
+/// An ordinary end: leaving, a refused or finished neighbourship, a connection not needed.
+pub const CLOSE_NORMAL: u32 = 0;
+/// The hello named another agent than the one we dialed.
+pub const CLOSE_UNEXPECTED_PEER: u32 = 1;
+/// A frame's length prefix was over the limit (the stream cannot be resynchronised).
+pub const CLOSE_FRAME_TOO_LARGE: u32 = 2;
+/// The peer stopped reading: its unsent backlog passed the cap.
+pub const CLOSE_TOO_SLOW: u32 = 3;
+/// Too many invalid messages on one connection.
+pub const CLOSE_INVALID_MESSAGES: u32 = 4;
+/// The peer restarted: this is its old run's connection.
+pub const CLOSE_PEER_RESTARTED: u32 = 5;
+/// One of our streams to the peer failed (a peer can stop one stream and keep the rest).
+pub const CLOSE_STREAM_FAILED: u32 = 6;
+/// The peer is this very agent (it dialed its own address).
 pub const CLOSE_SELF: u32 = 7;
-/// Close code: the peer has an agent id that another live process has too (a shared agent key).
-pub const CLOSE_DUPLICATE_IDENTITY: u32 = 6;
+/// The peer has an agent id that another live process has too (a shared agent key).
+pub const CLOSE_DUPLICATE_IDENTITY: u32 = 8;
 
 /// Why a dial reached this agent itself (either end may notice first: both say this).
 pub fn self_dial_error() -> Error {
@@ -54,7 +69,7 @@ pub const SERVER_NAME: &str = "x0x";
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alives make a silent peer's death visible within [`IDLE_TIMEOUT`]: the gossip layer has
 /// no failure detector of its own. Until then a peer whose neighbours all died publishes into
-/// the void (recovered when it gets new neighbours, see `gossip::Actor::announce_recent`), so
+/// the void (recovered when it gets new neighbours, see `overlay::node::Node::announce_recent`), so
 /// the timeout bounds that delay: at 3 s it put R3's p99 over 2 s. Four keep-alives per
 /// timeout: one lost on a lossy link does not end a live connection.
 const KEEP_ALIVE: Duration = Duration::from_millis(500);
@@ -278,7 +293,7 @@ pub async fn dial(
         };
         let peer = sender.agent_key.agent_id();
         if expected.is_some_and(|expected| expected != peer) {
-            connection.close(1u32.into(), b"unexpected peer");
+            connection.close(CLOSE_UNEXPECTED_PEER.into(), b"unexpected peer");
             return Err(Error::new(
                 ErrorKind::Protocol,
                 format!("{addr} is {peer:?}, not the expected {expected:?}"),

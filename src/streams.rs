@@ -185,7 +185,7 @@ pub struct Received {
     pub message: proto::Message<AgentId>,
     /// For a data message: its verified envelope's id and sender.
     pub payload: Option<Payload>,
-    /// For an IHave: the smallest delivery round it announces (see `gossip::Actor`).
+    /// For an IHave: the smallest delivery round it announces (see `overlay::node::Node::ihave_hold`).
     pub ihave_round: Option<u64>,
 }
 
@@ -289,8 +289,8 @@ mod tests {
     use bytes::{Buf, Bytes};
 
     use super::*;
-    use crate::gossip::testing::{data_frame, joined_pair, ProtoState};
     use crate::identity::Keypair;
+    use crate::overlay::node::testing::{data_frame, joined_pair, ProtoState};
 
     fn envelope(publisher: &Keypair, seq: u64) -> Bytes {
         let items = vec![wire::Item {

@@ -461,7 +461,7 @@ pub fn ihave_min_round(frame: &[u8]) -> Option<u64> {
 /// An encoded gossip IHave on `topic` announcing payload ids with their delivery rounds, as
 /// the gossip layer's lazy push writes one (layout as in [`ihave_min_round`]); rounds are
 /// capped at [`MAX_GOSSIP_ROUND`]. The proto offers no way to announce payloads to one peer,
-/// and the actor needs one (see `gossip::Actor::announce_recent`).
+/// and the node needs one (see `overlay::node::Node::announce_recent`).
 pub fn ihave_frame(topic: &[u8; 32], ihaves: &[([u8; 32], u64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + 12 + ihaves.len() * 35);
     out.extend_from_slice(topic);

@@ -870,11 +870,35 @@ async fn a_stopped_lane_closes_the_connection() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (code, reason) = rogue.closed_by_peer().await;
-        assert_eq!((code, &reason[..]), (6, &b"stream failed"[..]));
+        assert_eq!(
+            (code, &reason[..]),
+            (u64::from(net::CLOSE_STREAM_FAILED), &b"stream failed"[..])
+        );
         wait_until("the rogue stops being a neighbour", || {
             honest.stats().neighbours == 0
         })
         .await;
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// A peer that closes for a reason of its own (here: one of its streams failed) is not taken
+/// for a second copy of this agent. (Regression: "stream failed" and "duplicate identity"
+/// shared close code 6.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_closing_on_a_failed_stream_is_no_identity_conflict() {
+    bounded(TEST_LIMIT, async {
+        let (honest, sub) = honest_agent().await;
+        let rogue = Rogue::join(&honest).await;
+        rogue
+            .connection
+            .close(net::CLOSE_STREAM_FAILED.into(), b"stream failed");
+        wait_until("the rogue stops being a neighbour", || {
+            honest.stats().neighbours == 0
+        })
+        .await;
+        assert_eq!(honest.stats().identity_conflicts, 0);
         close_cleanly(honest, sub).await;
     })
     .await;

@@ -154,7 +154,7 @@ fn peer_data(port: u16) -> PeerData {
     PeerData::new(wire::encode(&SocketAddr::from(([127, 0, 0, 1], port))).expect("encodes"))
 }
 
-/// A proto state machine as an agent runs it (`gossip::Actor`): its own config, joined to the
+/// A proto state machine as an agent runs it (`overlay::node::Node`): its own config, joined to the
 /// network topic. Seeded, so a crash reproduces.
 pub fn proto_state(me: AgentId, port: u16) -> proto::State<AgentId, StdRng> {
     proto::State::new(
@@ -166,7 +166,7 @@ pub fn proto_state(me: AgentId, port: u16) -> proto::State<AgentId, StdRng> {
 }
 
 /// One agent's view of one connection: what `gossip::read_frames` does with each frame, then what
-/// `gossip::Actor` does with each decoded message, with the checks that must hold.
+/// `overlay::node::Node` does with each decoded message, with the checks that must hold.
 pub struct Node {
     state: proto::State<AgentId, StdRng>,
     now: Instant,
@@ -251,7 +251,7 @@ impl Node {
             );
             self.verified.insert(Bytes::copy_from_slice(content));
         }
-        // Whatever decodes must encode again (the actor re-encodes messages it forwards), to
+        // Whatever decodes must encode again (the node re-encodes messages it forwards), to
         // bytes that decode to a message whose data content is the same.
         let again = wire::encode(&message).expect("a decoded message encodes again");
         let decoded: proto::Message<AgentId> =
@@ -266,7 +266,7 @@ impl Node {
             again,
             "encoding is not stable"
         );
-        // The actor holds IHaves by the round the reader finds in them; the layout parser must
+        // The node holds IHaves by the round the reader finds in them; the layout parser must
         // agree with the decoder on what is an IHave.
         assert_eq!(
             received.ihave_round.is_some(),
@@ -289,7 +289,7 @@ impl Node {
         }
     }
 
-    /// `gossip::Actor::handle` and `apply`.
+    /// `overlay::node::Node::proto` and `apply`.
     pub fn handle(&mut self, event: InEvent<AgentId>) {
         let out: Vec<_> = self.state.handle(event, self.now, None).collect();
         for event in out {
@@ -313,14 +313,14 @@ impl Node {
                     self.timers.push((self.now + delay, timer));
                 }
                 OutEvent::PeerData(_, data) => {
-                    // The actor keeps the address a peer announces, if it decodes.
+                    // The node keeps the address a peer announces, if it decodes.
                     let _ = postcard::from_bytes::<SocketAddr>(data.as_bytes());
                 }
             }
         }
     }
 
-    /// `gossip::Actor::on_gossip` for `Received`.
+    /// `overlay::node::Node::on_gossip` for `Received`.
     fn received(&mut self, content: &Bytes) {
         assert!(
             self.verified.contains(content),
@@ -655,7 +655,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
 
 /// Checks an envelope the way every target that opens one does (see
 /// fuzz_targets/envelope.rs): `parse` + `verify` (the reader, with the named sender's key, if it
-/// is one of the seed publishers) and `open_verified` (the actor) agree.
+/// is one of the seed publishers) and `open_verified` (the node) agree.
 pub fn check_open(bytes: &[u8]) {
     let parsed = wire::parse(bytes);
     let decoded = wire::open_verified(bytes);

@@ -1,0 +1,4 @@
+//! The overlay: what an agent decides about its peers, as sans-IO state machines (no sockets,
+//! tasks or clocks; `crate::gossip` drives them on tokio and quinn).
+
+pub(crate) mod node;

@@ -1,0 +1,1600 @@
+//! The overlay node: every decision an agent's network layer makes, as a sans-IO state machine.
+//!
+//! [`Node`] wraps iroh-gossip's `proto` state machine (HyParView membership, Plumtree broadcast)
+//! with what x0x adds to it: the connection table, joins, overlay repair (top-ups, early
+//! shuffles, probes of lost peers), duplicate filtering, IHave holds and recent-payload
+//! announcements. It never touches a socket, a task or a clock: the caller feeds it [`Input`]s
+//! with the current time, reads its [`Action`]s with [`Node::poll_action`], and calls
+//! [`Node::handle_timeout`] when [`Node::poll_timeout`] is due. The tokio driver
+//! (`crate::gossip`) is one such caller; tests and the simulator are others.
+//!
+//! Every agent joins one swarm, the network topic; application topics travel inside the signed
+//! envelopes and are filtered locally. Frames reach the node already verified (the driver's
+//! readers check every signature), so nothing unverified is ever delivered or forwarded.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerData, TopicId};
+use rand::rngs::StdRng;
+use rand::seq::IteratorRandom;
+use rand::RngExt;
+use tokio::time::Instant;
+
+use crate::duplicates::{Duplicates, Verdict};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::Event;
+use crate::gossip::{Mode, Shared};
+use crate::identity::AgentId;
+use crate::net;
+use crate::replay::ReplayGuard;
+use crate::streams::Received;
+use crate::wire::{self, GOSSIP_MAX_MESSAGE_SIZE};
+
+/// Frames kept for a peer we are still dialing.
+const PENDING_CAP: usize = 4096;
+/// Peer addresses remembered at most.
+const ADDR_BOOK_CAP: usize = 4096;
+/// How often an agent with too few neighbours reaches out to one more known peer.
+const TOP_UP_PERIOD: Duration = Duration::from_secs(1);
+/// Below this many neighbours an agent tops up. HyParView refills its active view only from its
+/// passive view, once per failure, and drops passive peers it could not reach — so after a
+/// partition (or many crashes) an agent can stay with one neighbour, or a healed partition can
+/// stay split for good. Reaching out to known and bootstrap addresses repairs both.
+const TOP_UP_BELOW: usize = 3;
+/// Top-up dials at once.
+const TOP_UP_DIALS: usize = 3;
+/// Probe dials to lost peers at once (one new one per top-up period).
+const PROBE_DIALS: usize = 2;
+/// Probes and top-up dials give up sooner than a join: many go to dead peers, and a dead one
+/// holds a dial slot for this long (5 s slots made R3 survivors take 7 s now and then).
+const REPAIR_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Lost peers are probed for this long, at most this many.
+const LOST_RETENTION: Duration = Duration::from_secs(300);
+const LOST_CAP: usize = 256;
+/// How often the gossip layer swaps a sample of the peers it knows with the peer at the end of
+/// a random walk (HyParView's shuffle), the way agents learn of peers beyond their neighbours.
+/// iroh-gossip's default, 60 s, left an agent that joined less than a minute ago knowing
+/// little more than its neighbours: when they died it had nobody to dial (R3b: a publisher
+/// alone for good; R3: a survivor stuck at 2 neighbours).
+const SHUFFLE_INTERVAL: Duration = Duration::from_secs(10);
+/// An agent that knows fewer peers than this besides its neighbours shuffles at once rather
+/// than at the next interval (backing off while that teaches it nothing new: a small network
+/// has no more peers), as does one short of neighbours with nobody to dial; at most once per
+/// [`MIN_SHUFFLE_GAP`].
+const KNOWN_BELOW: usize = 4;
+const MIN_SHUFFLE_GAP: Duration = Duration::from_secs(1);
+/// The longest an IHave is held back (see `Node::ihave_hold`).
+const MAX_IHAVE_HOLD: Duration = Duration::from_millis(100);
+/// Publishers whose path depth is tracked (those heard within [`DEPTH_TTL`]).
+const DEPTHS_CAP: usize = 256;
+const DEPTH_TTL: Duration = Duration::from_secs(10);
+/// Incarnations that a newer one of the same agent replaced, remembered this long (at most
+/// [`SUPERSEDED_CAP`]): a connection from one of them is a second live copy of that agent.
+const SUPERSEDED_RETENTION: Duration = Duration::from_secs(600);
+const SUPERSEDED_CAP: usize = 1024;
+/// Hello hints kept at most (see `Node::hints`).
+const HINTS_CAP: usize = 64;
+/// Payloads announced to a new neighbour: those of the last 4 s (the gossip layer answers
+/// grafts from a 5 s cache), at most 1024 (a 35 KB IHave).
+const RECENT_RETENTION: Duration = Duration::from_secs(4);
+const RECENT_CAP: usize = 1024;
+
+/// The gossip topic every agent joins (application topics travel inside envelopes).
+pub fn network_topic() -> TopicId {
+    TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
+}
+
+pub(crate) fn proto_config() -> proto::Config {
+    let mut config = proto::Config {
+        max_message_size: GOSSIP_MAX_MESSAGE_SIZE,
+        ..Default::default()
+    };
+    // How long a node that heard of a message only lazily (IHave) waits for it before asking
+    // (Graft). The defaults (80/40 ms) cause Graft storms when a burst queues the eager path
+    // on 2 cores; 1 s made many senders at once wait a second (one eager set serves every
+    // sender, so pruning for one sender's duplicates breaks another's tree, and repair is the
+    // lazy path; see `duplicates`). 10 agents all publishing at once (R2) finish without
+    // Graft storms at 150/75 ms. On 50 ms RTT links with 5% loss (R1, 20 agents) a longer
+    // timeout barely saves duplicates and costs latency: 150, 250, 350 ms gave p99 490, 705,
+    // 799 ms and 0.8, 0.66, 0.6 duplicates per payload.
+    config.broadcast.graft_timeout_1 = Duration::from_millis(150);
+    config.broadcast.graft_timeout_2 = Duration::from_millis(75);
+    // Payloads kept to answer Grafts. The default 30 s holds 30 s of traffic in memory (at
+    // 100k msg/s of 256 B, 25+ MiB); repair asks within a second, so 5 s is ample.
+    config.broadcast.message_cache_retention = Duration::from_secs(5);
+    config.membership.shuffle_interval = SHUFFLE_INTERVAL;
+    config
+}
+
+/// Whether `timer` is the gossip layer's next shuffle (scheduled [`SHUFFLE_INTERVAL`] ahead).
+/// Timers are opaque; their debug form names the kind (tested against the pinned version).
+fn is_shuffle_timer(delay: Duration, timer: &proto::Timer<AgentId>) -> bool {
+    delay == SHUFFLE_INTERVAL && format!("{timer:?}").contains("Swarm(DoShuffle)")
+}
+
+/// How one round of dials to the bootstrap peers ended: a neighbour is up, or every dial
+/// failed (each address with its error), or the round was abandoned (left, aborted, closed).
+pub type JoinOutcome = std::result::Result<(), JoinFailure>;
+
+/// Why a join round ended without a neighbour.
+#[derive(Clone, Debug)]
+pub enum JoinFailure {
+    /// Every bootstrap dial failed: each address, with why.
+    Unreachable(Vec<(SocketAddr, Error)>),
+    /// Not worth another round (the agent left or closed, or the join was abandoned).
+    Ended(Error),
+}
+
+/// A connection whose peer proved its identity (the hello), waiting for the node to keep it
+/// ([`Action::Adopt`]) or close it.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// The driver's name for the connection, unique per node.
+    pub conn_id: u64,
+    pub peer: AgentId,
+    /// The peer agent run's incarnation (changes when it restarts).
+    pub incarnation: u64,
+    /// Where the peer accepts connections.
+    pub listen: SocketAddr,
+    /// Other peers' addresses the peer passed on in its hello.
+    pub peers: Vec<SocketAddr>,
+    /// The address the connection reached us from (or that we dialed).
+    pub remote: SocketAddr,
+    /// We dialed it as a bootstrap, top-up or probe peer (not to send it a queued frame).
+    pub bootstrap: bool,
+}
+
+/// What happens to a node.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// `join_network`: dial each of `bootstrap` (each dial given up after `patience`); answered
+    /// by [`Action::JoinDone`] naming `waiter`.
+    Join {
+        waiter: u64,
+        bootstrap: Vec<SocketAddr>,
+        patience: Duration,
+    },
+    /// Leave the network gracefully.
+    Leave,
+    /// Broadcast a signed envelope (our own).
+    Broadcast(Bytes),
+    Connected(Connected),
+    /// A dial failed; `peer` is whom we expected there, if anyone.
+    DialFailed {
+        addr: SocketAddr,
+        peer: Option<AgentId>,
+        bootstrap: bool,
+        error: Error,
+    },
+    /// A verified frame from `peer`; `rtt` is its connection's round-trip time (read only for
+    /// IHaves; zero otherwise).
+    Frame {
+        peer: AgentId,
+        received: Received,
+        rtt: Duration,
+    },
+    /// A connection ended. `by_peer`: the peer ended it itself (it is alive), rather than it
+    /// timing out or failing.
+    Closed {
+        peer: AgentId,
+        conn_id: u64,
+        by_peer: bool,
+    },
+    /// The driver cut a link loose (its peer stopped reading).
+    LinkFailed {
+        peer: AgentId,
+        conn_id: u64,
+    },
+}
+
+/// What the node asks its driver to do.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Queue `frame` on the connection.
+    Send { conn_id: u64, frame: Bytes },
+    /// Dial `addr` (expecting `expected` there, if set); report [`Input::Connected`] or
+    /// [`Input::DialFailed`] with the same `bootstrap`, within `timeout`.
+    Dial {
+        addr: SocketAddr,
+        expected: Option<AgentId>,
+        bootstrap: bool,
+        timeout: Duration,
+    },
+    /// Keep the connection just reported as [`Input::Connected`]: read and write it.
+    Adopt { conn_id: u64 },
+    /// Close the connection now.
+    Close {
+        conn_id: u64,
+        code: u32,
+        reason: &'static [u8],
+    },
+    /// Finish sending what is queued on the connection, then close it.
+    CloseAfterGrace { conn_id: u64, reason: &'static [u8] },
+    /// The join attempts of these waiters ended.
+    JoinDone {
+        waiters: Vec<u64>,
+        outcome: JoinOutcome,
+    },
+    /// Addresses the next hellos pass on.
+    PeerSample(Vec<SocketAddr>),
+}
+
+#[derive(Debug)]
+struct Link {
+    peer: AgentId,
+    incarnation: u64,
+    conn_id: u64,
+    remote: SocketAddr,
+}
+
+#[derive(Debug)]
+struct JoinAttempt {
+    waiters: Vec<u64>,
+    outstanding: usize,
+    /// A bootstrap peer answered: wait for the neighbourship rather than fail.
+    answered: bool,
+    errors: Vec<(SocketAddr, Error)>,
+}
+
+#[derive(Debug)]
+enum Timer {
+    /// One of the gossip layer's own.
+    Proto(proto::Timer<AgentId>),
+    /// An IHave held back (see `ihave_hold`).
+    HeldIhave(AgentId, proto::Message<AgentId>),
+    /// Overlay repair, every [`TOP_UP_PERIOD`].
+    Repair,
+}
+
+/// Timers by when they are due; the sequence number keeps insertion order among equal times.
+type TimerKey = (Instant, u64);
+
+/// One agent's overlay state machine (see the module docs).
+pub(crate) struct Node {
+    me: AgentId,
+    incarnation: u64,
+    /// The address our hellos and peer data advertise.
+    listen: SocketAddr,
+    /// The time of the input being handled (never goes backwards).
+    now: Instant,
+    rng: StdRng,
+    state: proto::State<AgentId, StdRng>,
+    shared: Arc<Shared>,
+    mode: Mode,
+    out: VecDeque<Action>,
+    timers: BTreeMap<TimerKey, Timer>,
+    next_timer: u64,
+    /// The gossip layer's pending shuffle timer, fired early by [`Node::shuffle_now`].
+    shuffle_timer: Option<TimerKey>,
+    last_shuffle: Option<Instant>,
+    /// How long [`Node::learn_peers`] waits between shuffles, and how many other peers this
+    /// agent knew at its last one.
+    learn_gap: Duration,
+    known_at_learn: usize,
+    /// The connection we send on, per peer.
+    links: HashMap<AgentId, Link>,
+    /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
+    spares: Vec<Link>,
+    pending: HashMap<AgentId, Vec<Bytes>>,
+    addr_book: HashMap<AgentId, SocketAddr>,
+    neighbours: HashSet<AgentId>,
+    join: Option<JoinAttempt>,
+    replay: ReplayGuard,
+    /// The bootstrap addresses of the last join, for topping up.
+    bootstrap: Vec<SocketAddr>,
+    /// Top-up dials under way, by address, with when they started. Up to [`TOP_UP_DIALS`] at
+    /// once: a dial to a dead address takes a whole handshake timeout (5 s), and one at a time
+    /// let a dead bootstrap peer hold up every other candidate (R3: survivors whose bootstrap
+    /// peer was killed stayed below 3 neighbours for 9 s or for good).
+    top_up_dials: HashMap<SocketAddr, Instant>,
+    /// Peers lost while joined (their last connection closed, or a dial to them failed), with
+    /// their address and when they were lost. Probed whatever the neighbour count, so that a
+    /// healed partition is found again even when both sides have enough neighbours of their own
+    /// (measured: with top-ups alone a 4|4 partition healed only when some agent happened to
+    /// be below 3 neighbours).
+    lost: HashMap<AgentId, (SocketAddr, Instant)>,
+    /// Probe dials under way, by address, with when they started.
+    probes: HashMap<SocketAddr, Instant>,
+    /// Addresses peers passed on in their hellos ([`wire::Hello::peers`]): top-up candidates
+    /// besides the address book (which shuffles fill, see [`Node::learn_peers`]).
+    hints: HashSet<SocketAddr>,
+    /// How far recent publishers are, for [`Node::ihave_hold`].
+    depths: PathDepths,
+    /// Payloads received or published lately (when, id, round), oldest first; see
+    /// [`Node::announce_recent`].
+    recent: VecDeque<(Instant, [u8; 32], u64)>,
+    /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
+    received: u64,
+    /// Peers' incarnations that a newer one replaced, and when (see [`SUPERSEDED_RETENTION`]).
+    superseded: HashMap<AgentId, (u64, Instant)>,
+    /// Recent payload ids, and which duplicates may prune.
+    duplicates: Duplicates,
+}
+
+impl Node {
+    /// A node for agent `me` (run `incarnation`), advertising `listen`; `rng` seeds every
+    /// random choice it and its gossip layer make.
+    pub(crate) fn new(
+        me: AgentId,
+        incarnation: u64,
+        listen: SocketAddr,
+        shared: Arc<Shared>,
+        mut rng: StdRng,
+        now: Instant,
+    ) -> Result<Self> {
+        let me_data = PeerData::new(wire::encode(&listen)?);
+        let proto_rng = rand::SeedableRng::from_rng(&mut rng);
+        let mut node = Self {
+            me,
+            incarnation,
+            listen,
+            now,
+            rng,
+            state: proto::State::new(me, me_data, proto_config(), proto_rng),
+            shared,
+            mode: Mode::Left,
+            out: VecDeque::new(),
+            timers: BTreeMap::new(),
+            next_timer: 0,
+            shuffle_timer: None,
+            last_shuffle: None,
+            learn_gap: MIN_SHUFFLE_GAP,
+            known_at_learn: 0,
+            links: HashMap::new(),
+            spares: Vec::new(),
+            pending: HashMap::new(),
+            addr_book: HashMap::new(),
+            neighbours: HashSet::new(),
+            join: None,
+            replay: ReplayGuard::default(),
+            bootstrap: Vec::new(),
+            top_up_dials: HashMap::new(),
+            lost: HashMap::new(),
+            probes: HashMap::new(),
+            received: 0,
+            superseded: HashMap::new(),
+            duplicates: Duplicates::default(),
+            hints: HashSet::new(),
+            depths: PathDepths::default(),
+            recent: VecDeque::new(),
+        };
+        node.set_timer(Duration::ZERO, Timer::Repair);
+        Ok(node)
+    }
+
+    /// Handles one input at time `now`; its actions wait in [`Node::poll_action`].
+    pub(crate) fn handle(&mut self, input: Input, now: Instant) {
+        self.advance(now);
+        match input {
+            Input::Join {
+                waiter,
+                bootstrap,
+                patience,
+            } => self.start_join(waiter, bootstrap, patience),
+            Input::Leave => self.leave(),
+            Input::Broadcast(envelope) => self.broadcast(envelope),
+            Input::Connected(connected) => self.on_connected(connected),
+            Input::DialFailed {
+                addr,
+                peer,
+                bootstrap,
+                error,
+            } => self.on_dial_failed(addr, peer, bootstrap, error),
+            Input::Frame {
+                peer,
+                received,
+                rtt,
+            } => self.on_frame(peer, received, rtt),
+            Input::Closed {
+                peer,
+                conn_id,
+                by_peer,
+            } => self.on_closed(peer, conn_id, by_peer),
+            Input::LinkFailed { peer, conn_id } => {
+                if self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id) {
+                    self.links.remove(&peer);
+                    self.proto(InEvent::PeerDisconnected(peer));
+                }
+            }
+        }
+    }
+
+    /// Stops a join that is still waiting for its first neighbour. True if it stopped one,
+    /// false if the join had succeeded (or there was none).
+    pub(crate) fn abort_join(&mut self, now: Instant) -> bool {
+        self.advance(now);
+        let aborted = self.mode == Mode::Joining;
+        if aborted {
+            if let Some(join) = self.join.take() {
+                self.out.push_back(Action::JoinDone {
+                    waiters: join.waiters,
+                    outcome: Err(JoinFailure::Ended(Error::new(
+                        ErrorKind::Timeout,
+                        "the join was abandoned",
+                    ))),
+                });
+            }
+            self.proto(InEvent::Command(network_topic(), ProtoCommand::Quit));
+            self.set_mode(Mode::Left);
+        }
+        aborted
+    }
+
+    /// The next action for the driver, oldest first.
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] is due next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Fires every timer due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let (key, timer) = entry.remove_entry();
+            match timer {
+                Timer::Proto(timer) => {
+                    if self.shuffle_timer == Some(key) {
+                        self.shuffle_timer = None;
+                        self.last_shuffle = Some(self.now);
+                    }
+                    self.proto(InEvent::TimerExpired(timer));
+                }
+                Timer::HeldIhave(peer, message) => {
+                    // Not from a peer that left meanwhile: the gossip layer would graft from it.
+                    if self.neighbours.contains(&peer) {
+                        self.proto(InEvent::RecvMessage(peer, message));
+                    }
+                }
+                Timer::Repair => {
+                    self.top_up();
+                    self.learn_peers();
+                    self.probe_lost();
+                    self.refresh_peer_sample();
+                    self.set_timer(TOP_UP_PERIOD, Timer::Repair);
+                }
+            }
+        }
+    }
+
+    /// Open connections: links and spares.
+    pub(crate) fn connections(&self) -> usize {
+        self.links.len() + self.spares.len()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.shared.set_mode(mode);
+    }
+
+    fn set_timer(&mut self, delay: Duration, timer: Timer) -> TimerKey {
+        let key = (self.now + delay, self.next_timer);
+        self.next_timer += 1;
+        self.timers.insert(key, timer);
+        key
+    }
+
+    /// Hands an event to the gossip layer and carries out what it asks for.
+    fn proto(&mut self, event: InEvent<AgentId>) {
+        // The iterator borrows the state: collect before acting on it.
+        let out: Vec<_> = self.state.handle(event, self.now, None).collect();
+        for event in out {
+            self.apply(event);
+        }
+    }
+
+    fn apply(&mut self, event: OutEvent<AgentId>) {
+        match event {
+            OutEvent::SendMessage(to, message) => match wire::encode(&message) {
+                Ok(frame) => self.send_to(to, Bytes::from(frame)),
+                Err(e) => log::error!("x0x: cannot encode a gossip message: {e}"),
+            },
+            OutEvent::EmitEvent(topic, event) if topic == network_topic() => self.on_gossip(event),
+            OutEvent::EmitEvent(..) => {}
+            OutEvent::ScheduleTimer(delay, timer) => {
+                let shuffle = is_shuffle_timer(delay, &timer);
+                let key = self.set_timer(delay, Timer::Proto(timer));
+                if shuffle {
+                    self.shuffle_timer = Some(key);
+                }
+            }
+            OutEvent::DisconnectPeer(peer) => {
+                if let Some(link) = self.links.remove(&peer) {
+                    self.out.push_back(Action::CloseAfterGrace {
+                        conn_id: link.conn_id,
+                        reason: b"disconnect",
+                    });
+                }
+            }
+            OutEvent::PeerData(peer, data) => {
+                if let Ok(addr) = postcard::from_bytes::<SocketAddr>(data.as_bytes()) {
+                    // A wildcard names no host (agents advertise a concrete address): never
+                    // let it replace one we know.
+                    if !addr.ip().is_unspecified() || !self.addr_book.contains_key(&peer) {
+                        self.addr_book.insert(peer, addr);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, event: proto::Event<AgentId>) {
+        match event {
+            proto::Event::NeighborUp(peer) => {
+                if self.neighbours.insert(peer) {
+                    self.announce_recent(peer);
+                    self.shared
+                        .neighbours
+                        .store(self.neighbours.len(), Ordering::Release);
+                    self.shared.events.emit(Event::PeerJoined(peer));
+                    if self.neighbours.len() == 1 {
+                        self.shared.events.emit(Event::Connected { neighbours: 1 });
+                    }
+                }
+                if self.mode == Mode::Joining {
+                    self.set_mode(Mode::Joined);
+                }
+                if let Some(join) = self.join.take() {
+                    self.out.push_back(Action::JoinDone {
+                        waiters: join.waiters,
+                        outcome: Ok(()),
+                    });
+                }
+            }
+            proto::Event::NeighborDown(peer) => self.lose_neighbour(peer),
+            proto::Event::Received(gossip) => {
+                self.received += 1;
+                let hops = delivery_hops(gossip.scope);
+                // Verified by the reader before the proto saw it; decode only.
+                match wire::open_verified(&gossip.content) {
+                    Ok(envelope) if !self.replay.accept(envelope.sender, envelope.seq) => {
+                        let counters = &self.shared.counters;
+                        counters.add(&counters.dropped_replay, 1);
+                    }
+                    Ok(envelope) => {
+                        self.depths.note(envelope.sender, hops, self.now);
+                        self.shared.registry.deliver(
+                            envelope.sender,
+                            &envelope.items,
+                            hops,
+                            &self.shared.counters,
+                        );
+                    }
+                    Err(_) => {
+                        let counters = &self.shared.counters;
+                        counters.add(&counters.dropped_malformed, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn broadcast(&mut self, envelope: Bytes) {
+        if self.mode == Mode::Left {
+            return;
+        }
+        // Our own payload: copies that come back are duplicates, and we publish.
+        let id = *blake3::hash(&envelope).as_bytes();
+        if let Some(publisher) = wire::claimed_sender(&envelope) {
+            self.duplicates.remember(id, publisher, self.now);
+        }
+        self.remember_recent(id, 0);
+        self.proto(InEvent::Command(
+            network_topic(),
+            ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
+        ));
+    }
+
+    fn remember_recent(&mut self, id: [u8; 32], round: u64) {
+        if self.recent.len() >= RECENT_CAP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.now, id, round));
+    }
+
+    /// Tells a new neighbour which payloads arrived (or were published) here lately; it grafts
+    /// those it lacks. Plumtree only pushes a payload when it arrives, so without this a peer
+    /// that was cut off (say, all its neighbours were killed: it notices at the idle timeout)
+    /// never gets what was published meanwhile, and its own payloads from that time reach
+    /// nobody (R3: a publisher whose neighbours all died lost ~3 s of its messages).
+    fn announce_recent(&mut self, peer: AgentId) {
+        let now = self.now;
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT_RETENTION)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.is_empty() {
+            return;
+        }
+        let ihaves: Vec<_> = self
+            .recent
+            .iter()
+            .map(|&(_, id, round)| (id, round))
+            .collect();
+        let frame = wire::ihave_frame(network_topic().as_bytes(), &ihaves);
+        self.send_to(peer, Bytes::from(frame));
+    }
+
+    fn lose_neighbour(&mut self, peer: AgentId) {
+        if self.neighbours.remove(&peer) {
+            self.shared
+                .neighbours
+                .store(self.neighbours.len(), Ordering::Release);
+            self.shared.events.emit(Event::PeerLeft(peer));
+            if self.neighbours.is_empty() {
+                self.shared.events.emit(Event::Disconnected);
+            }
+            // At once rather than at the next period: the 5 s to regain neighbours (R3) start
+            // when the peer dies, and noticing it takes the 2 s idle timeout already.
+            self.top_up();
+        }
+    }
+
+    fn send_to(&mut self, to: AgentId, frame: Bytes) {
+        if let Some(link) = self.links.get(&to) {
+            self.out.push_back(Action::Send {
+                conn_id: link.conn_id,
+                frame,
+            });
+            return;
+        }
+        let queue = self.pending.entry(to).or_default();
+        if queue.len() < PENDING_CAP {
+            queue.push(frame);
+        }
+        if queue.len() == 1 {
+            match self.addr_book.get(&to) {
+                Some(&addr) => self.dial(addr, Some(to), false, net::HANDSHAKE_TIMEOUT),
+                None => {
+                    self.pending.remove(&to);
+                    self.proto(InEvent::PeerDisconnected(to));
+                }
+            }
+        }
+    }
+
+    fn dial(
+        &mut self,
+        addr: SocketAddr,
+        expected: Option<AgentId>,
+        bootstrap: bool,
+        timeout: Duration,
+    ) {
+        self.out.push_back(Action::Dial {
+            addr,
+            expected,
+            bootstrap,
+            timeout,
+        });
+    }
+
+    /// When short of neighbours, reaches out to known, bootstrap and hinted peers that are not
+    /// neighbours (a Join through each that answers makes it, or a peer it forwards us to, a
+    /// neighbour), or with nobody to dial, joins again through a neighbour.
+    fn top_up(&mut self) {
+        let now = self.now;
+        // Every dial ends within its timeout; this only guards the bookkeeping.
+        self.top_up_dials
+            .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
+        if self.mode != Mode::Joined || self.neighbours.len() >= TOP_UP_BELOW {
+            return;
+        }
+        // Addresses of peers we are linked to already: dialing them again only opens a spare
+        // connection (once one per second with two agents, leaking ~5 MiB a minute in R8).
+        // A peer may be known under the address it advertises and the one we reached it at
+        // (a bootstrap address such as 0.0.0.0:PORT or 127.0.0.1:PORT): both count.
+        let linked: HashSet<SocketAddr> = self
+            .links
+            .iter()
+            .flat_map(|(peer, link)| {
+                let advertised = self.addr_book.get(peer).copied();
+                advertised.into_iter().chain([link.remote])
+            })
+            .collect();
+        let known: Vec<(Option<AgentId>, SocketAddr)> = self
+            .others_known()
+            .map(|(peer, addr)| (Some(*peer), *addr))
+            .chain(
+                self.bootstrap
+                    .iter()
+                    .chain(&self.hints)
+                    .filter(|addr| !linked.contains(&net::dialable(**addr)))
+                    .map(|addr| (None, *addr)),
+            )
+            .filter(|(_, addr)| !self.top_up_dials.contains_key(addr))
+            .collect();
+        let free = TOP_UP_DIALS.saturating_sub(self.top_up_dials.len());
+        if free == 0 || known.is_empty() {
+            // Nobody (else) to dial: learn of more peers, and join again through a neighbour.
+            self.shuffle_now();
+            // The neighbour sends ForwardJoin random walks to its other neighbours, and each
+            // walk that does not end at one of our neighbours ends at a peer that asks us to be
+            // its neighbour (in small overlays most end at ours: the shuffle is what helps
+            // there). Each join makes some peers drop a random neighbour for us.
+            if let Some(&via) = self.neighbours.iter().choose(&mut self.rng) {
+                self.proto(InEvent::Command(
+                    network_topic(),
+                    ProtoCommand::Join(vec![via]),
+                ));
+            }
+            return;
+        }
+        // Several at once: some candidates are dead, and a dial to a dead address holds its
+        // slot for the whole dial timeout.
+        for (peer, addr) in known.into_iter().sample(&mut self.rng, free) {
+            match peer {
+                Some(peer) if self.links.contains_key(&peer) => {
+                    self.proto(InEvent::Command(
+                        network_topic(),
+                        ProtoCommand::Join(vec![peer]),
+                    ));
+                }
+                _ => {
+                    self.top_up_dials.insert(addr, now);
+                    self.dial(addr, peer, true, REPAIR_DIAL_TIMEOUT);
+                }
+            }
+        }
+    }
+
+    /// Address-book entries of peers that are not neighbours.
+    fn others_known(&self) -> impl Iterator<Item = (&AgentId, &SocketAddr)> {
+        self.addr_book
+            .iter()
+            .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
+    }
+
+    /// Shuffles at once when this agent knows few peers besides its neighbours (just joined, or
+    /// most of those it knew died), so that top-ups have somebody to dial.
+    fn learn_peers(&mut self) {
+        if self.mode != Mode::Joined {
+            return;
+        }
+        let others = self.others_known().count();
+        if others >= KNOWN_BELOW {
+            self.learn_gap = MIN_SHUFFLE_GAP;
+            return;
+        }
+        let now = self.now;
+        if self
+            .last_shuffle
+            .is_some_and(|last| now.duration_since(last) < self.learn_gap)
+        {
+            return;
+        }
+        if self.shuffle_now() {
+            self.learn_gap = if others > self.known_at_learn {
+                MIN_SHUFFLE_GAP
+            } else {
+                (self.learn_gap * 2).min(SHUFFLE_INTERVAL)
+            };
+            self.known_at_learn = others;
+        }
+    }
+
+    /// Fires the gossip layer's shuffle timer now (it schedules the next one itself): it sends
+    /// a sample of our peers on a random walk, and the peer where the walk ends answers with a
+    /// sample of its own, which lands in our address book. False if it did not (no neighbour
+    /// to send it to, or the last one was less than [`MIN_SHUFFLE_GAP`] ago).
+    fn shuffle_now(&mut self) -> bool {
+        let now = self.now;
+        if self.neighbours.is_empty()
+            || self
+                .last_shuffle
+                .is_some_and(|last| now.duration_since(last) < MIN_SHUFFLE_GAP)
+        {
+            return false;
+        }
+        let Some(Timer::Proto(expired)) = self
+            .shuffle_timer
+            .take()
+            .and_then(|key| self.timers.remove(&key))
+        else {
+            return false;
+        };
+        self.last_shuffle = Some(now);
+        self.proto(InEvent::TimerExpired(expired));
+        true
+    }
+
+    /// Picks the addresses the next hellos pass on: a random few from the address book.
+    fn refresh_peer_sample(&mut self) {
+        let sample: Vec<SocketAddr> = self
+            .addr_book
+            .values()
+            .copied()
+            .sample(&mut self.rng, wire::HELLO_PEERS);
+        self.out.push_back(Action::PeerSample(sample));
+    }
+
+    /// Dials one lost peer (if fewer than [`PROBE_DIALS`] probes are under way); on success it
+    /// joins through it, as a top-up does.
+    fn probe_lost(&mut self) {
+        let now = self.now;
+        self.lost
+            .retain(|_, (_, lost_at)| now.duration_since(*lost_at) < LOST_RETENTION);
+        self.probes
+            .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
+        if self.mode != Mode::Joined || self.join.is_some() || self.probes.len() >= PROBE_DIALS {
+            return;
+        }
+        let candidates: Vec<(AgentId, SocketAddr)> = self
+            .lost
+            .iter()
+            .filter(|(peer, (addr, _))| {
+                !self.links.contains_key(peer)
+                    && !self.probes.contains_key(addr)
+                    && !self.top_up_dials.contains_key(addr)
+            })
+            .map(|(peer, (addr, _))| (*peer, *addr))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (peer, addr) = candidates[self.rng.random_range(0..candidates.len())];
+        self.probes.insert(addr, now);
+        self.dial(addr, Some(peer), true, REPAIR_DIAL_TIMEOUT);
+    }
+
+    fn remember_lost(&mut self, peer: AgentId, addr: SocketAddr) {
+        if self.mode != Mode::Joined || peer == self.me {
+            return;
+        }
+        if self.lost.len() >= LOST_CAP && !self.lost.contains_key(&peer) {
+            let oldest = self
+                .lost
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p);
+            if let Some(oldest) = oldest {
+                self.lost.remove(&oldest);
+            }
+        }
+        // A failed probe keeps the original time: lost peers expire LOST_RETENTION after loss.
+        self.lost.entry(peer).or_insert((addr, self.now));
+    }
+
+    /// Remembers that `incarnation` of `peer` was replaced by a newer one.
+    fn supersede(&mut self, peer: AgentId, incarnation: u64) {
+        let now = self.now;
+        if self.superseded.len() >= SUPERSEDED_CAP {
+            self.superseded
+                .retain(|_, (_, at)| now.duration_since(*at) < SUPERSEDED_RETENTION);
+            if self.superseded.len() >= SUPERSEDED_CAP {
+                return;
+            }
+        }
+        self.superseded.insert(peer, (incarnation, now));
+    }
+
+    /// Whether `incarnation` of `peer` was replaced by a newer one lately: a restarted agent's
+    /// old run never connects again, so this is a second live process with the same agent key.
+    fn is_superseded(&self, peer: AgentId, incarnation: u64) -> bool {
+        self.superseded.get(&peer).is_some_and(|(old, at)| {
+            *old == incarnation && self.now.duration_since(*at) < SUPERSEDED_RETENTION
+        })
+    }
+
+    fn start_join(&mut self, waiter: u64, bootstrap: Vec<SocketAddr>, patience: Duration) {
+        if !bootstrap.is_empty() {
+            self.bootstrap = bootstrap.clone();
+        }
+        let done = |outcome| Action::JoinDone {
+            waiters: vec![waiter],
+            outcome,
+        };
+        if self.mode == Mode::Joined && (bootstrap.is_empty() || !self.neighbours.is_empty()) {
+            self.out.push_back(done(Ok(())));
+            return;
+        }
+        if self.mode == Mode::Left {
+            self.proto(InEvent::Command(
+                network_topic(),
+                ProtoCommand::Join(vec![]),
+            ));
+        }
+        if bootstrap.is_empty() {
+            // The first node of a network: there is nobody to wait for.
+            self.set_mode(Mode::Joined);
+            self.out.push_back(done(Ok(())));
+            return;
+        }
+        self.set_mode(Mode::Joining);
+        let join = self.join.get_or_insert_with(|| JoinAttempt {
+            waiters: Vec::new(),
+            outstanding: 0,
+            answered: false,
+            errors: Vec::new(),
+        });
+        join.waiters.push(waiter);
+        join.outstanding += bootstrap.len();
+        for addr in bootstrap {
+            self.dial(addr, None, true, patience);
+        }
+    }
+
+    fn leave(&mut self) {
+        self.lost.clear();
+        if self.mode == Mode::Left {
+            return;
+        }
+        // Quit sends Disconnect to our neighbours, so they drop us at once instead of timing out.
+        self.proto(InEvent::Command(network_topic(), ProtoCommand::Quit));
+        self.set_mode(Mode::Left);
+        for peer in self.neighbours.clone() {
+            self.lose_neighbour(peer);
+        }
+        if let Some(join) = self.join.take() {
+            self.out.push_back(Action::JoinDone {
+                waiters: join.waiters,
+                outcome: Err(JoinFailure::Ended(Error::new(
+                    ErrorKind::Cancelled,
+                    "left the network before the join completed",
+                ))),
+            });
+        }
+        for (_, link) in self.links.drain() {
+            self.out.push_back(Action::CloseAfterGrace {
+                conn_id: link.conn_id,
+                reason: b"leave",
+            });
+        }
+        for link in self.spares.drain(..) {
+            self.out.push_back(Action::CloseAfterGrace {
+                conn_id: link.conn_id,
+                reason: b"leave",
+            });
+        }
+        self.pending.clear();
+    }
+
+    fn on_dial_failed(
+        &mut self,
+        addr: SocketAddr,
+        peer: Option<AgentId>,
+        bootstrap: bool,
+        error: Error,
+    ) {
+        if error.kind() == ErrorKind::InUse {
+            self.shared.identity_conflict(format_args!(
+                "the agent at {addr} refused this agent: another process runs with this \
+                 agent's id (the same agent key)"
+            ));
+        }
+        if let Some(peer) = peer {
+            self.pending.remove(&peer);
+            // Unreachable: don't keep dialing it (a crashed peer, or a rogue's throwaway key);
+            // the gossip layer reintroduces it if it comes back.
+            self.addr_book.remove(&peer);
+            self.remember_lost(peer, addr);
+            self.proto(InEvent::PeerDisconnected(peer));
+        }
+        if bootstrap {
+            self.bootstrap_failed(addr, error);
+        }
+    }
+
+    fn on_frame(&mut self, peer: AgentId, received: Received, rtt: Duration) {
+        let Received {
+            message,
+            payload,
+            ihave_round,
+        } = received;
+        let Some(payload) = payload else {
+            match ihave_round.and_then(|round| self.ihave_hold(peer, round, rtt)) {
+                Some(hold) => {
+                    self.set_timer(hold, Timer::HeldIhave(peer, message));
+                }
+                None => self.proto(InEvent::RecvMessage(peer, message)),
+            }
+            return;
+        };
+        let counters = &self.shared.counters;
+        // Before delivery: stats never lag a message a reader already has.
+        counters.add(&counters.envelopes_received, 1);
+        let verdict = self
+            .duplicates
+            .check(payload.id, payload.publisher, self.now);
+        if verdict == Verdict::Drop {
+            counters.add(&counters.duplicates, 1);
+            return;
+        }
+        let received_before = self.received;
+        self.proto(InEvent::RecvMessage(peer, message));
+        // The gossip layer delivers a payload the first time it sees it, at once; one it does
+        // not deliver is a duplicate it suppressed (and pruned the link it came on).
+        if self.received == received_before {
+            let counters = &self.shared.counters;
+            counters.add(&counters.duplicates, 1);
+        } else if let Some(round) = payload.round {
+            // Delivered here: announce it to new neighbours for a while, at the round the
+            // gossip layer forwards it with.
+            self.remember_recent(payload.id, round + 1);
+        }
+    }
+
+    /// How long to hold an IHave from `peer` (over a link with round-trip time `rtt`)
+    /// announcing payloads at `round` before the gossip layer sees it (and starts its graft
+    /// timer), or `None` to pass it on at once.
+    ///
+    /// The graft timeout runs from the first announcement, and an announcement from a peer
+    /// nearer the publisher arrives before the eager copy does even when nothing is wrong:
+    /// `depth - round - 1` hops earlier. On deep paths that used up most of the timeout, so a
+    /// payload a retransmission delayed by one RTT was grafted, arrived twice, and the graft
+    /// closed a cycle (R1: grafts and duplicates grew with the tree's depth). Holding the
+    /// announcement for those hops gives every path the same slack.
+    fn ihave_hold(&self, peer: AgentId, round: u64, rtt: Duration) -> Option<Duration> {
+        let behind = self.depths.deepest(self.now) - round as f64 - 1.0;
+        if behind <= 0.0 || !self.links.contains_key(&peer) {
+            return None;
+        }
+        let hold = (rtt / 2).mul_f64(behind).min(MAX_IHAVE_HOLD);
+        (hold >= Duration::from_millis(1)).then_some(hold)
+    }
+
+    fn on_connected(&mut self, connected: Connected) {
+        let Connected {
+            conn_id,
+            peer,
+            incarnation,
+            listen,
+            peers,
+            remote,
+            bootstrap,
+        } = connected;
+        let close = |code: u32, reason: &'static [u8]| Action::Close {
+            conn_id,
+            code,
+            reason,
+        };
+        if peer == self.me {
+            let error = if incarnation == self.incarnation {
+                self.out
+                    .push_back(close(net::CLOSE_SELF, b"that address is this agent's own"));
+                net::self_dial_error()
+            } else {
+                self.shared.identity_conflict(format_args!(
+                    "the agent at {remote} has this agent's id {:?}: another process runs \
+                     with the same agent key",
+                    self.me
+                ));
+                self.out.push_back(close(
+                    net::CLOSE_DUPLICATE_IDENTITY,
+                    b"another process runs with this agent's id (the same agent key)",
+                ));
+                net::duplicate_identity_error(self.me)
+            };
+            if bootstrap {
+                self.bootstrap_failed(remote, error);
+            }
+            return;
+        }
+        if self.is_superseded(peer, incarnation) {
+            self.shared.identity_conflict(format_args!(
+                "two processes run as agent {peer:?} (one at {remote}): they share an agent key"
+            ));
+            self.out.push_back(close(
+                net::CLOSE_DUPLICATE_IDENTITY,
+                b"another process runs with this agent's id (the same agent key)",
+            ));
+            if bootstrap {
+                let error = Error::new(
+                    ErrorKind::InUse,
+                    format!("agent {peer:?} there also runs in another process"),
+                );
+                self.bootstrap_failed(remote, error);
+            }
+            return;
+        }
+        if self.mode == Mode::Left {
+            self.out.push_back(close(net::CLOSE_NORMAL, b"not now"));
+            if bootstrap {
+                self.bootstrap_failed(remote, Error::invalid_argument("left"));
+            }
+            return;
+        }
+        if self.addr_book.len() >= ADDR_BOOK_CAP && !self.addr_book.contains_key(&peer) {
+            // Bounded: every authenticated key adds an entry, and keys cost an attacker nothing.
+            let victim = self
+                .addr_book
+                .keys()
+                .nth(self.rng.random_range(0..self.addr_book.len()));
+            if let Some(victim) = victim.copied() {
+                self.addr_book.remove(&victim);
+            }
+        }
+        self.addr_book.insert(peer, listen);
+        self.hints.remove(&listen);
+        for hint in peers {
+            if self.hints.len() >= HINTS_CAP {
+                break;
+            }
+            if hint != self.listen && !self.addr_book.values().any(|addr| *addr == hint) {
+                self.hints.insert(hint);
+            }
+        }
+        let repair = bootstrap
+            && (self.top_up_dials.contains_key(&remote) || self.probes.contains_key(&remote));
+        if repair
+            && self
+                .links
+                .get(&peer)
+                .is_some_and(|link| link.incarnation == incarnation)
+        {
+            // A top-up or probe reached a peer we are linked to already (its address changed,
+            // or it reconnected meanwhile): join through the link, keep no spare connection.
+            self.top_up_dials.remove(&remote);
+            self.probes.remove(&remote);
+            self.lost.remove(&peer);
+            self.out
+                .push_back(close(net::CLOSE_NORMAL, b"already connected"));
+            self.proto(InEvent::Command(
+                network_topic(),
+                ProtoCommand::Join(vec![peer]),
+            ));
+            return;
+        }
+        if self
+            .links
+            .get(&peer)
+            .is_some_and(|link| link.incarnation != incarnation)
+        {
+            // The peer restarted: its old connection is dead even if it has not timed out yet.
+            // Forget it now, so that what we send (the answer to its join) goes to the new one.
+            if let Some(old) = self.links.remove(&peer) {
+                self.out.push_back(Action::Close {
+                    conn_id: old.conn_id,
+                    code: net::CLOSE_PEER_RESTARTED,
+                    reason: b"peer restarted",
+                });
+                self.supersede(peer, old.incarnation);
+            }
+            self.spares.retain(|spare| spare.peer != peer);
+            self.proto(InEvent::PeerDisconnected(peer));
+        }
+        self.out.push_back(Action::Adopt { conn_id });
+        let link = Link {
+            peer,
+            incarnation,
+            conn_id,
+            remote,
+        };
+        match self.links.entry(peer) {
+            std::collections::hash_map::Entry::Occupied(_) => self.spares.push(link),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(link);
+                for frame in self.pending.remove(&peer).unwrap_or_default() {
+                    self.send_to(peer, frame);
+                }
+            }
+        }
+        self.lost.remove(&peer);
+        if bootstrap {
+            let repair =
+                self.top_up_dials.remove(&remote).is_some() | self.probes.remove(&remote).is_some();
+            if let (false, Some(join)) = (repair, self.join.as_mut()) {
+                join.outstanding = join.outstanding.saturating_sub(1);
+                join.answered = true;
+            }
+            self.proto(InEvent::Command(
+                network_topic(),
+                ProtoCommand::Join(vec![peer]),
+            ));
+        }
+    }
+
+    fn bootstrap_failed(&mut self, addr: SocketAddr, error: Error) {
+        self.hints.remove(&addr);
+        let repair =
+            self.top_up_dials.remove(&addr).is_some() | self.probes.remove(&addr).is_some();
+        if repair {
+            return; // a top-up or probe, not part of a join
+        }
+        let Some(join) = self.join.as_mut() else {
+            return;
+        };
+        join.outstanding = join.outstanding.saturating_sub(1);
+        join.errors.push((addr, error));
+        if join.outstanding > 0 || join.answered || !self.neighbours.is_empty() {
+            return;
+        }
+        let join = self.join.take().expect("checked above");
+        self.out.push_back(Action::JoinDone {
+            waiters: join.waiters,
+            outcome: Err(JoinFailure::Unreachable(join.errors)),
+        });
+        self.proto(InEvent::Command(network_topic(), ProtoCommand::Quit));
+        self.set_mode(Mode::Left);
+    }
+
+    fn on_closed(&mut self, peer: AgentId, conn_id: u64, by_peer: bool) {
+        if let Some(i) = self.spares.iter().position(|l| l.conn_id == conn_id) {
+            self.spares.swap_remove(i);
+            return;
+        }
+        if self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id) {
+            self.links.remove(&peer);
+            if let Some(i) = self.spares.iter().position(|l| l.peer == peer) {
+                let spare = self.spares.swap_remove(i);
+                self.links.insert(peer, spare);
+            } else {
+                if !by_peer {
+                    // Most likely gone: a top-up should not spend a handshake timeout on it.
+                    // If it is alive, gossip brings its address back (or it dials us).
+                    // A peer that closed the connection itself is alive and chose to: probing
+                    // it would join through it, forcing the neighbourship it refused (and one
+                    // of its neighbours out).
+                    if let Some(addr) = self.addr_book.remove(&peer) {
+                        self.remember_lost(peer, addr);
+                    }
+                }
+                self.proto(InEvent::PeerDisconnected(peer));
+            }
+        }
+    }
+}
+
+/// Per recent publisher: a moving average of the hops its payloads took to reach us, and when
+/// the last one came.
+#[derive(Debug, Default)]
+struct PathDepths(HashMap<AgentId, (f64, Instant)>);
+
+impl PathDepths {
+    fn note(&mut self, publisher: AgentId, hops: u32, now: Instant) {
+        if self.0.len() >= DEPTHS_CAP && !self.0.contains_key(&publisher) {
+            self.0
+                .retain(|_, (_, at)| now.duration_since(*at) <= DEPTH_TTL);
+            if self.0.len() >= DEPTHS_CAP {
+                return;
+            }
+        }
+        let (depth, at) = self.0.entry(publisher).or_insert((f64::from(hops), now));
+        *depth += (f64::from(hops) - *depth) / 16.0;
+        *at = now;
+    }
+
+    /// The path depth of the recent publisher farthest from us. An IHave names no publisher,
+    /// and one eager tree serves them all, shaped by the pruner's payloads: other publishers'
+    /// payloads take longer paths through it (R1: up to twice the depth), and those are the
+    /// ones an early graft turns into duplicates. (Holding by the mean depth over all
+    /// publishers instead: R1 redundancy 0.43-0.56 in runs with deep trees, now 0.34-0.49.)
+    fn deepest(&self, now: Instant) -> f64 {
+        self.0
+            .values()
+            .filter(|(_, at)| now.duration_since(*at) <= DEPTH_TTL)
+            .map(|(depth, _)| *depth)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// How many links a payload crossed from its publisher to us (1: a direct neighbour).
+fn delivery_hops(scope: proto::DeliveryScope) -> u32 {
+    match scope {
+        // The proto keeps the round private; its serde form is the round's number (a varint).
+        proto::DeliveryScope::Swarm(round) => postcard::to_slice(&round, &mut [0u8; 4])
+            .ok()
+            .and_then(|bytes| postcard::from_bytes::<u16>(bytes).ok())
+            .map_or(0, |round| u32::from(round) + 1),
+        proto::DeliveryScope::Neighbors => 1,
+    }
+}
+
+/// Real gossip frames for tests: proto state machines wired back to back.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Two proto state machines wired back to back; returns every encoded frame A sent.
+    pub(crate) fn pump(
+        a: &mut proto::State<AgentId, StdRng>,
+        b: &mut proto::State<AgentId, StdRng>,
+        first: InEvent<AgentId>,
+    ) -> Vec<Vec<u8>> {
+        let (id_a, id_b) = (*a.me(), *b.me());
+        let mut sent_by_a = Vec::new();
+        let mut inbox = vec![(true, first)];
+        while let Some((to_a, event)) = inbox.pop() {
+            let state = if to_a { &mut *a } else { &mut *b };
+            for out in state
+                .handle(event, Instant::now(), None)
+                .collect::<Vec<_>>()
+            {
+                if let OutEvent::SendMessage(_, message) = out {
+                    let frame = wire::encode(&message).unwrap();
+                    if to_a {
+                        sent_by_a.push(frame.clone());
+                    }
+                    let decoded = postcard::from_bytes(&frame).unwrap();
+                    let from = if to_a { id_a } else { id_b };
+                    inbox.push((!to_a, InEvent::RecvMessage(from, decoded)));
+                }
+            }
+        }
+        sent_by_a
+    }
+
+    pub(crate) type ProtoState = proto::State<AgentId, StdRng>;
+
+    /// A proto state with the agents' config, its id `byte` repeated.
+    pub(crate) fn proto_state(byte: u8) -> ProtoState {
+        let id = AgentId([byte; 32]);
+        proto::State::new(id, PeerData::default(), proto_config(), rand::make_rng())
+    }
+
+    /// Two proto states, B a first node (joined, alone) and A joined through it; also returns
+    /// the (control) frames A sent to join.
+    pub(crate) fn joined_pair() -> (ProtoState, ProtoState, Vec<Vec<u8>>) {
+        let (mut a, mut b) = (proto_state(1), proto_state(2));
+        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
+        let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
+        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
+        let control = pump(&mut a, &mut b, join);
+        (a, b, control)
+    }
+
+    /// The data frame A sends B when it broadcasts `content`.
+    pub(crate) fn data_frame(a: &mut ProtoState, b: &mut ProtoState, content: Bytes) -> Vec<u8> {
+        let broadcast = ProtoCommand::Broadcast(content, proto::Scope::Swarm);
+        let mut data: Vec<_> = pump(a, b, InEvent::Command(network_topic(), broadcast))
+            .into_iter()
+            .filter(|f| wire::gossip_data_content(f).is_some())
+            .collect();
+        assert_eq!(data.len(), 1, "one data frame per broadcast");
+        data.remove(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn the_shuffle_timer_is_recognised_and_firing_it_sends_a_shuffle() {
+        let (mut a, mut b) = (proto_state(1), proto_state(2));
+        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
+        let _: Vec<_> = b.handle(alone, Instant::now(), None).collect();
+        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
+        let mut shuffle_timers = Vec::new();
+        let mut join_message = None;
+        for out in a.handle(join, Instant::now(), None).collect::<Vec<_>>() {
+            match out {
+                OutEvent::ScheduleTimer(delay, timer) if is_shuffle_timer(delay, &timer) => {
+                    shuffle_timers.push(timer)
+                }
+                OutEvent::ScheduleTimer(delay, timer) => {
+                    panic!("not a shuffle: {delay:?} {timer:?}")
+                }
+                OutEvent::SendMessage(_, message) => join_message = Some(message),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            shuffle_timers.len(),
+            1,
+            "joining schedules the first shuffle"
+        );
+        let join_message = join_message.expect("A sends B a join");
+        let from_a = InEvent::RecvMessage(*a.me(), join_message);
+        pump(&mut b, &mut a, from_a);
+        let fired: Vec<_> = a
+            .handle(
+                InEvent::TimerExpired(shuffle_timers.remove(0)),
+                Instant::now(),
+                None,
+            )
+            .collect();
+        let sent: Vec<String> = fired
+            .iter()
+            .filter_map(|out| match out {
+                OutEvent::SendMessage(to, message) if to == b.me() => Some(format!("{message:?}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            sent.iter().any(|m| m.contains("Shuffle(")),
+            "a shuffle to the neighbour: {sent:?}"
+        );
+        assert!(
+            fired
+                .iter()
+                .any(|out| matches!(out, OutEvent::ScheduleTimer(d, t) if is_shuffle_timer(*d, t))),
+            "and the next one scheduled"
+        );
+        // Other timers are not taken for it.
+        let graft = ProtoCommand::Broadcast(Bytes::from_static(b"x"), proto::Scope::Swarm);
+        for out in b
+            .handle(
+                InEvent::Command(network_topic(), graft),
+                Instant::now(),
+                None,
+            )
+            .collect::<Vec<_>>()
+        {
+            if let OutEvent::ScheduleTimer(delay, timer) = out {
+                assert!(!is_shuffle_timer(delay, &timer), "{timer:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ihaves_are_held_for_the_farthest_recent_publisher() {
+        let mut depths = PathDepths::default();
+        let (near, far) = (AgentId([1; 32]), AgentId([2; 32]));
+        let start = Instant::now();
+        assert_eq!(depths.deepest(start), 0.0);
+        for _ in 0..64 {
+            depths.note(near, 2, start);
+            depths.note(far, 6, start);
+        }
+        assert_eq!(
+            depths.deepest(start),
+            6.0,
+            "the far publisher's, not the mean"
+        );
+        let later = start + DEPTH_TTL / 2;
+        depths.note(near, 2, later);
+        let far_silent = later + DEPTH_TTL / 2 + Duration::from_millis(1);
+        assert_eq!(depths.deepest(far_silent), 2.0, "the far one fell silent");
+        // One unusual path moves the average only a little.
+        depths.note(near, 10, later);
+        assert!(depths.deepest(far_silent) < 3.0);
+    }
+
+    #[test]
+    fn data_frames_are_found_and_control_frames_are_not() {
+        let (mut a, mut b, control) = joined_pair();
+        assert!(!control.is_empty());
+        for frame in &control {
+            assert_eq!(wire::gossip_data_content(frame), None, "a control frame");
+        }
+        let content = Bytes::from_static(b"the content to verify");
+        let broadcast = ProtoCommand::Broadcast(content.clone(), proto::Scope::Swarm);
+        let data = pump(&mut a, &mut b, InEvent::Command(network_topic(), broadcast));
+        let found: Vec<_> = data
+            .iter()
+            .filter_map(|f| wire::gossip_data_content(f))
+            .collect();
+        assert_eq!(found, vec![&content[..]]);
+        let frame = data
+            .iter()
+            .find(|f| wire::gossip_data_content(f).is_some())
+            .unwrap();
+        assert_eq!(
+            wire::gossip_data_round(frame),
+            Some(0),
+            "first hop from the origin"
+        );
+        for control in &control {
+            assert_eq!(wire::gossip_data_round(control), None);
+        }
+        // A relay can claim any round; 65535 overflowed the proto's `round + 1` (found by
+        // fuzzing: a panic with overflow checks on). The reader must see and refuse it.
+        assert!(
+            frame.ends_with(&[0, 0]),
+            "scope Swarm(Round(0)) ends the frame"
+        );
+        let mut forged = frame[..frame.len() - 1].to_vec();
+        forged.extend_from_slice(&[0xff, 0xff, 0x03]);
+        assert_eq!(wire::gossip_data_round(&forged), Some(65535));
+        assert!(postcard::from_bytes::<proto::Message<AgentId>>(&forged).is_ok());
+    }
+
+    #[test]
+    fn an_announcement_we_write_makes_the_peer_graft_what_it_lacks() {
+        let (a, mut b, _) = joined_pair();
+        let (id_a, now) = (*a.me(), Instant::now());
+        let (missing, round) = ([7u8; 32], 3);
+        let frame = wire::ihave_frame(network_topic().as_bytes(), &[(missing, round)]);
+        assert_eq!(wire::ihave_min_round(&frame), Some(round));
+        assert_eq!(wire::gossip_data_content(&frame), None, "a control frame");
+        let message: proto::Message<AgentId> = postcard::from_bytes(&frame).unwrap();
+        assert_eq!(
+            wire::encode(&message).unwrap(),
+            frame,
+            "the proto's own encoding"
+        );
+        let timers: Vec<_> = b
+            .handle(InEvent::RecvMessage(id_a, message), now, None)
+            .filter_map(|out| match out {
+                OutEvent::ScheduleTimer(_, timer) => Some(timer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(timers.len(), 1, "a graft timer for the missing payload");
+        let grafts: Vec<_> = b
+            .handle(InEvent::TimerExpired(timers[0].clone()), now, None)
+            .filter_map(|out| match out {
+                OutEvent::SendMessage(to, graft) => Some((to, wire::encode(&graft).unwrap())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(grafts.len(), 1);
+        assert_eq!(grafts[0].0, id_a, "the graft goes to the announcer");
+        assert!(
+            grafts[0].1.windows(32).any(|w| w == missing),
+            "it asks for the announced id"
+        );
+    }
+
+    #[test]
+    fn ihave_rounds_are_found_and_other_frames_have_none() {
+        let (mut a, mut b, control) = joined_pair();
+        for frame in &control {
+            assert_eq!(wire::ihave_min_round(frame), None, "join frames");
+        }
+        let (id_a, id_b) = (*a.me(), *b.me());
+        let now = Instant::now();
+        // A broadcasts; returns the frames it sends, after firing the timers it set (its
+        // announcements go out when the dispatch timer fires).
+        let broadcast = |a: &mut ProtoState, content: &'static [u8]| {
+            let command = ProtoCommand::Broadcast(Bytes::from_static(content), proto::Scope::Swarm);
+            let mut out: Vec<_> = a
+                .handle(InEvent::Command(network_topic(), command), now, None)
+                .collect();
+            let mut sent = Vec::new();
+            while let Some(event) = out.pop() {
+                match event {
+                    OutEvent::SendMessage(_, message) => sent.push(message),
+                    OutEvent::ScheduleTimer(_, timer) => {
+                        out.extend(a.handle(InEvent::TimerExpired(timer), now, None));
+                    }
+                    _ => {}
+                }
+            }
+            sent
+        };
+        // B gets A's payload twice: it prunes A, and A moves B to its lazy set.
+        let sent = broadcast(&mut a, b"first");
+        let data: Vec<_> = sent.iter().map(|m| wire::encode(m).unwrap()).collect();
+        assert!(data.iter().all(|f| wire::ihave_min_round(f).is_none()));
+        for _ in 0..2 {
+            for message in &sent {
+                let replies: Vec<_> = b
+                    .handle(InEvent::RecvMessage(id_a, message.clone()), now, None)
+                    .collect();
+                for reply in replies {
+                    if let OutEvent::SendMessage(_, prune) = reply {
+                        let _: Vec<_> = a
+                            .handle(InEvent::RecvMessage(id_b, prune), now, None)
+                            .collect();
+                    }
+                }
+            }
+        }
+        // Now A only announces its next payload to B.
+        let announced: Vec<_> = broadcast(&mut a, b"second")
+            .iter()
+            .map(|m| wire::encode(m).unwrap())
+            .collect();
+        let rounds: Vec<_> = announced
+            .iter()
+            .filter_map(|f| wire::ihave_min_round(f))
+            .collect();
+        assert_eq!(rounds, vec![0], "one IHave, round 0 from the publisher");
+        assert!(announced
+            .iter()
+            .all(|f| wire::gossip_data_content(f).is_none()));
+        // A truncated IHave has no round.
+        let ihave = &announced[0];
+        assert_eq!(wire::ihave_min_round(&ihave[..ihave.len() - 2]), None);
+    }
+}
