@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability test-fuzz reliability header docs bench clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability test-fuzz reliability simulate header docs bench clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,18 @@ test-fuzz:
 reliability: $(STAMP)
 	X0X_RELIABILITY_STRICT=1 X0X_RELIABILITY=full $(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs
 	X0X_RELIABILITY=full cargo test --release --test reliability -- --nocapture
+
+# The simulator's figures at full size (ARCHITECTURE.md → The simulator); tests/simulator.rs
+# runs CI sizes inside test-rust.
+SIM := target/release/x0x-sim
+simulate:
+	cargo build --release --bin x0x-sim
+	for seed in $$(seq 1 20); do $(SIM) --agents 20 --publishers 3 --messages 100 --latency-ms 25..25 --loss 0.05 --seed $$seed 2>/dev/null; done
+	$(SIM) --agents 1000 --publishers 10 --messages 50 --rate 5 --latency-ms 5..50 --loss 0.01 --seed 1
+	$(SIM) --agents 1000 --publishers 10 --messages 50 --rate 5 --latency-ms 5..50 --loss 0.01 --seed 1 --kill 0.5 --at 4
+	$(SIM) --agents 1000 --publishers 10 --messages 100 --rate 1 --latency-ms 5..50 --loss 0.01 --seed 1 --partition '1|1' --for 60 --at 5
+	$(SIM) --agents 100 --publishers 3 --messages 50 --latency-ms 5..50 --seed 1 --settle 1800
+	$(SIM) --agents 10000 --publishers 10 --messages 10 --rate 1 --latency-ms 5..50 --loss 0.01 --seed 1
 
 test-reliability: $(STAMP)
 	$(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs

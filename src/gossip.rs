@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventHub;
-use crate::identity::AgentId;
+use crate::identity::{AgentId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
 pub use crate::overlay::node::{network_topic, JoinFailure, JoinOutcome};
 use crate::overlay::node::{Action, Connected, Input, Node};
@@ -106,6 +106,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a network that has not joined yet, for the agent whose public key
+    /// is `me`.
+    pub(crate) fn new(counters: Arc<Counters>, registry: Arc<Registry>, me: PublicKey) -> Self {
+        Self {
+            counters,
+            registry,
+            events: EventHub::default(),
+            neighbours: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            mode: AtomicU8::new(Mode::Left as u8),
+            backlog: Backlog::default(),
+            penalties: Penalties::default(),
+            peer_sample: Mutex::new(Vec::new()),
+            keys: KeyStore::new(me),
+            conflict_logged: AtomicBool::new(false),
+        }
+    }
+
     /// Current gossip neighbours.
     pub fn neighbours(&self) -> usize {
         self.neighbours.load(Ordering::Acquire)
@@ -218,19 +236,11 @@ impl Network {
         let local_addr = endpoint
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", &e))?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             counters,
             registry,
-            events: EventHub::default(),
-            neighbours: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
-            mode: AtomicU8::new(Mode::Left as u8),
-            backlog: Backlog::default(),
-            penalties: Penalties::default(),
-            peer_sample: Mutex::new(Vec::new()),
-            keys: KeyStore::new(credentials.agent_key().public_key().clone()),
-            conflict_logged: AtomicBool::new(false),
-        });
+            credentials.agent_key().public_key().clone(),
+        ));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
         let advertised = net::advertised(local_addr);

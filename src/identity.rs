@@ -215,7 +215,8 @@ impl Keypair {
         Self::from_seed(seed)
     }
 
-    fn from_seed(seed: [u8; SEED_LEN]) -> Result<Self> {
+    /// The key pair a FIPS 204 seed expands to (the simulator derives its agents' keys so).
+    pub(crate) fn from_seed(seed: [u8; SEED_LEN]) -> Result<Self> {
         let signing = PqdsaKeyPair::from_seed(&ML_DSA_65_SIGNING, &seed).map_err(|e| {
             Error::new(
                 ErrorKind::Crypto,

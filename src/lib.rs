@@ -38,6 +38,9 @@ pub mod replay;
 /// cbindgen:ignore
 pub mod runtime;
 /// cbindgen:ignore
+#[doc(hidden)]
+pub mod sim;
+/// cbindgen:ignore
 pub mod stats;
 pub mod streams;
 /// cbindgen:ignore

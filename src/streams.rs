@@ -207,40 +207,54 @@ impl StreamReader {
             self.keys.insert(key.agent_id(), Arc::new(key));
             return Ok(None);
         }
-        let payload = match wire::gossip_data_content(body) {
-            None => None,
-            Some(content) => {
-                let round = wire::gossip_data_round(body);
-                if round.is_some_and(|round| round > MAX_GOSSIP_ROUND) {
-                    return Err(Rejection::Malformed);
-                }
-                let envelope = wire::parse(content)?;
-                let publisher = envelope.sender();
-                // The writer touched this key for this frame too (every frame an honest writer
-                // sends gets this far), so both rings stay the same.
-                let key = Arc::clone(self.keys.touch(&publisher).ok_or(Rejection::WrongSender)?);
-                envelope.verify(&key)?;
-                store.remember(publisher, &key);
-                Some(Payload {
-                    id: *blake3::hash(content).as_bytes(),
-                    publisher,
-                    round,
-                })
-            }
-        };
-        let message = postcard::from_bytes::<proto::Message<AgentId>>(body)
-            .map_err(|_| Rejection::Malformed)?;
-        // Only control frames can be IHaves.
-        let ihave_round = match payload {
-            None => wire::ihave_min_round(body),
-            Some(_) => None,
-        };
-        Ok(Some(Received {
-            message,
-            payload,
-            ihave_round,
-        }))
+        decode_gossip(body, |publisher, _, envelope| {
+            // The writer touched this key for this frame too (every frame an honest writer
+            // sends gets this far), so both rings stay the same.
+            let key = Arc::clone(self.keys.touch(&publisher).ok_or(Rejection::WrongSender)?);
+            envelope.verify(&key)?;
+            store.remember(publisher, &key);
+            Ok(())
+        })
+        .map(Some)
     }
+}
+
+/// Decodes an encoded gossip message; a data message's envelope must pass `verify` (given its
+/// sender, its id and the unverified envelope) first.
+pub(crate) fn decode_gossip(
+    body: &[u8],
+    verify: impl FnOnce(AgentId, &[u8; 32], wire::Unverified) -> Result<(), Rejection>,
+) -> Result<Received, Rejection> {
+    let payload = match wire::gossip_data_content(body) {
+        None => None,
+        Some(content) => {
+            let round = wire::gossip_data_round(body);
+            if round.is_some_and(|round| round > MAX_GOSSIP_ROUND) {
+                return Err(Rejection::Malformed);
+            }
+            let envelope = wire::parse(content)?;
+            let publisher = envelope.sender();
+            let id = *blake3::hash(content).as_bytes();
+            verify(publisher, &id, envelope)?;
+            Some(Payload {
+                id,
+                publisher,
+                round,
+            })
+        }
+    };
+    let message =
+        postcard::from_bytes::<proto::Message<AgentId>>(body).map_err(|_| Rejection::Malformed)?;
+    // Only control frames can be IHaves.
+    let ihave_round = match payload {
+        None => wire::ihave_min_round(body),
+        Some(_) => None,
+    };
+    Ok(Received {
+        message,
+        payload,
+        ihave_round,
+    })
 }
 
 /// One connection's writer: which stream each frame goes on, and which keys each stream's

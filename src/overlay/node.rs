@@ -12,7 +12,7 @@
 //! envelopes and are filtered locally. Frames reach the node already verified (the driver's
 //! readers check every signature), so nothing unverified is ever delivered or forwarded.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -254,7 +254,8 @@ enum Timer {
 /// Timers by when they are due; the sequence number keeps insertion order among equal times.
 type TimerKey = (Instant, u64);
 
-/// One agent's overlay state machine (see the module docs).
+/// One agent's overlay state machine (see the module docs). Collections whose order reaches a
+/// decision are ordered (B-trees), so one seed gives one run.
 pub(crate) struct Node {
     me: AgentId,
     incarnation: u64,
@@ -277,12 +278,12 @@ pub(crate) struct Node {
     learn_gap: Duration,
     known_at_learn: usize,
     /// The connection we send on, per peer.
-    links: HashMap<AgentId, Link>,
+    links: BTreeMap<AgentId, Link>,
     /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
     spares: Vec<Link>,
     pending: HashMap<AgentId, Vec<Bytes>>,
-    addr_book: HashMap<AgentId, SocketAddr>,
-    neighbours: HashSet<AgentId>,
+    addr_book: BTreeMap<AgentId, SocketAddr>,
+    neighbours: BTreeSet<AgentId>,
     join: Option<JoinAttempt>,
     replay: ReplayGuard,
     /// The bootstrap addresses of the last join, for topping up.
@@ -297,12 +298,12 @@ pub(crate) struct Node {
     /// healed partition is found again even when both sides have enough neighbours of their own
     /// (measured: with top-ups alone a 4|4 partition healed only when some agent happened to
     /// be below 3 neighbours).
-    lost: HashMap<AgentId, (SocketAddr, Instant)>,
+    lost: BTreeMap<AgentId, (SocketAddr, Instant)>,
     /// Probe dials under way, by address, with when they started.
     probes: HashMap<SocketAddr, Instant>,
     /// Addresses peers passed on in their hellos ([`wire::Hello::peers`]): top-up candidates
     /// besides the address book (which shuffles fill, see [`Node::learn_peers`]).
-    hints: HashSet<SocketAddr>,
+    hints: BTreeSet<SocketAddr>,
     /// How far recent publishers are, for [`Node::ihave_hold`].
     depths: PathDepths,
     /// Payloads received or published lately (when, id, round), oldest first; see
@@ -345,21 +346,21 @@ impl Node {
             last_shuffle: None,
             learn_gap: MIN_SHUFFLE_GAP,
             known_at_learn: 0,
-            links: HashMap::new(),
+            links: BTreeMap::new(),
             spares: Vec::new(),
             pending: HashMap::new(),
-            addr_book: HashMap::new(),
-            neighbours: HashSet::new(),
+            addr_book: BTreeMap::new(),
+            neighbours: BTreeSet::new(),
             join: None,
             replay: ReplayGuard::default(),
             bootstrap: Vec::new(),
             top_up_dials: HashMap::new(),
-            lost: HashMap::new(),
+            lost: BTreeMap::new(),
             probes: HashMap::new(),
             received: 0,
             superseded: HashMap::new(),
             duplicates: Duplicates::default(),
-            hints: HashSet::new(),
+            hints: BTreeSet::new(),
             depths: PathDepths::default(),
             recent: VecDeque::new(),
         };
@@ -466,6 +467,11 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The current gossip neighbours.
+    pub(crate) fn neighbours(&self) -> impl Iterator<Item = AgentId> + '_ {
+        self.neighbours.iter().copied()
     }
 
     /// Open connections: links and spares.
@@ -701,7 +707,7 @@ impl Node {
         // connection (once one per second with two agents, leaking ~5 MiB a minute in R8).
         // A peer may be known under the address it advertises and the one we reached it at
         // (a bootstrap address such as 0.0.0.0:PORT or 127.0.0.1:PORT): both count.
-        let linked: HashSet<SocketAddr> = self
+        let linked: BTreeSet<SocketAddr> = self
             .links
             .iter()
             .flat_map(|(peer, link)| {
@@ -951,7 +957,7 @@ impl Node {
                 ))),
             });
         }
-        for (_, link) in self.links.drain() {
+        for (_, link) in std::mem::take(&mut self.links) {
             self.out.push_back(Action::CloseAfterGrace {
                 conn_id: link.conn_id,
                 reason: b"leave",
@@ -1178,8 +1184,8 @@ impl Node {
             remote,
         };
         match self.links.entry(peer) {
-            std::collections::hash_map::Entry::Occupied(_) => self.spares.push(link),
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            std::collections::btree_map::Entry::Occupied(_) => self.spares.push(link),
+            std::collections::btree_map::Entry::Vacant(slot) => {
                 slot.insert(link);
                 for frame in self.pending.remove(&peer).unwrap_or_default() {
                     self.send_to(peer, frame);

@@ -1,0 +1,1207 @@
+//! A deterministic simulator: many agents' real overlay nodes (`overlay::node::Node`) in one
+//! process, on simulated time, over a modelled network. It replaces only quinn and the clock: every frame
+//! a node sends is the real encoded gossip message, decoded by the receiver as the driver's
+//! readers decode it, and every envelope is really signed (once, by its publisher) and really
+//! verified (once per distinct envelope: a memo, since 10,000 receivers verifying each copy
+//! would cost minutes of signature checks and test nothing more).
+//!
+//! # The network model
+//! * Links: a one-way latency per pair of agents, drawn once (uniform in the configured range);
+//!   each direction delivers in order (QUIC streams are ordered).
+//! * Loss: QUIC retransmits, so a lost packet is delay, not loss: each frame is lost with the
+//!   configured probability (again and again, independently), each loss adding one
+//!   retransmission timeout (1.5 round trips), and every later frame on that direction waits
+//!   for it (head-of-line blocking).
+//! * Dials: the acceptor hears of the connection after 1.5 round trips, the dialer after 2
+//!   (QUIC + TLS + the hello); a dial to a dead, partitioned or unused address fails at its
+//!   timeout.
+//! * Crashes and partitions: a link to a dead agent, or across a partition, carries nothing
+//!   more; each live end notices at the QUIC idle timeout (2 s), as keep-alives would.
+//!
+//! One seed gives one run: every random draw comes from seeded generators, nodes order what
+//! they iterate, and events at the same instant keep the order they were scheduled in.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::gossip::Shared;
+use crate::identity::{AgentId, Keypair, PublicKey};
+use crate::overlay::node::{Action, Connected, Input, Node};
+use crate::pubsub::{Registry, Subscription};
+use crate::stats::Counters;
+use crate::streams::decode_gossip;
+use crate::wire::{self, Item, Rejection};
+
+/// The topic simulated publishers publish on.
+const TOPIC: &str = "sim";
+/// QUIC's idle timeout as agents configure it: how long a dead peer goes unnoticed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a closing connection gets to flush (the driver's grace).
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
+/// The QUIC port every simulated agent listens on.
+const PORT: u16 = 7000;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Agents in the network.
+    pub agents: usize,
+    /// Agents that publish (chosen at random).
+    pub publishers: usize,
+    /// Messages each publisher publishes.
+    pub messages: usize,
+    /// Messages per second per publisher.
+    pub rate: f64,
+    /// Payload bytes per message.
+    pub payload: usize,
+    /// One-way link latency range (half the round trip).
+    pub latency: (Duration, Duration),
+    /// Probability that a frame is lost (and retransmitted).
+    pub loss: f64,
+    /// Seeds every random choice.
+    pub seed: u64,
+    /// Time between two agents joining.
+    pub join_gap: Duration,
+    /// Quiet time after the last join, before publishing starts.
+    pub settle: Duration,
+    /// Kill this fraction of the agents that do not publish, this long after publishing starts.
+    pub kill: Option<(f64, Duration)>,
+    /// Split the agents in two (this fraction on one side) this long after publishing starts,
+    /// for this long.
+    pub partition: Option<(f64, Duration, Duration)>,
+    /// Time after the last publish (or heal) that late deliveries may take.
+    pub drain: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            agents: 20,
+            publishers: 3,
+            messages: 100,
+            rate: 10.0,
+            payload: 1024,
+            latency: (Duration::from_millis(25), Duration::from_millis(25)),
+            loss: 0.0,
+            seed: 1,
+            join_gap: Duration::from_millis(20),
+            settle: Duration::from_secs(10),
+            kill: None,
+            partition: None,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a run measured. Times are simulated, except `wall_s`.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub agents: usize,
+    pub seed: u64,
+    /// Messages published.
+    pub messages: usize,
+    /// Deliveries over (message, receiver) pairs whose receiver was alive from the publish to
+    /// the end and reachable from the publisher when it published.
+    pub delivered_ratio: f64,
+    /// The same, for messages published at least 5 s after the last fault (kill or heal).
+    pub delivered_ratio_after_faults: f64,
+    /// Publish-to-delivery latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Relative message redundancy: payload copies received per delivery, minus one.
+    pub rmr: f64,
+    /// The most links a delivered message crossed.
+    pub max_hops: u32,
+    pub mean_hops: f64,
+    /// Bytes sent per agent over the whole run (frames plus their 4-byte length).
+    pub bytes_per_agent: f64,
+    /// Live agents with fewer than 3 neighbours at the end, and the fewest any had.
+    pub below_3_neighbours: usize,
+    pub min_neighbours: usize,
+    /// Connected components of the live agents' neighbour graph at the end.
+    pub components: usize,
+    /// Live agents with fewer than 3 neighbours 5 s after the last fault (kill or heal), if
+    /// there was one.
+    pub below_3_after_faults: Option<usize>,
+    /// Live agents that never joined.
+    pub failed_joins: usize,
+    /// Simulated events handled, and the simulated time at the end (seconds).
+    pub events: u64,
+    pub sim_s: f64,
+    /// Wall-clock seconds the run took.
+    pub wall_s: f64,
+    /// Peak resident memory of this process, MiB (Linux; 0 elsewhere).
+    pub peak_rss_mib: f64,
+}
+
+impl Report {
+    /// One JSON object (no nesting; `null` for what was not measured).
+    pub fn to_json(&self) -> String {
+        let below_after = self
+            .below_3_after_faults
+            .map_or_else(|| "null".to_string(), |n| n.to_string());
+        format!(
+            "{{\"agents\": {}, \"seed\": {}, \"messages\": {}, \"delivered_ratio\": {:.6}, \
+             \"delivered_ratio_after_faults\": {:.6}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \
+             \"max_ms\": {:.1}, \"rmr\": {:.4}, \"max_hops\": {}, \"mean_hops\": {:.2}, \
+             \"bytes_per_agent\": {:.0}, \"below_3_neighbours\": {}, \"min_neighbours\": {}, \
+             \"components\": {}, \"below_3_after_faults\": {}, \"failed_joins\": {}, \
+             \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+            self.agents,
+            self.seed,
+            self.messages,
+            self.delivered_ratio,
+            self.delivered_ratio_after_faults,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.rmr,
+            self.max_hops,
+            self.mean_hops,
+            self.bytes_per_agent,
+            self.below_3_neighbours,
+            self.min_neighbours,
+            self.components,
+            below_after,
+            self.failed_joins,
+            self.events,
+            self.sim_s,
+            self.wall_s,
+            self.peak_rss_mib,
+        )
+    }
+}
+
+/// Runs one simulation; `progress` gets a line now and then.
+pub fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
+    if config.agents == 0 || config.publishers > config.agents {
+        return Err(Error::invalid_argument(
+            "need at least one agent, and no more publishers than agents",
+        ));
+    }
+    if config.latency.0 > config.latency.1 || !(0.0..1.0).contains(&config.loss) {
+        return Err(Error::invalid_argument(
+            "latency range must be LO..HI with LO <= HI, and loss in [0, 1)",
+        ));
+    }
+    let wall = std::time::Instant::now();
+    let mut world = World::new(config)?;
+    world.schedule_scenario();
+    let mut next_report = 10 * SECOND;
+    while let Some(Reverse(Scheduled { at, event, .. })) = world.queue.pop() {
+        world.now = at;
+        world.events += 1;
+        world.dispatch(event);
+        if world.now >= next_report {
+            progress(&format!(
+                "t={:.0}s events={} deliveries={} wall={:.1}s",
+                world.now as f64 / SECOND as f64,
+                world.events,
+                world.deliveries,
+                wall.elapsed().as_secs_f64()
+            ));
+            next_report += 10 * SECOND;
+        }
+        if world.now > world.end {
+            break;
+        }
+    }
+    let mut report = world.report();
+    report.wall_s = wall.elapsed().as_secs_f64();
+    report.peak_rss_mib = peak_rss_mib();
+    Ok(report)
+}
+
+const SECOND: u64 = 1_000_000_000;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A seed for stream `purpose` of agent (or object) `index`: independent streams, so one more
+/// draw in one does not shift the others.
+fn sub_seed(seed: u64, purpose: u64, index: u64) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(&purpose.to_le_bytes());
+    hasher.update(&index.to_le_bytes());
+    let hash = hasher.finalize();
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+#[derive(Debug)]
+enum Event {
+    /// Agent `agent` starts and joins through `bootstrap` (none: the first agent).
+    Start {
+        agent: usize,
+        bootstrap: Vec<usize>,
+    },
+    /// A join that failed is tried again (as `join_network` does until its timeout).
+    Rejoin {
+        agent: usize,
+    },
+    /// One side of a link learns that the connection is up.
+    Connected {
+        link: usize,
+        side: usize,
+        bootstrap: bool,
+    },
+    DialFailed {
+        agent: usize,
+        addr: SocketAddr,
+        peer: Option<AgentId>,
+        bootstrap: bool,
+        kind: ErrorKind,
+    },
+    /// A frame arrives at side `to` of `link`.
+    Frame {
+        link: usize,
+        to: usize,
+        frame: Bytes,
+    },
+    /// Side `side` of `link` learns that the connection ended.
+    Closed {
+        link: usize,
+        side: usize,
+        by_peer: bool,
+    },
+    /// Side `side` of `link` closes it (after its grace).
+    Close {
+        link: usize,
+        side: usize,
+    },
+    Timer {
+        agent: usize,
+        generation: u64,
+    },
+    Publish {
+        publisher: usize,
+        index: usize,
+    },
+    Kill {
+        agents: Vec<usize>,
+    },
+    Partition {
+        side_a: usize,
+    },
+    Heal,
+    /// Counts the agents short of neighbours (5 s after a fault).
+    Census,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct SimAgent {
+    id: AgentId,
+    addr: SocketAddr,
+    incarnation: u64,
+    node: Option<Node>,
+    shared: Arc<Shared>,
+    subscription: Subscription,
+    /// Connection id → (link, which side of it this agent is).
+    conns: HashMap<u64, (usize, usize)>,
+    next_conn: u64,
+    timer_at: Option<u64>,
+    timer_generation: u64,
+    peer_sample: Vec<SocketAddr>,
+    started: bool,
+    /// Which half of a partition the agent is in.
+    side_a: bool,
+    /// When it died, if it did.
+    died_at: Option<u64>,
+    bootstrap: Vec<SocketAddr>,
+    joined: bool,
+}
+
+struct SimLink {
+    ends: [usize; 2],
+    /// Each side's connection id, once that side knows of the connection (and until it ends).
+    conn: [Option<u64>; 2],
+    /// Each side adopted the connection (its driver would run a reader that reports the end).
+    adopted: [bool; 2],
+    /// Carries frames (false once closed, broken by a crash or cut by a partition).
+    open: bool,
+    /// A crash or a partition broke it (rather than an end closing it).
+    broken: bool,
+    /// What the dialer (side 0) expected there, and whether it dialed as a bootstrap.
+    expected: Option<AgentId>,
+    bootstrap: bool,
+    one_way: u64,
+    /// When the last frame sent from each side arrives (each direction is in order).
+    last_arrival: [u64; 2],
+}
+
+struct Published {
+    publisher: usize,
+    at: u64,
+    /// The publisher's side, if a partition was on when it published.
+    cut_off: Option<bool>,
+}
+
+struct World {
+    config: Config,
+    now: u64,
+    end: u64,
+    base: Instant,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    events: u64,
+    agents: Vec<SimAgent>,
+    by_addr: HashMap<SocketAddr, usize>,
+    links: Vec<SimLink>,
+    latencies: HashMap<(usize, usize), u64>,
+    net_rng: StdRng,
+    keys: HashMap<AgentId, PublicKey>,
+    /// Signing keys of the publishers.
+    signers: HashMap<usize, Keypair>,
+    publishers: Vec<usize>,
+    /// Envelopes already verified (by content hash), and whether they passed.
+    verified: HashMap<[u8; 32], bool>,
+    published: Vec<Published>,
+    /// Per published message: when each agent got it (nanoseconds), indexed by agent.
+    received: Vec<HashMap<usize, u64>>,
+    hops: Vec<u32>,
+    deliveries: u64,
+    bytes_sent: u64,
+    partitioned: bool,
+    last_fault: Option<u64>,
+    below_after_faults: Option<usize>,
+}
+
+impl World {
+    fn new(config: &Config) -> Result<Self> {
+        let base = Instant::now();
+        let mut agents = Vec::with_capacity(config.agents);
+        let mut by_addr = HashMap::new();
+        let mut keys = HashMap::new();
+        for i in 0..config.agents {
+            let mut seed = [0u8; 32];
+            let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, i as u64));
+            rng.fill(&mut seed);
+            let key = Keypair::from_seed(seed)?;
+            let id = key.public_key().agent_id();
+            keys.insert(id, key.public_key().clone());
+            let addr = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + 1 + i as u32)),
+                PORT,
+            );
+            by_addr.insert(addr, i);
+            let registry = Arc::new(Registry::default());
+            let subscription = registry.subscribe(TOPIC, usize::MAX >> 1)?;
+            let shared = Arc::new(Shared::new(
+                Arc::new(Counters::default()),
+                registry,
+                key.public_key().clone(),
+            ));
+            agents.push(SimAgent {
+                id,
+                addr,
+                incarnation: rng.random(),
+                node: None,
+                shared,
+                subscription,
+                conns: HashMap::new(),
+                next_conn: 0,
+                timer_at: None,
+                timer_generation: 0,
+                peer_sample: Vec::new(),
+                started: false,
+                side_a: false,
+                died_at: None,
+                bootstrap: Vec::new(),
+                joined: false,
+            });
+        }
+        let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 2, 0));
+        let publishers: Vec<usize> =
+            rand::seq::index::sample(&mut pick, config.agents, config.publishers).into_vec();
+        let mut signers = HashMap::new();
+        for &p in &publishers {
+            let mut seed = [0u8; 32];
+            let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, p as u64));
+            rng.fill(&mut seed);
+            signers.insert(p, Keypair::from_seed(seed)?);
+        }
+        Ok(Self {
+            config: config.clone(),
+            now: 0,
+            end: u64::MAX,
+            base,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            events: 0,
+            agents,
+            by_addr,
+            links: Vec::new(),
+            latencies: HashMap::new(),
+            net_rng: StdRng::seed_from_u64(sub_seed(config.seed, 3, 0)),
+            keys,
+            signers,
+            publishers,
+            verified: HashMap::new(),
+            published: Vec::new(),
+            received: Vec::new(),
+            hops: Vec::new(),
+            deliveries: 0,
+            bytes_sent: 0,
+            partitioned: false,
+            last_fault: None,
+            below_after_faults: None,
+        })
+    }
+
+    fn instant(&self, at: u64) -> Instant {
+        self.base + Duration::from_nanos(at)
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at: at.max(self.now),
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// Joins, then publishing, then the faults, then the end.
+    fn schedule_scenario(&mut self) {
+        let config = self.config.clone();
+        let gap = nanos(config.join_gap);
+        let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 4, 0));
+        for agent in 0..config.agents {
+            // Through agent 0 (the network's first) and a random earlier one, as a deployment
+            // with one well-known bootstrap node and word of mouth would.
+            let mut bootstrap = Vec::new();
+            if agent > 0 {
+                bootstrap.push(0);
+                let other = rng.random_range(0..agent);
+                if other != 0 {
+                    bootstrap.push(other);
+                }
+            }
+            self.schedule(agent as u64 * gap, Event::Start { agent, bootstrap });
+        }
+        let publish_start = config.agents as u64 * gap + nanos(config.settle);
+        let period = (SECOND as f64 / config.rate.max(1e-9)) as u64;
+        for (k, &publisher) in self.publishers.clone().iter().enumerate() {
+            // Publishers out of step with each other, as independent ones are.
+            let offset = period * k as u64 / config.publishers.max(1) as u64;
+            for index in 0..config.messages {
+                let at = publish_start + offset + index as u64 * period;
+                self.schedule(at, Event::Publish { publisher, index });
+            }
+        }
+        let publish_end = publish_start + config.messages as u64 * period;
+        let mut last = publish_end;
+        if let Some((fraction, after)) = config.kill {
+            let candidates: Vec<usize> = (0..config.agents)
+                .filter(|a| !self.publishers.contains(a))
+                .collect();
+            let n = ((candidates.len() as f64) * fraction).round() as usize;
+            let mut victims: Vec<usize> =
+                rand::seq::index::sample(&mut rng, candidates.len(), n.min(candidates.len()))
+                    .into_iter()
+                    .map(|i| candidates[i])
+                    .collect();
+            victims.sort_unstable();
+            let at = publish_start + nanos(after);
+            self.schedule(at, Event::Kill { agents: victims });
+            self.schedule(at + 5 * SECOND, Event::Census);
+            last = last.max(at + 5 * SECOND);
+        }
+        if let Some((fraction, after, duration)) = config.partition {
+            let side_a = ((config.agents as f64) * fraction).round() as usize;
+            let at = publish_start + nanos(after);
+            self.schedule(at, Event::Partition { side_a });
+            let heal = at + nanos(duration);
+            self.schedule(heal, Event::Heal);
+            self.schedule(heal + 5 * SECOND, Event::Census);
+            last = last.max(heal + 5 * SECOND);
+        }
+        self.end = last + nanos(config.drain);
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Start { agent, bootstrap } => self.start(agent, bootstrap),
+            Event::Rejoin { agent } => {
+                if !self.agents[agent].joined {
+                    let bootstrap = self.agents[agent].bootstrap.clone();
+                    self.join(agent, bootstrap);
+                }
+            }
+            Event::Connected {
+                link,
+                side,
+                bootstrap,
+            } => self.connected(link, side, bootstrap),
+            Event::DialFailed {
+                agent,
+                addr,
+                peer,
+                bootstrap,
+                kind,
+            } => {
+                let error = Error::new(kind, format!("cannot connect to {addr} (simulated)"));
+                self.input(
+                    agent,
+                    Input::DialFailed {
+                        addr,
+                        peer,
+                        bootstrap,
+                        error,
+                    },
+                );
+            }
+            Event::Frame { link, to, frame } => self.frame(link, to, &frame),
+            Event::Closed {
+                link,
+                side,
+                by_peer,
+            } => self.closed(link, side, by_peer),
+            Event::Close { link, side } => self.close(link, side),
+            Event::Timer { agent, generation } => {
+                let a = &mut self.agents[agent];
+                if a.timer_generation == generation {
+                    a.timer_at = None;
+                    let now = self.instant(self.now);
+                    if let Some(node) = self.agents[agent].node.as_mut() {
+                        node.handle_timeout(now);
+                    }
+                    self.after_step(agent);
+                }
+            }
+            Event::Publish { publisher, index } => self.publish(publisher, index),
+            Event::Kill { agents } => {
+                self.last_fault = Some(self.now);
+                for agent in agents {
+                    self.kill(agent);
+                }
+            }
+            Event::Partition { side_a } => {
+                self.last_fault = Some(self.now);
+                self.partitioned = true;
+                for (i, agent) in self.agents.iter_mut().enumerate() {
+                    agent.side_a = i < side_a;
+                }
+                for link in 0..self.links.len() {
+                    let [a, b] = self.links[link].ends;
+                    if self.links[link].open && !self.reachable(a, b) {
+                        self.break_link(link);
+                    }
+                }
+            }
+            Event::Heal => {
+                self.last_fault = Some(self.now);
+                self.partitioned = false;
+            }
+            Event::Census => {
+                let below = self
+                    .agents
+                    .iter()
+                    .filter(|a| a.node.is_some() && a.shared.neighbours() < 3)
+                    .count();
+                self.below_after_faults = Some(below);
+            }
+        }
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        !self.partitioned || self.agents[a].side_a == self.agents[b].side_a
+    }
+
+    fn one_way(&mut self, a: usize, b: usize) -> u64 {
+        let key = (a.min(b), a.max(b));
+        if let Some(&d) = self.latencies.get(&key) {
+            return d;
+        }
+        let (lo, hi) = (nanos(self.config.latency.0), nanos(self.config.latency.1));
+        let mut rng = StdRng::seed_from_u64(sub_seed(
+            self.config.seed,
+            5,
+            (key.0 as u64) << 32 | key.1 as u64,
+        ));
+        let d = if hi > lo {
+            rng.random_range(lo..=hi)
+        } else {
+            lo
+        };
+        self.latencies.insert(key, d);
+        d
+    }
+
+    fn start(&mut self, agent: usize, bootstrap: Vec<usize>) {
+        let a = &self.agents[agent];
+        let rng = StdRng::seed_from_u64(sub_seed(self.config.seed, 6, agent as u64));
+        let node = Node::new(
+            a.id,
+            a.incarnation,
+            a.addr,
+            Arc::clone(&a.shared),
+            rng,
+            self.instant(self.now),
+        );
+        let Ok(node) = node else {
+            return;
+        };
+        let bootstrap: Vec<SocketAddr> = bootstrap.iter().map(|&b| self.agents[b].addr).collect();
+        let a = &mut self.agents[agent];
+        a.node = Some(node);
+        a.started = true;
+        a.bootstrap = bootstrap.clone();
+        self.join(agent, bootstrap);
+    }
+
+    fn join(&mut self, agent: usize, bootstrap: Vec<SocketAddr>) {
+        self.input(
+            agent,
+            Input::Join {
+                waiter: 1,
+                bootstrap,
+                patience: Duration::from_secs(5),
+            },
+        );
+    }
+
+    /// Feeds an input to a live agent's node and carries out what it asks for.
+    fn input(&mut self, agent: usize, input: Input) {
+        let now = self.instant(self.now);
+        let Some(node) = self.agents[agent].node.as_mut() else {
+            return;
+        };
+        node.handle(input, now);
+        self.after_step(agent);
+    }
+
+    fn after_step(&mut self, agent: usize) {
+        loop {
+            let Some(action) = self.agents[agent].node.as_mut().and_then(Node::poll_action) else {
+                break;
+            };
+            self.act(agent, action);
+        }
+        self.collect_deliveries(agent);
+        let deadline = self.agents[agent]
+            .node
+            .as_ref()
+            .and_then(Node::poll_timeout)
+            .map(|at| nanos(at.saturating_duration_since(self.base)));
+        let a = &mut self.agents[agent];
+        if deadline != a.timer_at {
+            a.timer_at = deadline;
+            a.timer_generation += 1;
+            if let Some(at) = deadline {
+                let generation = a.timer_generation;
+                self.schedule(at, Event::Timer { agent, generation });
+            }
+        }
+    }
+
+    fn act(&mut self, agent: usize, action: Action) {
+        match action {
+            Action::Send { conn_id, frame } => {
+                if let Some(&(link, side)) = self.agents[agent].conns.get(&conn_id) {
+                    self.send(link, side, frame);
+                }
+            }
+            Action::Dial {
+                addr,
+                expected,
+                bootstrap,
+                timeout,
+            } => self.dial(agent, addr, expected, bootstrap, timeout),
+            Action::Adopt { conn_id } => {
+                if let Some(&(link, side)) = self.agents[agent].conns.get(&conn_id) {
+                    self.links[link].adopted[side] = true;
+                }
+            }
+            Action::Close { conn_id, .. } => {
+                if let Some(&(link, side)) = self.agents[agent].conns.get(&conn_id) {
+                    self.close(link, side);
+                }
+            }
+            Action::CloseAfterGrace { conn_id, .. } => {
+                if let Some(&(link, side)) = self.agents[agent].conns.get(&conn_id) {
+                    self.schedule(self.now + nanos(CLOSE_GRACE), Event::Close { link, side });
+                }
+            }
+            Action::JoinDone { outcome, .. } => match outcome {
+                Ok(()) => self.agents[agent].joined = true,
+                Err(_) => self.schedule(self.now + SECOND, Event::Rejoin { agent }),
+            },
+            Action::PeerSample(sample) => self.agents[agent].peer_sample = sample,
+        }
+    }
+
+    fn dial(
+        &mut self,
+        agent: usize,
+        addr: SocketAddr,
+        expected: Option<AgentId>,
+        bootstrap: bool,
+        timeout: Duration,
+    ) {
+        let fail = |kind| Event::DialFailed {
+            agent,
+            addr,
+            peer: expected,
+            bootstrap,
+            kind,
+        };
+        let target = self.by_addr.get(&crate::net::dialable(addr)).copied();
+        let Some(target) =
+            target.filter(|&t| self.agents[t].node.is_some() && self.reachable(agent, t))
+        else {
+            self.schedule(self.now + nanos(timeout), fail(ErrorKind::Timeout));
+            return;
+        };
+        let one_way = self.one_way(agent, target);
+        let rtt = 2 * one_way;
+        if 2 * rtt > nanos(timeout) {
+            self.schedule(self.now + nanos(timeout), fail(ErrorKind::Timeout));
+            return;
+        }
+        if expected.is_some_and(|id| id != self.agents[target].id) {
+            self.schedule(self.now + rtt, fail(ErrorKind::Protocol));
+            return;
+        }
+        let link = self.links.len();
+        self.links.push(SimLink {
+            ends: [agent, target],
+            conn: [None, None],
+            adopted: [false, false],
+            open: true,
+            broken: false,
+            expected,
+            bootstrap,
+            one_way,
+            last_arrival: [0, 0],
+        });
+        self.schedule(
+            self.now + rtt + one_way,
+            Event::Connected {
+                link,
+                side: 1,
+                bootstrap: false,
+            },
+        );
+        self.schedule(
+            self.now + 2 * rtt,
+            Event::Connected {
+                link,
+                side: 0,
+                bootstrap,
+            },
+        );
+    }
+
+    fn connected(&mut self, link: usize, side: usize, bootstrap: bool) {
+        let me = self.links[link].ends[side];
+        let other = self.links[link].ends[1 - side];
+        if self.agents[me].node.is_none() {
+            return;
+        }
+        if self.links[link].broken || self.agents[other].node.is_none() {
+            // The handshake could not finish: the dialer's times out.
+            if side == 0 {
+                let l = &self.links[link];
+                let event = Event::DialFailed {
+                    agent: me,
+                    addr: self.agents[other].addr,
+                    peer: l.expected,
+                    bootstrap: l.bootstrap,
+                    kind: ErrorKind::Timeout,
+                };
+                self.schedule(self.now, event);
+            }
+            return;
+        }
+        let a = &mut self.agents[me];
+        a.next_conn += 1;
+        let conn_id = a.next_conn;
+        a.conns.insert(conn_id, (link, side));
+        self.links[link].conn[side] = Some(conn_id);
+        let o = &self.agents[other];
+        let connected = Connected {
+            conn_id,
+            peer: o.id,
+            incarnation: o.incarnation,
+            listen: o.addr,
+            peers: o.peer_sample.clone(),
+            remote: o.addr,
+            bootstrap,
+        };
+        if !self.links[link].open {
+            // The other end gave up on it already: this end hears so next.
+            self.schedule(
+                self.now,
+                Event::Closed {
+                    link,
+                    side,
+                    by_peer: true,
+                },
+            );
+        }
+        self.input(me, Input::Connected(connected));
+    }
+
+    fn send(&mut self, link: usize, side: usize, frame: Bytes) {
+        let l = &self.links[link];
+        if !l.open {
+            return;
+        }
+        let one_way = l.one_way;
+        let mut arrival = self.now + one_way;
+        while self.config.loss > 0.0 && self.net_rng.random_bool(self.config.loss) {
+            arrival += 3 * one_way; // one retransmission timeout: 1.5 round trips
+        }
+        let l = &mut self.links[link];
+        arrival = arrival.max(l.last_arrival[side]);
+        l.last_arrival[side] = arrival;
+        self.bytes_sent += frame.len() as u64 + 4;
+        self.schedule(
+            arrival,
+            Event::Frame {
+                link,
+                to: 1 - side,
+                frame,
+            },
+        );
+    }
+
+    fn frame(&mut self, link: usize, to: usize, frame: &[u8]) {
+        let me = self.links[link].ends[to];
+        let Some(conn_id) = self.links[link].conn[to] else {
+            return;
+        };
+        if self.agents[me].node.is_none() {
+            return;
+        }
+        let peer = self.agents[self.links[link].ends[1 - to]].id;
+        let counters = Arc::clone(&self.agents[me].shared.counters);
+        counters.add(&counters.bytes_in, frame.len() as u64 + 4);
+        let (keys, verified) = (&self.keys, &mut self.verified);
+        let received = decode_gossip(frame, |publisher, id, envelope| {
+            let ok = match verified.get(id) {
+                Some(&ok) => ok,
+                None => {
+                    let ok = keys
+                        .get(&publisher)
+                        .is_some_and(|key| envelope.verify(key).is_ok());
+                    verified.insert(*id, ok);
+                    ok
+                }
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(Rejection::BadSignature)
+            }
+        });
+        let Ok(received) = received else {
+            // Honest simulated agents send nothing invalid: a bug in the node or the model.
+            panic!("simulated agent {me} got an invalid frame on connection {conn_id}");
+        };
+        let rtt = Duration::from_nanos(2 * self.links[link].one_way);
+        self.input(
+            me,
+            Input::Frame {
+                peer,
+                received,
+                rtt,
+            },
+        );
+    }
+
+    /// Side `side` closes the link: the other side hears after the frames in flight.
+    fn close(&mut self, link: usize, side: usize) {
+        let l = &mut self.links[link];
+        if l.open {
+            l.open = false;
+            let at = (self.now + l.one_way).max(l.last_arrival[side]);
+            self.schedule(
+                at,
+                Event::Closed {
+                    link,
+                    side: 1 - side,
+                    by_peer: true,
+                },
+            );
+        }
+        let l = &self.links[link];
+        if l.adopted[side] {
+            self.schedule(
+                self.now,
+                Event::Closed {
+                    link,
+                    side,
+                    by_peer: false,
+                },
+            );
+        } else if let Some(conn_id) = l.conn[side] {
+            let me = l.ends[side];
+            self.links[link].conn[side] = None;
+            self.agents[me].conns.remove(&conn_id);
+        }
+    }
+
+    /// A crash or a partition broke the link: each live end notices at the idle timeout.
+    fn break_link(&mut self, link: usize) {
+        self.links[link].open = false;
+        self.links[link].broken = true;
+        for side in 0..2 {
+            self.schedule(
+                self.now + nanos(IDLE_TIMEOUT),
+                Event::Closed {
+                    link,
+                    side,
+                    by_peer: false,
+                },
+            );
+        }
+    }
+
+    fn closed(&mut self, link: usize, side: usize, by_peer: bool) {
+        let me = self.links[link].ends[side];
+        let Some(conn_id) = self.links[link].conn[side].take() else {
+            return;
+        };
+        self.agents[me].conns.remove(&conn_id);
+        let peer = self.agents[self.links[link].ends[1 - side]].id;
+        self.input(
+            me,
+            Input::Closed {
+                peer,
+                conn_id,
+                by_peer,
+            },
+        );
+    }
+
+    fn kill(&mut self, agent: usize) {
+        let a = &mut self.agents[agent];
+        if a.node.take().is_none() {
+            return;
+        }
+        a.died_at = Some(self.now);
+        a.conns.clear();
+        for link in 0..self.links.len() {
+            let l = &self.links[link];
+            if l.ends.contains(&agent) && l.open {
+                self.break_link(link);
+            }
+        }
+    }
+
+    fn publish(&mut self, publisher: usize, index: usize) {
+        if self.agents[publisher].node.is_none() {
+            return;
+        }
+        let number = self.published.len() as u64;
+        let mut payload = vec![0u8; self.config.payload.max(8)];
+        payload[..8].copy_from_slice(&number.to_le_bytes());
+        let item = Item {
+            topic: TOPIC.to_string(),
+            timestamp_ms: 0,
+            payload: Bytes::from(payload),
+        };
+        let signer = &self.signers[&publisher];
+        let Ok(envelope) = wire::seal(signer, index as u64 + 1, vec![item]) else {
+            return;
+        };
+        let cut_off = self.partitioned.then_some(self.agents[publisher].side_a);
+        self.published.push(Published {
+            publisher,
+            at: self.now,
+            cut_off,
+        });
+        self.received.push(HashMap::new());
+        self.input(publisher, Input::Broadcast(envelope));
+    }
+
+    fn collect_deliveries(&mut self, agent: usize) {
+        let Some(batch) = self.agents[agent].subscription.try_next_batch(usize::MAX) else {
+            return;
+        };
+        for message in batch {
+            let Some(number) = message
+                .payload
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes)
+            else {
+                continue;
+            };
+            let Some(got) = self.received.get_mut(number as usize) else {
+                continue;
+            };
+            if got.insert(agent, self.now).is_none() {
+                self.deliveries += 1;
+                self.hops.push(message.hops);
+            }
+        }
+    }
+
+    fn report(&self) -> Report {
+        let after_faults = self.last_fault.map(|t| t + 5 * SECOND);
+        let (mut pairs, mut delivered) = (0u64, 0u64);
+        let (mut pairs_after, mut delivered_after) = (0u64, 0u64);
+        let mut latencies: Vec<u64> = Vec::new();
+        for (number, message) in self.published.iter().enumerate() {
+            let got = &self.received[number];
+            for (agent, a) in self.agents.iter().enumerate() {
+                let alive = a.died_at.is_none() && a.started;
+                let across = message.cut_off.is_some_and(|side| side != a.side_a);
+                if agent == message.publisher || !alive || across {
+                    continue;
+                }
+                let late = after_faults.is_none_or(|t| message.at >= t);
+                pairs += 1;
+                pairs_after += u64::from(late);
+                if let Some(&at) = got.get(&agent) {
+                    delivered += 1;
+                    delivered_after += u64::from(late);
+                    latencies.push(at - message.at);
+                }
+            }
+        }
+        latencies.sort_unstable();
+        let percentile = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            latencies[i] as f64 / 1e6
+        };
+        let copies: u64 = self
+            .agents
+            .iter()
+            .map(|a| {
+                a.shared
+                    .counters
+                    .envelopes_received
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum();
+        let live: Vec<usize> = (0..self.agents.len())
+            .filter(|&i| self.agents[i].node.is_some())
+            .collect();
+        let neighbour_counts: Vec<usize> = live
+            .iter()
+            .map(|&i| self.agents[i].shared.neighbours())
+            .collect();
+        let ratio = |d: u64, p: u64| if p == 0 { 1.0 } else { d as f64 / p as f64 };
+        Report {
+            agents: self.agents.len(),
+            seed: self.config.seed,
+            messages: self.published.len(),
+            delivered_ratio: ratio(delivered, pairs),
+            delivered_ratio_after_faults: ratio(delivered_after, pairs_after),
+            p50_ms: percentile(0.5),
+            p99_ms: percentile(0.99),
+            max_ms: percentile(1.0),
+            rmr: if self.deliveries == 0 {
+                0.0
+            } else {
+                copies as f64 / self.deliveries as f64 - 1.0
+            },
+            max_hops: self.hops.iter().copied().max().unwrap_or(0),
+            mean_hops: if self.hops.is_empty() {
+                0.0
+            } else {
+                self.hops.iter().map(|&h| f64::from(h)).sum::<f64>() / self.hops.len() as f64
+            },
+            bytes_per_agent: self.bytes_sent as f64 / self.agents.len() as f64,
+            below_3_neighbours: neighbour_counts.iter().filter(|&&n| n < 3).count(),
+            min_neighbours: neighbour_counts.iter().copied().min().unwrap_or(0),
+            components: self.components(&live),
+            below_3_after_faults: self.below_after_faults,
+            failed_joins: self
+                .agents
+                .iter()
+                .filter(|a| a.node.is_some() && !a.joined)
+                .count(),
+            events: self.events,
+            sim_s: self.now as f64 / SECOND as f64,
+            wall_s: 0.0,
+            peak_rss_mib: 0.0,
+        }
+    }
+
+    /// Connected components of the live agents' neighbour graph (union-find).
+    fn components(&self, live: &[usize]) -> usize {
+        let index: HashMap<AgentId, usize> = live
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (self.agents[i].id, k))
+            .collect();
+        let mut parent: Vec<usize> = (0..live.len()).collect();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        for (k, &i) in live.iter().enumerate() {
+            let Some(node) = self.agents[i].node.as_ref() else {
+                continue;
+            };
+            for peer in node.neighbours() {
+                if let Some(&j) = index.get(&peer) {
+                    let (a, b) = (find(&mut parent, k), find(&mut parent, j));
+                    parent[a] = b;
+                }
+            }
+        }
+        (0..live.len())
+            .filter(|&k| find(&mut parent, k) == k)
+            .count()
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

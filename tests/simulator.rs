@@ -1,0 +1,132 @@
+//! The overlay on simulated time (`x0x::sim`): the real nodes, a modelled network, exact
+//! outcomes over several seeds, in seconds. Sizes here are CI sizes; `make simulate` runs the
+//! figures of ARCHITECTURE.md at full size.
+
+use std::time::Duration;
+
+use x0x::sim::{self, Config, Report};
+
+fn run(config: &Config) -> Report {
+    sim::run(config, &mut |_| {}).expect("the simulation runs")
+}
+
+/// R1 of the netns scenarios, simulated: 20 agents, 50 ms RTT, 5% loss, 3 publishers at 10
+/// msg/s.
+fn r1(seed: u64) -> Config {
+    Config {
+        agents: 20,
+        publishers: 3,
+        messages: 50,
+        rate: 10.0,
+        latency: (Duration::from_millis(25), Duration::from_millis(25)),
+        loss: 0.05,
+        seed,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn one_seed_gives_one_run() {
+    let config = Config {
+        agents: 30,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        loss: 0.02,
+        seed: 7,
+        messages: 20,
+        ..Config::default()
+    };
+    let (a, b) = (run(&config), run(&config));
+    let exact = |r: &Report| {
+        (
+            r.events,
+            r.p99_ms.to_bits(),
+            r.rmr.to_bits(),
+            r.bytes_per_agent.to_bits(),
+            r.max_hops,
+        )
+    };
+    assert_eq!(exact(&a), exact(&b));
+    let other = run(&Config { seed: 8, ..config });
+    assert_ne!(exact(&a), exact(&other), "the seed changes the run");
+}
+
+#[test]
+fn r1_delivers_everything_on_every_seed() {
+    for seed in 1..=3 {
+        let report = run(&r1(seed));
+        assert_eq!(report.messages, 150);
+        assert_eq!(report.delivered_ratio, 1.0, "seed {seed}: {report:?}");
+        assert!(report.p99_ms <= 500.0, "seed {seed}: {report:?}");
+        // The delay is real: a message crosses at least one 25 ms link.
+        assert!(report.p50_ms >= 25.0, "seed {seed}: {report:?}");
+        assert_eq!(report.components, 1, "seed {seed}: {report:?}");
+        assert_eq!(report.failed_joins, 0, "seed {seed}: {report:?}");
+    }
+}
+
+#[test]
+fn survivors_of_half_the_agents_killed_get_everything_and_regain_neighbours() {
+    let report = run(&Config {
+        agents: 60,
+        publishers: 3,
+        messages: 60,
+        rate: 5.0,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        loss: 0.01,
+        seed: 3,
+        kill: Some((0.5, Duration::from_secs(3))),
+        ..Config::default()
+    });
+    assert_eq!(report.delivered_ratio_after_faults, 1.0, "{report:?}");
+    assert_eq!(report.below_3_after_faults, Some(0), "{report:?}");
+    assert_eq!(report.components, 1, "{report:?}");
+}
+
+#[test]
+fn a_healed_partition_is_one_overlay_again() {
+    let report = run(&Config {
+        agents: 60,
+        publishers: 4,
+        messages: 40,
+        rate: 1.0,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        loss: 0.01,
+        seed: 5,
+        partition: Some((0.5, Duration::from_secs(3), Duration::from_secs(20))),
+        ..Config::default()
+    });
+    assert_eq!(report.components, 1, "{report:?}");
+    assert_eq!(report.delivered_ratio_after_faults, 1.0, "{report:?}");
+}
+
+#[test]
+fn an_overlay_idle_for_half_an_hour_keeps_its_neighbours_and_delivers() {
+    let report = run(&Config {
+        agents: 40,
+        publishers: 3,
+        messages: 10,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        seed: 11,
+        settle: Duration::from_secs(30 * 60),
+        ..Config::default()
+    });
+    assert_eq!(report.delivered_ratio, 1.0, "{report:?}");
+    assert_eq!(report.below_3_neighbours, 0, "{report:?}");
+    assert_eq!(report.components, 1, "{report:?}");
+}
+
+#[test]
+fn bad_configurations_are_refused_with_the_reason() {
+    let error = sim::run(
+        &Config {
+            publishers: 30,
+            ..Config::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("no more publishers than agents"),
+        "{error}"
+    );
+}
