@@ -133,6 +133,8 @@ pub struct Report {
     /// Live agents with fewer than 3 neighbours 5 s after the last fault (kill or heal), if
     /// there was one.
     pub below_3_after_faults: Option<usize>,
+    /// Connected components 5 s after the last fault, if there was one.
+    pub components_after_faults: Option<usize>,
     /// Live agents that never joined.
     pub failed_joins: usize,
     /// Simulated events handled, and the simulated time at the end (seconds).
@@ -147,15 +149,14 @@ pub struct Report {
 impl Report {
     /// One JSON object (no nesting; `null` for what was not measured).
     pub fn to_json(&self) -> String {
-        let below_after = self
-            .below_3_after_faults
-            .map_or_else(|| "null".to_string(), |n| n.to_string());
+        let or_null = |n: Option<usize>| n.map_or_else(|| "null".to_string(), |n| n.to_string());
         format!(
             "{{\"agents\": {}, \"seed\": {}, \"messages\": {}, \"delivered_ratio\": {:.6}, \
              \"delivered_ratio_after_faults\": {:.6}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \
              \"max_ms\": {:.1}, \"rmr\": {:.4}, \"max_hops\": {}, \"mean_hops\": {:.2}, \
              \"bytes_per_agent\": {:.0}, \"below_3_neighbours\": {}, \"min_neighbours\": {}, \
-             \"components\": {}, \"below_3_after_faults\": {}, \"failed_joins\": {}, \
+             \"components\": {}, \"below_3_after_faults\": {}, \"components_after_faults\": {}, \
+             \"failed_joins\": {}, \
              \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
@@ -172,7 +173,8 @@ impl Report {
             self.below_3_neighbours,
             self.min_neighbours,
             self.components,
-            below_after,
+            or_null(self.below_3_after_faults),
+            or_null(self.components_after_faults),
             self.failed_joins,
             self.events,
             self.sim_s,
@@ -398,6 +400,7 @@ struct World {
     partitioned: bool,
     last_fault: Option<u64>,
     below_after_faults: Option<usize>,
+    components_after_faults: Option<usize>,
 }
 
 impl World {
@@ -479,6 +482,7 @@ impl World {
             partitioned: false,
             last_fault: None,
             below_after_faults: None,
+            components_after_faults: None,
         })
     }
 
@@ -634,6 +638,10 @@ impl World {
                     .filter(|a| a.node.is_some() && a.shared.neighbours() < 3)
                     .count();
                 self.below_after_faults = Some(below);
+                let live: Vec<usize> = (0..self.agents.len())
+                    .filter(|&i| self.agents[i].node.is_some())
+                    .collect();
+                self.components_after_faults = Some(self.components(&live));
             }
         }
     }
@@ -1148,6 +1156,7 @@ impl World {
             min_neighbours: neighbour_counts.iter().copied().min().unwrap_or(0),
             components: self.components(&live),
             below_3_after_faults: self.below_after_faults,
+            components_after_faults: self.components_after_faults,
             failed_joins: self
                 .agents
                 .iter()
