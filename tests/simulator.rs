@@ -56,6 +56,7 @@ fn r1_delivers_everything_on_every_seed() {
         let report = run(&r1(seed));
         assert_eq!(report.messages, 150);
         assert_eq!(report.delivered_ratio, 1.0, "seed {seed}: {report:?}");
+        assert_eq!(report.lost_messages, 0, "seed {seed}: {report:?}");
         assert!(report.p99_ms <= 500.0, "seed {seed}: {report:?}");
         // The delay is real: a message crosses at least one 25 ms link.
         assert!(report.p50_ms >= 25.0, "seed {seed}: {report:?}");
@@ -99,8 +100,10 @@ fn a_healed_partition_is_one_overlay_again() {
     assert_eq!(report.delivered_ratio_after_faults, 1.0, "{report:?}");
 }
 
+/// Neighbourships do change while idle (`neighbours_lost_idle`: 816 in 30 min at 100 agents,
+/// see README → Simulated networks); what must hold is that nobody ends up short.
 #[test]
-fn an_overlay_idle_for_half_an_hour_keeps_its_neighbours_and_delivers() {
+fn an_overlay_idle_for_half_an_hour_keeps_enough_neighbours_and_delivers() {
     let report = run(&Config {
         agents: 40,
         publishers: 3,

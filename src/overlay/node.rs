@@ -25,13 +25,13 @@ use rand::seq::IteratorRandom;
 use rand::RngExt;
 use tokio::time::Instant;
 
-use crate::duplicates::{Duplicates, Verdict};
+use crate::duplicates::Verdict;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::Event;
 use crate::gossip::{Mode, Shared};
 use crate::identity::AgentId;
 use crate::net;
-use crate::replay::ReplayGuard;
+use crate::overlay::broadcast::Tuning;
 use crate::streams::Received;
 use crate::wire::{self, GOSSIP_MAX_MESSAGE_SIZE};
 
@@ -68,22 +68,12 @@ const SHUFFLE_INTERVAL: Duration = Duration::from_secs(10);
 /// [`MIN_SHUFFLE_GAP`].
 const KNOWN_BELOW: usize = 4;
 const MIN_SHUFFLE_GAP: Duration = Duration::from_secs(1);
-/// The longest an IHave is held back (see `Node::ihave_hold`).
-const MAX_IHAVE_HOLD: Duration = Duration::from_millis(100);
-/// Publishers whose path depth is tracked (those heard within [`DEPTH_TTL`]).
-const DEPTHS_CAP: usize = 256;
-const DEPTH_TTL: Duration = Duration::from_secs(10);
 /// Incarnations that a newer one of the same agent replaced, remembered this long (at most
 /// [`SUPERSEDED_CAP`]): a connection from one of them is a second live copy of that agent.
 const SUPERSEDED_RETENTION: Duration = Duration::from_secs(600);
 const SUPERSEDED_CAP: usize = 1024;
 /// Hello hints kept at most (see `Node::hints`).
 const HINTS_CAP: usize = 64;
-/// Payloads announced to a new neighbour: those of the last 4 s (the gossip layer answers
-/// grafts from a 5 s cache), at most 1024 (a 35 KB IHave).
-const RECENT_RETENTION: Duration = Duration::from_secs(4);
-const RECENT_CAP: usize = 1024;
-
 /// The gossip topic every agent joins (application topics travel inside envelopes).
 pub fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
@@ -285,7 +275,6 @@ pub(crate) struct Node {
     addr_book: BTreeMap<AgentId, SocketAddr>,
     neighbours: BTreeSet<AgentId>,
     join: Option<JoinAttempt>,
-    replay: ReplayGuard,
     /// The bootstrap addresses of the last join, for topping up.
     bootstrap: Vec<SocketAddr>,
     /// Top-up dials under way, by address, with when they started. Up to [`TOP_UP_DIALS`] at
@@ -304,17 +293,10 @@ pub(crate) struct Node {
     /// Addresses peers passed on in their hellos ([`wire::Hello::peers`]): top-up candidates
     /// besides the address book (which shuffles fill, see [`Node::learn_peers`]).
     hints: BTreeSet<SocketAddr>,
-    /// How far recent publishers are, for [`Node::ihave_hold`].
-    depths: PathDepths,
-    /// Payloads received or published lately (when, id, round), oldest first; see
-    /// [`Node::announce_recent`].
-    recent: VecDeque<(Instant, [u8; 32], u64)>,
-    /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
-    received: u64,
+    /// Duplicate filter, IHave holds, recent payloads.
+    tuning: Tuning,
     /// Peers' incarnations that a newer one replaced, and when (see [`SUPERSEDED_RETENTION`]).
     superseded: HashMap<AgentId, (u64, Instant)>,
-    /// Recent payload ids, and which duplicates may prune.
-    duplicates: Duplicates,
 }
 
 impl Node {
@@ -352,17 +334,13 @@ impl Node {
             addr_book: BTreeMap::new(),
             neighbours: BTreeSet::new(),
             join: None,
-            replay: ReplayGuard::default(),
             bootstrap: Vec::new(),
             top_up_dials: HashMap::new(),
             lost: BTreeMap::new(),
             probes: HashMap::new(),
-            received: 0,
             superseded: HashMap::new(),
-            duplicates: Duplicates::default(),
             hints: BTreeSet::new(),
-            depths: PathDepths::default(),
-            recent: VecDeque::new(),
+            tuning: Tuning::default(),
         };
         node.set_timer(Duration::ZERO, Timer::Repair);
         Ok(node)
@@ -543,7 +521,10 @@ impl Node {
         match event {
             proto::Event::NeighborUp(peer) => {
                 if self.neighbours.insert(peer) {
-                    self.announce_recent(peer);
+                    if let Some(frame) = self.tuning.recent_announcement(self.now) {
+                        // Those it lacks it grafts (see `Tuning::recent_announcement`).
+                        self.send_to(peer, frame);
+                    }
                     self.shared
                         .neighbours
                         .store(self.neighbours.len(), Ordering::Release);
@@ -564,16 +545,22 @@ impl Node {
             }
             proto::Event::NeighborDown(peer) => self.lose_neighbour(peer),
             proto::Event::Received(gossip) => {
-                self.received += 1;
+                self.tuning.count_delivery();
                 let hops = delivery_hops(gossip.scope);
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
-                    Ok(envelope) if !self.replay.accept(envelope.sender, envelope.seq) => {
+                    Ok(envelope)
+                        if !self.tuning.delivered(
+                            envelope.sender,
+                            envelope.seq,
+                            hops,
+                            self.now,
+                        ) =>
+                    {
                         let counters = &self.shared.counters;
                         counters.add(&counters.dropped_replay, 1);
                     }
                     Ok(envelope) => {
-                        self.depths.note(envelope.sender, hops, self.now);
                         self.shared.registry.deliver(
                             envelope.sender,
                             &envelope.items,
@@ -594,49 +581,11 @@ impl Node {
         if self.mode == Mode::Left {
             return;
         }
-        // Our own payload: copies that come back are duplicates, and we publish.
-        let id = *blake3::hash(&envelope).as_bytes();
-        if let Some(publisher) = wire::claimed_sender(&envelope) {
-            self.duplicates.remember(id, publisher, self.now);
-        }
-        self.remember_recent(id, 0);
+        self.tuning.own(&envelope, self.now);
         self.proto(InEvent::Command(
             network_topic(),
             ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
         ));
-    }
-
-    fn remember_recent(&mut self, id: [u8; 32], round: u64) {
-        if self.recent.len() >= RECENT_CAP {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((self.now, id, round));
-    }
-
-    /// Tells a new neighbour which payloads arrived (or were published) here lately; it grafts
-    /// those it lacks. Plumtree only pushes a payload when it arrives, so without this a peer
-    /// that was cut off (say, all its neighbours were killed: it notices at the idle timeout)
-    /// never gets what was published meanwhile, and its own payloads from that time reach
-    /// nobody (R3: a publisher whose neighbours all died lost ~3 s of its messages).
-    fn announce_recent(&mut self, peer: AgentId) {
-        let now = self.now;
-        while self
-            .recent
-            .front()
-            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT_RETENTION)
-        {
-            self.recent.pop_front();
-        }
-        if self.recent.is_empty() {
-            return;
-        }
-        let ihaves: Vec<_> = self
-            .recent
-            .iter()
-            .map(|&(_, id, round)| (id, round))
-            .collect();
-        let frame = wire::ihave_frame(network_topic().as_bytes(), &ihaves);
-        self.send_to(peer, Bytes::from(frame));
     }
 
     fn lose_neighbour(&mut self, peer: AgentId) {
@@ -1005,7 +954,11 @@ impl Node {
             ihave_round,
         } = received;
         let Some(payload) = payload else {
-            match ihave_round.and_then(|round| self.ihave_hold(peer, round, rtt)) {
+            // Only IHaves from a peer we send to are held (a spare's are rare and passed on).
+            let hold = ihave_round
+                .filter(|_| self.links.contains_key(&peer))
+                .and_then(|round| self.tuning.ihave_hold(round, rtt, self.now));
+            match hold {
                 Some(hold) => {
                     self.set_timer(hold, Timer::HeldIhave(peer, message));
                 }
@@ -1016,44 +969,22 @@ impl Node {
         let counters = &self.shared.counters;
         // Before delivery: stats never lag a message a reader already has.
         counters.add(&counters.envelopes_received, 1);
-        let verdict = self
-            .duplicates
-            .check(payload.id, payload.publisher, self.now);
-        if verdict == Verdict::Drop {
+        if self.tuning.check(&payload, self.now) == Verdict::Drop {
             counters.add(&counters.duplicates, 1);
             return;
         }
-        let received_before = self.received;
+        let delivered_before = self.tuning.delivered_count();
         self.proto(InEvent::RecvMessage(peer, message));
         // The gossip layer delivers a payload the first time it sees it, at once; one it does
         // not deliver is a duplicate it suppressed (and pruned the link it came on).
-        if self.received == received_before {
+        if self.tuning.delivered_count() == delivered_before {
             let counters = &self.shared.counters;
             counters.add(&counters.duplicates, 1);
         } else if let Some(round) = payload.round {
             // Delivered here: announce it to new neighbours for a while, at the round the
             // gossip layer forwards it with.
-            self.remember_recent(payload.id, round + 1);
+            self.tuning.remember_recent(payload.id, round + 1, self.now);
         }
-    }
-
-    /// How long to hold an IHave from `peer` (over a link with round-trip time `rtt`)
-    /// announcing payloads at `round` before the gossip layer sees it (and starts its graft
-    /// timer), or `None` to pass it on at once.
-    ///
-    /// The graft timeout runs from the first announcement, and an announcement from a peer
-    /// nearer the publisher arrives before the eager copy does even when nothing is wrong:
-    /// `depth - round - 1` hops earlier. On deep paths that used up most of the timeout, so a
-    /// payload a retransmission delayed by one RTT was grafted, arrived twice, and the graft
-    /// closed a cycle (R1: grafts and duplicates grew with the tree's depth). Holding the
-    /// announcement for those hops gives every path the same slack.
-    fn ihave_hold(&self, peer: AgentId, round: u64, rtt: Duration) -> Option<Duration> {
-        let behind = self.depths.deepest(self.now) - round as f64 - 1.0;
-        if behind <= 0.0 || !self.links.contains_key(&peer) {
-            return None;
-        }
-        let hold = (rtt / 2).mul_f64(behind).min(MAX_IHAVE_HOLD);
-        (hold >= Duration::from_millis(1)).then_some(hold)
     }
 
     fn on_connected(&mut self, connected: Connected) {
@@ -1258,39 +1189,6 @@ impl Node {
     }
 }
 
-/// Per recent publisher: a moving average of the hops its payloads took to reach us, and when
-/// the last one came.
-#[derive(Debug, Default)]
-struct PathDepths(HashMap<AgentId, (f64, Instant)>);
-
-impl PathDepths {
-    fn note(&mut self, publisher: AgentId, hops: u32, now: Instant) {
-        if self.0.len() >= DEPTHS_CAP && !self.0.contains_key(&publisher) {
-            self.0
-                .retain(|_, (_, at)| now.duration_since(*at) <= DEPTH_TTL);
-            if self.0.len() >= DEPTHS_CAP {
-                return;
-            }
-        }
-        let (depth, at) = self.0.entry(publisher).or_insert((f64::from(hops), now));
-        *depth += (f64::from(hops) - *depth) / 16.0;
-        *at = now;
-    }
-
-    /// The path depth of the recent publisher farthest from us. An IHave names no publisher,
-    /// and one eager tree serves them all, shaped by the pruner's payloads: other publishers'
-    /// payloads take longer paths through it (R1: up to twice the depth), and those are the
-    /// ones an early graft turns into duplicates. (Holding by the mean depth over all
-    /// publishers instead: R1 redundancy 0.43-0.56 in runs with deep trees, now 0.34-0.49.)
-    fn deepest(&self, now: Instant) -> f64 {
-        self.0
-            .values()
-            .filter(|(_, at)| now.duration_since(*at) <= DEPTH_TTL)
-            .map(|(depth, _)| *depth)
-            .fold(0.0, f64::max)
-    }
-}
-
 /// How many links a payload crossed from its publisher to us (1: a direct neighbour).
 fn delivery_hops(scope: proto::DeliveryScope) -> u32 {
     match scope {
@@ -1439,30 +1337,6 @@ mod tests {
                 assert!(!is_shuffle_timer(delay, &timer), "{timer:?}");
             }
         }
-    }
-
-    #[test]
-    fn ihaves_are_held_for_the_farthest_recent_publisher() {
-        let mut depths = PathDepths::default();
-        let (near, far) = (AgentId([1; 32]), AgentId([2; 32]));
-        let start = Instant::now();
-        assert_eq!(depths.deepest(start), 0.0);
-        for _ in 0..64 {
-            depths.note(near, 2, start);
-            depths.note(far, 6, start);
-        }
-        assert_eq!(
-            depths.deepest(start),
-            6.0,
-            "the far publisher's, not the mean"
-        );
-        let later = start + DEPTH_TTL / 2;
-        depths.note(near, 2, later);
-        let far_silent = later + DEPTH_TTL / 2 + Duration::from_millis(1);
-        assert_eq!(depths.deepest(far_silent), 2.0, "the far one fell silent");
-        // One unusual path moves the average only a little.
-        depths.note(near, 10, later);
-        assert!(depths.deepest(far_silent) < 3.0);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Event as AgentEvent, EventStream};
 use crate::gossip::Shared;
 use crate::identity::{AgentId, Keypair, PublicKey};
 use crate::overlay::node::{Action, Connected, Input, Node};
@@ -114,6 +115,8 @@ pub struct Report {
     pub delivered_ratio: f64,
     /// The same, for messages published at least 5 s after the last fault (kill or heal).
     pub delivered_ratio_after_faults: f64,
+    /// Messages that no eligible receiver got at all (lost at the publisher, not on the way).
+    pub lost_messages: usize,
     /// Publish-to-delivery latency percentiles, milliseconds.
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -133,6 +136,9 @@ pub struct Report {
     /// Live agents with fewer than 3 neighbours 5 s after the last fault (kill or heal), if
     /// there was one.
     pub below_3_after_faults: Option<usize>,
+    /// Neighbourships lost (counted at both ends) while the overlay was idle: from 5 s after
+    /// the last join until publishing starts.
+    pub neighbours_lost_idle: u64,
     /// Connected components 5 s after the last fault, if there was one.
     pub components_after_faults: Option<usize>,
     /// Live agents that never joined.
@@ -152,17 +158,18 @@ impl Report {
         let or_null = |n: Option<usize>| n.map_or_else(|| "null".to_string(), |n| n.to_string());
         format!(
             "{{\"agents\": {}, \"seed\": {}, \"messages\": {}, \"delivered_ratio\": {:.6}, \
-             \"delivered_ratio_after_faults\": {:.6}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \
+             \"delivered_ratio_after_faults\": {:.6}, \"lost_messages\": {}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \
              \"max_ms\": {:.1}, \"rmr\": {:.4}, \"max_hops\": {}, \"mean_hops\": {:.2}, \
              \"bytes_per_agent\": {:.0}, \"below_3_neighbours\": {}, \"min_neighbours\": {}, \
              \"components\": {}, \"below_3_after_faults\": {}, \"components_after_faults\": {}, \
-             \"failed_joins\": {}, \
+             \"neighbours_lost_idle\": {}, \"failed_joins\": {}, \
              \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
             self.delivered_ratio,
             self.delivered_ratio_after_faults,
+            self.lost_messages,
             self.p50_ms,
             self.p99_ms,
             self.max_ms,
@@ -175,6 +182,7 @@ impl Report {
             self.components,
             or_null(self.below_3_after_faults),
             or_null(self.components_after_faults),
+            self.neighbours_lost_idle,
             self.failed_joins,
             self.events,
             self.sim_s,
@@ -332,6 +340,7 @@ struct SimAgent {
     node: Option<Node>,
     shared: Arc<Shared>,
     subscription: Subscription,
+    events: EventStream,
     /// Connection id → (link, which side of it this agent is).
     conns: HashMap<u64, (usize, usize)>,
     next_conn: u64,
@@ -401,6 +410,9 @@ struct World {
     last_fault: Option<u64>,
     below_after_faults: Option<usize>,
     components_after_faults: Option<usize>,
+    /// From 5 s after the last join until publishing starts.
+    idle: (u64, u64),
+    neighbours_lost_idle: u64,
 }
 
 impl World {
@@ -428,6 +440,7 @@ impl World {
                 registry,
                 key.public_key().clone(),
             ));
+            let events = shared.events.subscribe(usize::MAX >> 1);
             agents.push(SimAgent {
                 id,
                 addr,
@@ -435,6 +448,7 @@ impl World {
                 node: None,
                 shared,
                 subscription,
+                events,
                 conns: HashMap::new(),
                 next_conn: 0,
                 timer_at: None,
@@ -483,6 +497,8 @@ impl World {
             last_fault: None,
             below_after_faults: None,
             components_after_faults: None,
+            idle: (0, 0),
+            neighbours_lost_idle: 0,
         })
     }
 
@@ -518,6 +534,7 @@ impl World {
             self.schedule(agent as u64 * gap, Event::Start { agent, bootstrap });
         }
         let publish_start = config.agents as u64 * gap + nanos(config.settle);
+        self.idle = (config.agents as u64 * gap + 5 * SECOND, publish_start);
         let period = (SECOND as f64 / config.rate.max(1e-9)) as u64;
         for (k, &publisher) in self.publishers.clone().iter().enumerate() {
             // Publishers out of step with each other, as independent ones are.
@@ -721,6 +738,14 @@ impl World {
             self.act(agent, action);
         }
         self.collect_deliveries(agent);
+        if let Some(events) = self.agents[agent].events.try_next_batch(usize::MAX) {
+            let idle = (self.idle.0..self.idle.1).contains(&self.now);
+            for event in events {
+                if idle && matches!(event, AgentEvent::PeerLeft(_)) {
+                    self.neighbours_lost_idle += 1;
+                }
+            }
+        }
         let deadline = self.agents[agent]
             .node
             .as_ref()
@@ -1087,8 +1112,10 @@ impl World {
         let (mut pairs, mut delivered) = (0u64, 0u64);
         let (mut pairs_after, mut delivered_after) = (0u64, 0u64);
         let mut latencies: Vec<u64> = Vec::new();
+        let mut lost_messages = 0;
         for (number, message) in self.published.iter().enumerate() {
             let got = &self.received[number];
+            lost_messages += usize::from(got.is_empty());
             for (agent, a) in self.agents.iter().enumerate() {
                 let alive = a.died_at.is_none() && a.started;
                 let across = message.cut_off.is_some_and(|side| side != a.side_a);
@@ -1137,6 +1164,7 @@ impl World {
             messages: self.published.len(),
             delivered_ratio: ratio(delivered, pairs),
             delivered_ratio_after_faults: ratio(delivered_after, pairs_after),
+            lost_messages,
             p50_ms: percentile(0.5),
             p99_ms: percentile(0.99),
             max_ms: percentile(1.0),
@@ -1157,6 +1185,7 @@ impl World {
             components: self.components(&live),
             below_3_after_faults: self.below_after_faults,
             components_after_faults: self.components_after_faults,
+            neighbours_lost_idle: self.neighbours_lost_idle,
             failed_joins: self
                 .agents
                 .iter()
