@@ -2,4 +2,5 @@
 //! tasks or clocks; `crate::gossip` drives them on tokio and quinn).
 
 pub(crate) mod broadcast;
+pub(crate) mod links;
 pub(crate) mod node;

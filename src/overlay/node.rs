@@ -32,11 +32,10 @@ use crate::gossip::{Mode, Shared};
 use crate::identity::AgentId;
 use crate::net;
 use crate::overlay::broadcast::Tuning;
+use crate::overlay::links::{Added, Ended, Link, Links};
 use crate::streams::Received;
 use crate::wire::{self, GOSSIP_MAX_MESSAGE_SIZE};
 
-/// Frames kept for a peer we are still dialing.
-const PENDING_CAP: usize = 4096;
 /// Peer addresses remembered at most.
 const ADDR_BOOK_CAP: usize = 4096;
 /// How often an agent with too few neighbours reaches out to one more known peer.
@@ -215,14 +214,6 @@ pub(crate) enum Action {
 }
 
 #[derive(Debug)]
-struct Link {
-    peer: AgentId,
-    incarnation: u64,
-    conn_id: u64,
-    remote: SocketAddr,
-}
-
-#[derive(Debug)]
 struct JoinAttempt {
     waiters: Vec<u64>,
     outstanding: usize,
@@ -267,11 +258,7 @@ pub(crate) struct Node {
     /// agent knew at its last one.
     learn_gap: Duration,
     known_at_learn: usize,
-    /// The connection we send on, per peer.
-    links: BTreeMap<AgentId, Link>,
-    /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
-    spares: Vec<Link>,
-    pending: HashMap<AgentId, Vec<Bytes>>,
+    links: Links,
     addr_book: BTreeMap<AgentId, SocketAddr>,
     neighbours: BTreeSet<AgentId>,
     join: Option<JoinAttempt>,
@@ -328,9 +315,7 @@ impl Node {
             last_shuffle: None,
             learn_gap: MIN_SHUFFLE_GAP,
             known_at_learn: 0,
-            links: BTreeMap::new(),
-            spares: Vec::new(),
-            pending: HashMap::new(),
+            links: Links::default(),
             addr_book: BTreeMap::new(),
             neighbours: BTreeSet::new(),
             join: None,
@@ -375,8 +360,7 @@ impl Node {
                 by_peer,
             } => self.on_closed(peer, conn_id, by_peer),
             Input::LinkFailed { peer, conn_id } => {
-                if self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id) {
-                    self.links.remove(&peer);
+                if self.links.remove_connection(&peer, conn_id).is_some() {
                     self.proto(InEvent::PeerDisconnected(peer));
                 }
             }
@@ -454,7 +438,7 @@ impl Node {
 
     /// Open connections: links and spares.
     pub(crate) fn connections(&self) -> usize {
-        self.links.len() + self.spares.len()
+        self.links.connections()
     }
 
     fn advance(&mut self, now: Instant) {
@@ -611,15 +595,11 @@ impl Node {
             });
             return;
         }
-        let queue = self.pending.entry(to).or_default();
-        if queue.len() < PENDING_CAP {
-            queue.push(frame);
-        }
-        if queue.len() == 1 {
+        if self.links.queue(to, frame) {
             match self.addr_book.get(&to) {
                 Some(&addr) => self.dial(addr, Some(to), false, net::HANDSHAKE_TIMEOUT),
                 None => {
-                    self.pending.remove(&to);
+                    self.links.drop_queued(&to);
                     self.proto(InEvent::PeerDisconnected(to));
                 }
             }
@@ -659,8 +639,8 @@ impl Node {
         let linked: BTreeSet<SocketAddr> = self
             .links
             .iter()
-            .flat_map(|(peer, link)| {
-                let advertised = self.addr_book.get(peer).copied();
+            .flat_map(|link| {
+                let advertised = self.addr_book.get(&link.peer).copied();
                 advertised.into_iter().chain([link.remote])
             })
             .collect();
@@ -696,7 +676,7 @@ impl Node {
         // slot for the whole dial timeout.
         for (peer, addr) in known.into_iter().sample(&mut self.rng, free) {
             match peer {
-                Some(peer) if self.links.contains_key(&peer) => {
+                Some(peer) if self.links.contains(&peer) => {
                     self.proto(InEvent::Command(
                         network_topic(),
                         ProtoCommand::Join(vec![peer]),
@@ -795,7 +775,7 @@ impl Node {
             .lost
             .iter()
             .filter(|(peer, (addr, _))| {
-                !self.links.contains_key(peer)
+                !self.links.contains(peer)
                     && !self.probes.contains_key(addr)
                     && !self.top_up_dials.contains_key(addr)
             })
@@ -906,19 +886,12 @@ impl Node {
                 ))),
             });
         }
-        for (_, link) in std::mem::take(&mut self.links) {
+        for link in self.links.take_all() {
             self.out.push_back(Action::CloseAfterGrace {
                 conn_id: link.conn_id,
                 reason: b"leave",
             });
         }
-        for link in self.spares.drain(..) {
-            self.out.push_back(Action::CloseAfterGrace {
-                conn_id: link.conn_id,
-                reason: b"leave",
-            });
-        }
-        self.pending.clear();
     }
 
     fn on_dial_failed(
@@ -935,7 +908,7 @@ impl Node {
             ));
         }
         if let Some(peer) = peer {
-            self.pending.remove(&peer);
+            self.links.drop_queued(&peer);
             // Unreachable: don't keep dialing it (a crashed peer, or a rogue's throwaway key);
             // the gossip layer reintroduces it if it comes back.
             self.addr_book.remove(&peer);
@@ -956,7 +929,7 @@ impl Node {
         let Some(payload) = payload else {
             // Only IHaves from a peer we send to are held (a spare's are rare and passed on).
             let hold = ihave_round
-                .filter(|_| self.links.contains_key(&peer))
+                .filter(|_| self.links.contains(&peer))
                 .and_then(|round| self.tuning.ihave_hold(round, rtt, self.now));
             match hold {
                 Some(hold) => {
@@ -1104,7 +1077,7 @@ impl Node {
                 });
                 self.supersede(peer, old.incarnation);
             }
-            self.spares.retain(|spare| spare.peer != peer);
+            self.links.forget_spares(&peer);
             self.proto(InEvent::PeerDisconnected(peer));
         }
         self.out.push_back(Action::Adopt { conn_id });
@@ -1114,13 +1087,9 @@ impl Node {
             conn_id,
             remote,
         };
-        match self.links.entry(peer) {
-            std::collections::btree_map::Entry::Occupied(_) => self.spares.push(link),
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(link);
-                for frame in self.pending.remove(&peer).unwrap_or_default() {
-                    self.send_to(peer, frame);
-                }
+        if let Added::Primary(queued) = self.links.add(link) {
+            for frame in queued {
+                self.send_to(peer, frame);
             }
         }
         self.lost.remove(&peer);
@@ -1163,29 +1132,19 @@ impl Node {
     }
 
     fn on_closed(&mut self, peer: AgentId, conn_id: u64, by_peer: bool) {
-        if let Some(i) = self.spares.iter().position(|l| l.conn_id == conn_id) {
-            self.spares.swap_remove(i);
+        if self.links.ended(&peer, conn_id) != Ended::Gone {
             return;
         }
-        if self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id) {
-            self.links.remove(&peer);
-            if let Some(i) = self.spares.iter().position(|l| l.peer == peer) {
-                let spare = self.spares.swap_remove(i);
-                self.links.insert(peer, spare);
-            } else {
-                if !by_peer {
-                    // Most likely gone: a top-up should not spend a handshake timeout on it.
-                    // If it is alive, gossip brings its address back (or it dials us).
-                    // A peer that closed the connection itself is alive and chose to: probing
-                    // it would join through it, forcing the neighbourship it refused (and one
-                    // of its neighbours out).
-                    if let Some(addr) = self.addr_book.remove(&peer) {
-                        self.remember_lost(peer, addr);
-                    }
-                }
-                self.proto(InEvent::PeerDisconnected(peer));
+        if !by_peer {
+            // Most likely gone: a top-up should not spend a handshake timeout on it. If it is
+            // alive, gossip brings its address back (or it dials us). A peer that closed the
+            // connection itself is alive and chose to: probing it would join through it,
+            // forcing the neighbourship it refused (and one of its neighbours out).
+            if let Some(addr) = self.addr_book.remove(&peer) {
+                self.remember_lost(peer, addr);
             }
         }
+        self.proto(InEvent::PeerDisconnected(peer));
     }
 }
 
