@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::identity::AgentId;
 use crate::queue::BoundedQueue;
-use crate::tasklists::TaskUpdate;
+use crate::tasklist::TaskUpdate;
 
 /// Default capacity of an event stream's queue.
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;

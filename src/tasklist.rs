@@ -420,6 +420,68 @@ impl TaskListState {
     }
 }
 
+/// Identifies a task list (random, 32 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListId(pub [u8; 32]);
+
+impl ListId {
+    pub(crate) fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+        Self(bytes)
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        AgentId(self.0).to_hex()
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Result<Self> {
+        AgentId::from_hex(text)
+            .map(|id| Self(id.0))
+            .map_err(|e| Error::invalid_argument(format!("invalid task list id: {e}")))
+    }
+}
+
+/// What a task's status is, as events report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Not claimed.
+    Empty,
+    /// Claimed by its assignee.
+    Claimed,
+    /// Done by its assignee.
+    Done,
+}
+
+impl From<&Checkbox> for TaskStatus {
+    fn from(checkbox: &Checkbox) -> Self {
+        match checkbox {
+            Checkbox::Empty => TaskStatus::Empty,
+            Checkbox::Claimed { .. } => TaskStatus::Claimed,
+            Checkbox::Done { .. } => TaskStatus::Done,
+        }
+    }
+}
+
+/// A task changed (`TaskUpdated` event payload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskUpdate {
+    /// The list.
+    pub list: ListId,
+    /// The task.
+    pub task: TaskId,
+    /// Its status now.
+    pub status: TaskStatus,
+    /// Who claimed or completed it.
+    pub assignee: Option<AgentId>,
+    /// Whether it was removed from the list.
+    pub removed: bool,
+    /// Whether the change came from another agent.
+    pub remote: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,8 @@ use crate::events::{Event, EventStream};
 use crate::gossip::Shared;
 use crate::identity::AgentId;
 use crate::pubsub::{now_ms, Publisher, Registry, Subscription};
-use crate::tasklist::{Checkbox, TaskId, TaskListState, TaskView};
+pub use crate::tasklist::{ListId, TaskStatus, TaskUpdate};
+use crate::tasklist::{TaskId, TaskListState, TaskView};
 
 /// How often every replica re-sends its full state.
 pub const ANTI_ENTROPY_PERIOD: Duration = Duration::from_secs(10);
@@ -41,32 +42,9 @@ const FILE_MAGIC: &[u8; 4] = b"x0xl";
 const FILE_VERSION: u8 = 1;
 const FILE_EXTENSION: &str = "x0xl";
 
-/// Identifies a task list (random, 32 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ListId(pub [u8; 32]);
-
-impl ListId {
-    fn random() -> Self {
-        let mut bytes = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
-        Self(bytes)
-    }
-
-    /// Lower-case hex.
-    pub fn to_hex(&self) -> String {
-        AgentId(self.0).to_hex()
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(text: &str) -> Result<Self> {
-        AgentId::from_hex(text)
-            .map(|id| Self(id.0))
-            .map_err(|e| Error::invalid_argument(format!("invalid task list id: {e}")))
-    }
-
-    fn topic(&self) -> String {
-        format!("x0x/tasklist/{}", self.to_hex())
-    }
+/// The pub/sub topic a list's replicas sync on.
+fn list_topic(id: &ListId) -> String {
+    format!("x0x/tasklist/{}", id.to_hex())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,44 +55,6 @@ pub(crate) enum SyncMessage {
     Full { name: String, state: TaskListState },
     /// "Send me your full state" (a replica that just joined).
     Request,
-}
-
-/// What a task's status is, as events report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskStatus {
-    /// Not claimed.
-    Empty,
-    /// Claimed by its assignee.
-    Claimed,
-    /// Done by its assignee.
-    Done,
-}
-
-impl From<&Checkbox> for TaskStatus {
-    fn from(checkbox: &Checkbox) -> Self {
-        match checkbox {
-            Checkbox::Empty => TaskStatus::Empty,
-            Checkbox::Claimed { .. } => TaskStatus::Claimed,
-            Checkbox::Done { .. } => TaskStatus::Done,
-        }
-    }
-}
-
-/// A task changed (`TaskUpdated` event payload).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskUpdate {
-    /// The list.
-    pub list: ListId,
-    /// The task.
-    pub task: TaskId,
-    /// Its status now.
-    pub status: TaskStatus,
-    /// Who claimed or completed it.
-    pub assignee: Option<AgentId>,
-    /// Whether it was removed from the list.
-    pub removed: bool,
-    /// Whether the change came from another agent.
-    pub remote: bool,
 }
 
 /// What a replica needs from its agent to sync; absent for a local list.
@@ -306,7 +246,7 @@ impl TaskList {
             return;
         };
         let publisher = sync.publisher.clone();
-        let topic = self.id.topic();
+        let topic = list_topic(&self.id);
         // Deltas commute, so they need no ordering; a publish that fails (not joined) is
         // repaired by the next full-state exchange.
         crate::runtime::handle().spawn(async move {
@@ -555,7 +495,7 @@ impl TaskLists {
         name: String,
         state: TaskListState,
     ) -> Result<Arc<TaskList>> {
-        let subscription = self.registry.subscribe(&id.topic(), 4096)?;
+        let subscription = self.registry.subscribe(&list_topic(&id), 4096)?;
         let list = TaskList::new(
             id,
             name,
