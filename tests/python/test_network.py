@@ -284,7 +284,8 @@ async def test_closing_agents_releases_sockets_and_threads() -> None:
     for _ in range(3):
         await cycle()
     for _ in range(100):  # threads finish shortly after their agent is freed
-        if _sockets_and_threads() <= before:
+        # Each count on its own (tuples compare lexicographically: (2, 6) <= (3, 5)).
+        if all(now <= then for now, then in zip(_sockets_and_threads(), before)):
             break
         await asyncio.sleep(0.1)
     after = _sockets_and_threads()
