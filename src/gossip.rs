@@ -29,7 +29,7 @@ use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::penalties::Penalties;
 use crate::pubsub::Registry;
 use crate::stats::Counters;
-use crate::streams::{ConnectionWriter, KeyStore, Received, StreamReader, LANES};
+use crate::streams::{ConnectionWriter, KeyStore, StreamReader, LANES};
 use crate::wire::{Credentials, Rejection};
 
 /// A peer whose unsent backlog passes this many bytes is treated as dead.
@@ -192,29 +192,14 @@ enum Command {
     },
 }
 
+/// What the network tasks report to the driver: a connection whose hello checked out (the
+/// driver names it before the node decides on it), or an input for the node as it is.
 enum NetEvent {
     Connected {
         auth: Authenticated,
         bootstrap: bool,
     },
-    DialFailed {
-        addr: SocketAddr,
-        peer: Option<AgentId>,
-        bootstrap: bool,
-        error: Error,
-    },
-    Frame {
-        peer: AgentId,
-        received: Received,
-        rtt: Duration,
-    },
-    Closed {
-        peer: AgentId,
-        conn_id: u64,
-        /// The peer ended the connection itself (it is alive), rather than it timing out or
-        /// failing.
-        by_peer: bool,
-    },
+    Node(Input),
 }
 
 /// The façade's handle on the driver.
@@ -541,37 +526,11 @@ impl Driver {
                     bootstrap,
                 })
             }
-            NetEvent::DialFailed {
-                addr,
-                peer,
-                bootstrap,
-                error,
-            } => Input::DialFailed {
-                addr,
-                peer,
-                bootstrap,
-                error,
-            },
-            NetEvent::Frame {
-                peer,
-                received,
-                rtt,
-            } => Input::Frame {
-                peer,
-                received,
-                rtt,
-            },
-            NetEvent::Closed {
-                peer,
-                conn_id,
-                by_peer,
-            } => {
-                self.links.remove(&conn_id);
-                Input::Closed {
-                    peer,
-                    conn_id,
-                    by_peer,
+            NetEvent::Node(input) => {
+                if let Input::Closed { conn_id, .. } = input {
+                    self.links.remove(&conn_id);
                 }
+                input
             }
         };
         self.node.handle(input, Instant::now());
@@ -687,12 +646,12 @@ impl Driver {
             });
             let event = match result {
                 Ok(auth) => NetEvent::Connected { auth, bootstrap },
-                Err(error) => NetEvent::DialFailed {
+                Err(error) => NetEvent::Node(Input::DialFailed {
                     addr,
                     peer: expected,
                     bootstrap,
                     error,
-                },
+                }),
             };
             let _ = net_tx.send(event).await;
         });
@@ -791,11 +750,11 @@ async fn read_loop(
             Some(quinn::ConnectionError::ApplicationClosed(_))
         );
     let _ = net_tx
-        .send(NetEvent::Closed {
+        .send(NetEvent::Node(Input::Closed {
             peer,
             conn_id,
             by_peer,
-        })
+        }))
         .await;
 }
 
@@ -878,11 +837,11 @@ async fn read_frames(
             Duration::ZERO
         };
         if net_tx
-            .send(NetEvent::Frame {
+            .send(NetEvent::Node(Input::Frame {
                 peer,
                 received,
                 rtt,
-            })
+            }))
             .await
             .is_err()
         {
