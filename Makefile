@@ -79,8 +79,9 @@ reliability: $(STAMP)
 	X0X_RELIABILITY_STRICT=1 X0X_RELIABILITY=full $(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs
 	X0X_RELIABILITY=full cargo test --release --test reliability -- --nocapture
 
-# The simulator's figures at full size (ARCHITECTURE.md → The simulator); tests/simulator.rs
-# runs CI sizes inside test-rust.
+# The simulator's figures at full size (README → Simulated networks); tests/simulator.rs runs
+# CI sizes inside test-rust. The last run (10,000 agents) takes over 10 minutes and about 8 GiB
+# for now: see the README.
 SIM := target/release/x0x-sim
 simulate:
 	cargo build --release --bin x0x-sim
