@@ -373,15 +373,10 @@ impl Node {
         self.advance(now);
         let aborted = self.mode == Mode::Joining;
         if aborted {
-            if let Some(join) = self.join.take() {
-                self.out.push_back(Action::JoinDone {
-                    waiters: join.waiters,
-                    outcome: Err(JoinFailure::Ended(Error::new(
-                        ErrorKind::Timeout,
-                        "the join was abandoned",
-                    ))),
-                });
-            }
+            self.end_join(Err(JoinFailure::Ended(Error::new(
+                ErrorKind::Timeout,
+                "the join was abandoned",
+            ))));
             self.proto(InEvent::Command(network_topic(), ProtoCommand::Quit));
             self.set_mode(Mode::Left);
         }
@@ -520,12 +515,7 @@ impl Node {
                 if self.mode == Mode::Joining {
                     self.set_mode(Mode::Joined);
                 }
-                if let Some(join) = self.join.take() {
-                    self.out.push_back(Action::JoinDone {
-                        waiters: join.waiters,
-                        outcome: Ok(()),
-                    });
-                }
+                self.end_join(Ok(()));
             }
             proto::Event::NeighborDown(peer) => self.lose_neighbour(peer),
             proto::Event::Received(gossip) => {
@@ -866,6 +856,16 @@ impl Node {
         }
     }
 
+    /// Answers every waiter of the join under way, if there is one, with `outcome`.
+    fn end_join(&mut self, outcome: JoinOutcome) {
+        if let Some(join) = self.join.take() {
+            self.out.push_back(Action::JoinDone {
+                waiters: join.waiters,
+                outcome,
+            });
+        }
+    }
+
     fn leave(&mut self) {
         self.lost.clear();
         if self.mode == Mode::Left {
@@ -877,15 +877,10 @@ impl Node {
         for peer in self.neighbours.clone() {
             self.lose_neighbour(peer);
         }
-        if let Some(join) = self.join.take() {
-            self.out.push_back(Action::JoinDone {
-                waiters: join.waiters,
-                outcome: Err(JoinFailure::Ended(Error::new(
-                    ErrorKind::Cancelled,
-                    "left the network before the join completed",
-                ))),
-            });
-        }
+        self.end_join(Err(JoinFailure::Ended(Error::new(
+            ErrorKind::Cancelled,
+            "left the network before the join completed",
+        ))));
         for link in self.links.take_all() {
             self.out.push_back(Action::CloseAfterGrace {
                 conn_id: link.conn_id,
@@ -1122,11 +1117,8 @@ impl Node {
         if join.outstanding > 0 || join.answered || !self.neighbours.is_empty() {
             return;
         }
-        let join = self.join.take().expect("checked above");
-        self.out.push_back(Action::JoinDone {
-            waiters: join.waiters,
-            outcome: Err(JoinFailure::Unreachable(join.errors)),
-        });
+        let errors = std::mem::take(&mut join.errors);
+        self.end_join(Err(JoinFailure::Unreachable(errors)));
         self.proto(InEvent::Command(network_topic(), ProtoCommand::Quit));
         self.set_mode(Mode::Left);
     }
