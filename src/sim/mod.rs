@@ -421,6 +421,10 @@ impl World {
         let mut agents = Vec::with_capacity(config.agents);
         let mut by_addr = HashMap::new();
         let mut keys = HashMap::new();
+        let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 2, 0));
+        let publishers: Vec<usize> =
+            rand::seq::index::sample(&mut pick, config.agents, config.publishers).into_vec();
+        let mut signers = HashMap::new();
         for i in 0..config.agents {
             let mut seed = [0u8; 32];
             let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, i as u64));
@@ -428,6 +432,10 @@ impl World {
             let key = Keypair::from_seed(seed)?;
             let id = key.public_key().agent_id();
             keys.insert(id, key.public_key().clone());
+            let public_key = key.public_key().clone();
+            if publishers.contains(&i) {
+                signers.insert(i, key);
+            }
             let addr = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + 1 + i as u32)),
                 PORT,
@@ -438,7 +446,7 @@ impl World {
             let shared = Arc::new(Shared::new(
                 Arc::new(Counters::default()),
                 registry,
-                key.public_key().clone(),
+                public_key,
             ));
             let events = shared.events.subscribe(usize::MAX >> 1);
             agents.push(SimAgent {
@@ -460,16 +468,6 @@ impl World {
                 bootstrap: Vec::new(),
                 joined: false,
             });
-        }
-        let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 2, 0));
-        let publishers: Vec<usize> =
-            rand::seq::index::sample(&mut pick, config.agents, config.publishers).into_vec();
-        let mut signers = HashMap::new();
-        for &p in &publishers {
-            let mut seed = [0u8; 32];
-            let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, p as u64));
-            rng.fill(&mut seed);
-            signers.insert(p, Keypair::from_seed(seed)?);
         }
         Ok(Self {
             config: config.clone(),
@@ -943,7 +941,7 @@ impl World {
             return;
         }
         let peer = self.agents[self.links[link].ends[1 - to]].id;
-        let counters = Arc::clone(&self.agents[me].shared.counters);
+        let counters = &self.agents[me].shared.counters;
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         let (keys, verified) = (&self.keys, &mut self.verified);
         let received = decode_gossip(frame, |publisher, id, envelope| {
