@@ -3,12 +3,11 @@
 import asyncio
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 import pytest
+from processes import exit_code, python, read_line, send
 
 import x0x
 from x0x import Agent, TaskList, TaskStatus
@@ -77,29 +76,20 @@ async def test_concurrent_claims_in_two_processes_pick_one_winner(make_agent: Ma
     alice = await make_agent()
     plan = await alice.create_task_list("race")
     task = await plan.add_task("the contested task")
-    peer = subprocess.Popen(
-        [sys.executable, str(PEER), alice.local_addr, plan.id.to_hex()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert peer.stdin is not None and peer.stdout is not None
-    stdin, stdout = peer.stdin, peer.stdout
+    peer = python(str(PEER), alice.local_addr, plan.id.to_hex())
 
     async def ask(command: str) -> str:
-        stdin.write(command + "\n")
-        stdin.flush()
-        return await asyncio.wait_for(asyncio.to_thread(stdout.readline), 20)
+        send(peer, command)
+        return await read_line(peer, timeout=20)
 
     try:
-        ready = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
+        ready = await read_line(peer)
         assert ready.startswith("ready ")
         bob = x0x.AgentId.from_hex(ready.split()[1])
         # Both claim before either can have heard of the other's claim.
-        stdin.write("claim\n")
-        stdin.flush()
+        send(peer, "claim")
         await plan.claim_task(task)
-        assert (await asyncio.wait_for(asyncio.to_thread(stdout.readline), 20)) == "claimed\n"
+        assert await read_line(peer, timeout=20) == "claimed"
 
         async def peer_agrees() -> Dict[str, object]:
             while True:
@@ -112,9 +102,8 @@ async def test_concurrent_claims_in_two_processes_pick_one_winner(make_agent: Ma
         theirs = await asyncio.wait_for(peer_agrees(), 20)
         assert theirs["status"] == "Claimed"
         assert plan.get_tasks()[0].assignee in (alice.agent_id, bob)
-        stdin.write("quit\n")
-        stdin.flush()
-        assert await asyncio.to_thread(peer.wait, 20) == 0
+        send(peer, "quit")
+        assert await exit_code(peer) == 0
     finally:
         peer.kill()
 
