@@ -475,6 +475,30 @@ pub fn ihave_frame(topic: &[u8; 32], ihaves: &[([u8; 32], u64)]) -> Vec<u8> {
     out
 }
 
+const TOPIC_MESSAGE_SWARM: u64 = 0;
+const HYPARVIEW_NEIGHBOR: u64 = 4;
+const PRIORITY_HIGH: u64 = 0;
+const OPTION_SOME: u8 = 1;
+
+/// An encoded high-priority HyParView `Neighbor` request on `topic` carrying the sender's peer
+/// data, as the membership layer writes one after a `ForwardJoin` walk ends (layout: topic,
+/// variant 0 `Swarm`, variant 4 `Neighbor`, priority 0 `High`, `Some`, length-prefixed data).
+/// The receiver adds the sender to its active view, dropping at most one random neighbour, and
+/// answers with its own `Neighbor`. The proto sends one only when its active view is empty;
+/// the node needs one for an agent that has some neighbours but too few, where a `Join` would
+/// make up to six peers drop a neighbour each (see `overlay::node::Node::ask_to_be_neighbour`).
+pub fn neighbour_request_frame(topic: &[u8; 32], peer_data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + 8 + peer_data.len());
+    out.extend_from_slice(topic);
+    put_varint(&mut out, TOPIC_MESSAGE_SWARM);
+    put_varint(&mut out, HYPARVIEW_NEIGHBOR);
+    put_varint(&mut out, PRIORITY_HIGH);
+    out.push(OPTION_SOME);
+    put_varint(&mut out, peer_data.len() as u64);
+    out.extend_from_slice(peer_data);
+    out
+}
+
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
