@@ -1,0 +1,302 @@
+//! Envelopes: one ML-DSA-65 signature over a batch of published items from one sender, and
+//! the limits of what one `publish` may carry.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{encode, read_varint};
+use crate::error::{Error, Result};
+use crate::identity::{AgentId, Keypair, PublicKey, ID_LEN};
+
+/// The largest payload one `publish` accepts.
+pub const MAX_PAYLOAD_LEN: usize = 256 * 1024;
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+/// A batch is cut when its payloads reach this many bytes (so an envelope always fits a frame).
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// A batch holds at most this many messages.
+pub const MAX_BATCH_ITEMS: usize = 256;
+pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v3";
+const ENVELOPE_VERSION: u8 = 3;
+
+/// One published message inside an envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// The topic name.
+    pub topic: String,
+    /// Milliseconds since the Unix epoch, at publish time.
+    pub timestamp_ms: u64,
+    /// The application's bytes.
+    pub payload: Bytes,
+}
+
+/// What the sender signs: who it is, a per-sender sequence number, and the batch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvelopeBody {
+    /// The envelope format (`ENVELOPE_VERSION`).
+    pub version: u8,
+    /// The sender's `AgentId`: the id of the key that made the signature.
+    pub sender: [u8; ID_LEN],
+    /// Increases with every envelope from this sender (microseconds at start, then +1).
+    pub seq: u64,
+    /// The messages, in publish order.
+    pub items: Vec<Item>,
+}
+
+/// An envelope as it travels: the encoded body and the signature over it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedEnvelope {
+    /// postcard of an [`EnvelopeBody`].
+    pub body: Bytes,
+    /// ML-DSA-65 over `"x0x-msg-v3" ‖ body`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+fn signed_bytes(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MESSAGE_DOMAIN.len() + body.len());
+    out.extend_from_slice(MESSAGE_DOMAIN);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A verified envelope: the sender and the messages, ready to deliver.
+#[derive(Clone, Debug)]
+pub struct VerifiedEnvelope {
+    /// The sender.
+    pub sender: AgentId,
+    /// The sender's sequence number.
+    pub seq: u64,
+    /// The messages.
+    pub items: Vec<Item>,
+}
+
+/// Why an envelope was rejected (each has its own counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The bytes do not decode, or the version is unknown.
+    Malformed,
+    /// The envelope names a sender whose key the receiver was not given (on its stream), or
+    /// another sender than the key it is checked with.
+    WrongSender,
+    /// The signature does not verify.
+    BadSignature,
+}
+
+/// Signs `items` as one envelope from `agent_key`.
+pub fn seal(agent_key: &Keypair, seq: u64, items: Vec<Item>) -> Result<Bytes> {
+    let public_key = agent_key.public_key();
+    let body = EnvelopeBody {
+        version: ENVELOPE_VERSION,
+        sender: public_key.agent_id().0,
+        seq,
+        items,
+    };
+    let body = Bytes::from(encode(&body)?);
+    let signature = agent_key.sign(&signed_bytes(&body))?;
+    Ok(Bytes::from(encode(&SignedEnvelope { body, signature })?))
+}
+
+/// Decodes an envelope and verifies it against `key`, the key of the sender it names, or says
+/// why it is rejected.
+pub fn open(bytes: &[u8], key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
+    parse(bytes)?.verify(key)
+}
+
+/// An envelope decoded but not verified yet: first find the key of the sender it names.
+#[derive(Debug)]
+pub struct Unverified {
+    envelope: SignedEnvelope,
+    body: EnvelopeBody,
+}
+
+/// Decodes an envelope (its signature unchecked); `Malformed` if it does not decode.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Unverified, Rejection> {
+    let (envelope, body) = parse_unverified(bytes)?;
+    Ok(Unverified { envelope, body })
+}
+
+impl Unverified {
+    /// The sender the envelope names.
+    pub fn sender(&self) -> AgentId {
+        AgentId(self.body.sender)
+    }
+
+    /// Checks the signature with `key`, which must be the named sender's.
+    pub fn verify(self, key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
+        if key.agent_id().0 != self.body.sender {
+            return Err(Rejection::WrongSender);
+        }
+        if !key.verify(&signed_bytes(&self.envelope.body), &self.envelope.signature) {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(VerifiedEnvelope {
+            sender: AgentId(self.body.sender),
+            seq: self.body.seq,
+            items: self.body.items,
+        })
+    }
+}
+
+/// Decodes an envelope that was verified before (by the reader that received it).
+pub fn open_verified(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
+    let (_, body) = parse_unverified(bytes)?;
+    Ok(VerifiedEnvelope {
+        sender: AgentId(body.sender),
+        seq: body.seq,
+        items: body.items,
+    })
+}
+
+/// The sender an envelope names, read without decoding or verifying the rest: which key to
+/// check it with, or (for envelopes already verified, or our own) who sent it.
+pub fn claimed_sender(envelope: &[u8]) -> Option<AgentId> {
+    // postcard: SignedEnvelope.body (varint length + bytes) → EnvelopeBody { version: u8,
+    // sender: [u8; 32], .. }.
+    let (len, rest) = read_varint(envelope)?;
+    let body = rest.get(..usize::try_from(len).ok()?)?;
+    let sender = body.get(1..1 + ID_LEN)?;
+    Some(AgentId(sender.try_into().ok()?))
+}
+
+fn parse_unverified(
+    bytes: &[u8],
+) -> std::result::Result<(SignedEnvelope, EnvelopeBody), Rejection> {
+    let envelope: SignedEnvelope = postcard::from_bytes(bytes).map_err(|_| Rejection::Malformed)?;
+    let body: EnvelopeBody =
+        postcard::from_bytes(&envelope.body).map_err(|_| Rejection::Malformed)?;
+    if body.version != ENVELOPE_VERSION {
+        return Err(Rejection::Malformed);
+    }
+    Ok((envelope, body))
+}
+
+/// Checks a topic name and payload before publishing.
+pub fn check_publish(topic: &str, payload_len: usize) -> Result<()> {
+    check_topic(topic)?;
+    if payload_len > MAX_PAYLOAD_LEN {
+        return Err(Error::invalid_argument(format!(
+            "payload of {payload_len} bytes is over the {MAX_PAYLOAD_LEN}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a topic name: 1 to [`MAX_TOPIC_LEN`] bytes.
+pub fn check_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(Error::invalid_argument(format!(
+            "a topic name must be 1 to {MAX_TOPIC_LEN} bytes, got {}",
+            topic.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::GOSSIP_MAX_MESSAGE_SIZE;
+
+    fn item(topic: &str, payload: &[u8]) -> Item {
+        Item {
+            topic: topic.into(),
+            timestamp_ms: 1,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn envelope_round_trip() {
+        let key = Keypair::generate().unwrap();
+        let sealed = seal(&key, 7, vec![item("a", b"one"), item("b", b"two")]).unwrap();
+        let opened = open(&sealed, key.public_key()).unwrap();
+        assert_eq!(opened.sender, key.public_key().agent_id());
+        assert_eq!(opened.seq, 7);
+        assert_eq!(opened.items, vec![item("a", b"one"), item("b", b"two")]);
+    }
+
+    #[test]
+    fn claimed_sender_reads_the_sender_without_decoding() {
+        let key = Keypair::generate().unwrap();
+        let sealed = seal(&key, 3, vec![item("t", b"x")]).unwrap();
+        assert_eq!(claimed_sender(&sealed), Some(key.public_key().agent_id()));
+        assert_eq!(claimed_sender(&sealed[..20]), None);
+        assert_eq!(claimed_sender(b""), None);
+        assert_eq!(claimed_sender(&[0xff; 11]), None);
+    }
+
+    #[test]
+    fn tampered_payload_is_a_bad_signature() {
+        let key = Keypair::generate().unwrap();
+        let sealed = seal(&key, 1, vec![item("t", b"hello")]).unwrap();
+        let mut envelope: SignedEnvelope = postcard::from_bytes(&sealed).unwrap();
+        let mut body: EnvelopeBody = postcard::from_bytes(&envelope.body).unwrap();
+        body.items[0].payload = Bytes::from_static(b"HELLO");
+        envelope.body = encode(&body).unwrap().into();
+        let tampered = encode(&envelope).unwrap();
+        assert_eq!(
+            open(&tampered, key.public_key()).unwrap_err(),
+            Rejection::BadSignature
+        );
+    }
+
+    #[test]
+    fn forged_sender_is_rejected() {
+        let honest = Keypair::generate().unwrap();
+        let forger = Keypair::generate().unwrap();
+        // The forger names the honest sender but signs with its own key.
+        let body = EnvelopeBody {
+            version: ENVELOPE_VERSION,
+            sender: honest.public_key().agent_id().0,
+            seq: 1,
+            items: vec![item("t", b"x")],
+        };
+        let body = Bytes::from(encode(&body).unwrap());
+        let signature = forger.sign(&signed_bytes(&body)).unwrap();
+        let bytes = encode(&SignedEnvelope { body, signature }).unwrap();
+        // Checked with the forger's key (say, the only one it announced): not that sender.
+        assert_eq!(
+            open(&bytes, forger.public_key()).unwrap_err(),
+            Rejection::WrongSender
+        );
+        // Checked with the honest sender's key: not its signature.
+        assert_eq!(
+            open(&bytes, honest.public_key()).unwrap_err(),
+            Rejection::BadSignature
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_never_a_panic() {
+        let key = Keypair::generate().unwrap();
+        for bytes in [&b""[..], b"\x00", b"\xff\xff\xff\xff\xff", &[7u8; 100]] {
+            assert_eq!(
+                open(bytes, key.public_key()).unwrap_err(),
+                Rejection::Malformed
+            );
+        }
+    }
+
+    #[test]
+    fn publish_limits() {
+        check_publish("t", MAX_PAYLOAD_LEN).unwrap();
+        let err = check_publish("t", MAX_PAYLOAD_LEN + 1).unwrap_err();
+        assert!(
+            err.message().contains("over the 262144-byte limit"),
+            "{err}"
+        );
+        assert!(check_topic("").is_err());
+        assert!(check_topic(&"x".repeat(257)).is_err());
+        // The largest batch of the largest items still fits a frame.
+        let key = Keypair::generate().unwrap();
+        let items = (0..MAX_BATCH_BYTES / MAX_PAYLOAD_LEN)
+            .map(|_| Item {
+                topic: "x".repeat(MAX_TOPIC_LEN),
+                timestamp_ms: u64::MAX,
+                payload: Bytes::from(vec![0u8; MAX_PAYLOAD_LEN]),
+            })
+            .collect();
+        assert!(seal(&key, u64::MAX, items).unwrap().len() < GOSSIP_MAX_MESSAGE_SIZE - 1024);
+    }
+}
