@@ -66,25 +66,45 @@ pub struct X0xStats {
 }
 
 impl From<Stats> for X0xStats {
-    fn from(s: Stats) -> Self {
+    fn from(stats: Stats) -> Self {
+        // Exhaustive both ways: a counter added to `Stats` and not here fails to compile.
+        let Stats {
+            published,
+            envelopes_signed,
+            delivered,
+            envelopes_received,
+            duplicates,
+            connections_refused,
+            dropped_bad_signature,
+            dropped_wrong_sender,
+            dropped_malformed,
+            dropped_oversized,
+            dropped_replay,
+            queue_overflow,
+            bytes_in,
+            bytes_out,
+            identity_conflicts,
+            neighbours,
+            connections,
+        } = stats;
         Self {
-            published: s.published,
-            envelopes_signed: s.envelopes_signed,
-            delivered: s.delivered,
-            dropped_bad_signature: s.dropped_bad_signature,
-            dropped_wrong_sender: s.dropped_wrong_sender,
-            dropped_malformed: s.dropped_malformed,
-            dropped_oversized: s.dropped_oversized,
-            dropped_replay: s.dropped_replay,
-            queue_overflow: s.queue_overflow,
-            neighbours: s.neighbours,
-            bytes_in: s.bytes_in,
-            bytes_out: s.bytes_out,
-            envelopes_received: s.envelopes_received,
-            duplicates: s.duplicates,
-            connections_refused: s.connections_refused,
-            connections: s.connections,
-            identity_conflicts: s.identity_conflicts,
+            published,
+            envelopes_signed,
+            delivered,
+            dropped_bad_signature,
+            dropped_wrong_sender,
+            dropped_malformed,
+            dropped_oversized,
+            dropped_replay,
+            queue_overflow,
+            neighbours,
+            bytes_in,
+            bytes_out,
+            envelopes_received,
+            duplicates,
+            connections_refused,
+            connections,
+            identity_conflicts,
         }
     }
 }

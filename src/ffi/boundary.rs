@@ -129,3 +129,35 @@ pub(crate) unsafe fn arg_bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Re
         (false, _) => Ok(std::slice::from_raw_parts(ptr, len)),
     }
 }
+
+/// A batch handed to C: plain `Item` views (borrowed by index until the batch is freed) and
+/// whatever they point into. Each `x0x_*_batch_{len,get,free}` triple is these three functions.
+pub(crate) trait Batch {
+    type Item;
+    fn items(&self) -> &[Self::Item];
+}
+
+/// `x0x_*_batch_len`: the number of items (0 for NULL).
+pub(crate) unsafe fn batch_len<B: Batch>(batch: *const B) -> usize {
+    ffi_value(0, || batch.as_ref().map_or(0, |b| b.items().len()))
+}
+
+/// `x0x_*_batch_get`: the item at `index`, borrowed from `batch`; NULL if `batch` is NULL or
+/// `index` is out of range.
+pub(crate) unsafe fn batch_get<B: Batch>(batch: *const B, index: usize) -> *const B::Item {
+    ffi_value(std::ptr::null(), || {
+        batch
+            .as_ref()
+            .and_then(|b| b.items().get(index))
+            .map_or(std::ptr::null(), |item| item as *const B::Item)
+    })
+}
+
+/// `x0x_*_batch_free`: frees the batch and everything its items point into; NULL is a no-op.
+pub(crate) unsafe fn batch_free<B: Batch>(batch: *mut B) {
+    ffi_value((), || {
+        if !batch.is_null() {
+            drop(Box::from_raw(batch));
+        }
+    })
+}

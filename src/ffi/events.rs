@@ -3,7 +3,9 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::boundary::{arg_out, arg_ref, ffi_status, ffi_value};
+use super::boundary::{
+    arg_out, arg_ref, batch_free, batch_get, batch_len, ffi_status, ffi_value, Batch,
+};
 use super::identity::X0xId;
 use super::op::{spawn_op, OpOutput, X0xCallback, X0xOp};
 use super::status::X0xStatus;
@@ -108,6 +110,13 @@ pub struct X0xEventBatch {
     events: Vec<X0xEvent>,
 }
 
+impl Batch for X0xEventBatch {
+    type Item = X0xEvent;
+    fn items(&self) -> &[X0xEvent] {
+        &self.events
+    }
+}
+
 impl OpOutput for X0xEventBatch {
     fn into_raw(self: Box<Self>) -> *mut c_void {
         Box::into_raw(self).cast()
@@ -210,7 +219,7 @@ pub unsafe extern "C" fn x0x_event_stream_free(stream: *mut X0xEventStream) {
 /// The number of events in `batch` (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn x0x_event_batch_len(batch: *const X0xEventBatch) -> usize {
-    ffi_value(0, || batch.as_ref().map_or(0, |b| b.events.len()))
+    batch_len(batch)
 }
 
 /// The event at `index`, borrowed from `batch`; NULL if out of range or `batch` is NULL.
@@ -219,20 +228,11 @@ pub unsafe extern "C" fn x0x_event_batch_get(
     batch: *const X0xEventBatch,
     index: usize,
 ) -> *const X0xEvent {
-    ffi_value(std::ptr::null(), || {
-        batch
-            .as_ref()
-            .and_then(|b| b.events.get(index))
-            .map_or(std::ptr::null(), |e| e as *const X0xEvent)
-    })
+    batch_get(batch, index)
 }
 
 /// Frees an event batch. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_event_batch_free(batch: *mut X0xEventBatch) {
-    ffi_value((), || {
-        if !batch.is_null() {
-            drop(Box::from_raw(batch));
-        }
-    })
+    batch_free(batch)
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
-use super::boundary::ffi_value;
+use super::boundary::{batch_free, batch_get, batch_len, Batch};
 use super::identity::X0xId;
 use super::op::OpOutput;
 use crate::pubsub::Message;
@@ -36,6 +36,13 @@ pub struct X0xMessageBatch {
     // The views point into these; they must outlive the views and never move their heap data.
     _messages: Vec<Message>,
     _topics: Vec<CString>,
+}
+
+impl Batch for X0xMessageBatch {
+    type Item = X0xMessage;
+    fn items(&self) -> &[X0xMessage] {
+        &self.views
+    }
 }
 
 // SAFETY: the raw pointers in `views` point into data owned by the same batch, which is only
@@ -82,7 +89,7 @@ impl OpOutput for X0xMessageBatch {
 /// The number of messages in `batch` (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn x0x_message_batch_len(batch: *const X0xMessageBatch) -> usize {
-    ffi_value(0, || batch.as_ref().map_or(0, |b| b.views.len()))
+    batch_len(batch)
 }
 
 /// The message at `index`, borrowed from `batch` (valid until the batch is freed); NULL if
@@ -92,20 +99,11 @@ pub unsafe extern "C" fn x0x_message_batch_get(
     batch: *const X0xMessageBatch,
     index: usize,
 ) -> *const X0xMessage {
-    ffi_value(std::ptr::null(), || {
-        batch
-            .as_ref()
-            .and_then(|b| b.views.get(index))
-            .map_or(std::ptr::null(), |m| m as *const X0xMessage)
-    })
+    batch_get(batch, index)
 }
 
 /// Frees a batch and every message in it. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_message_batch_free(batch: *mut X0xMessageBatch) {
-    ffi_value((), || {
-        if !batch.is_null() {
-            drop(Box::from_raw(batch));
-        }
-    })
+    batch_free(batch)
 }

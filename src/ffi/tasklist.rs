@@ -7,7 +7,10 @@ use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use super::agent::X0xAgent;
-use super::boundary::{arg_out, arg_ref, arg_str, ffi_status, ffi_value, to_c_string};
+use super::boundary::{
+    arg_out, arg_ref, arg_str, batch_free, batch_get, batch_len, ffi_status, ffi_value,
+    to_c_string, Batch,
+};
 use super::bytes::X0xBytes;
 use super::events::task_status;
 use super::identity::X0xId;
@@ -54,6 +57,13 @@ pub struct X0xTaskBatch {
     views: Vec<X0xTask>,
     // The views point into these strings.
     _strings: Vec<CString>,
+}
+
+impl Batch for X0xTaskBatch {
+    type Item = X0xTask;
+    fn items(&self) -> &[X0xTask] {
+        &self.views
+    }
 }
 
 fn parse_task_id(id: *const X0xId) -> crate::Result<TaskId> {
@@ -294,7 +304,7 @@ pub unsafe extern "C" fn x0x_task_list_tasks(
 /// The number of tasks in `batch` (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn x0x_task_batch_len(batch: *const X0xTaskBatch) -> usize {
-    ffi_value(0, || batch.as_ref().map_or(0, |b| b.views.len()))
+    batch_len(batch)
 }
 
 /// The task at `index`, borrowed from `batch`; NULL if out of range or `batch` is NULL.
@@ -303,22 +313,13 @@ pub unsafe extern "C" fn x0x_task_batch_get(
     batch: *const X0xTaskBatch,
     index: usize,
 ) -> *const X0xTask {
-    ffi_value(std::ptr::null(), || {
-        batch
-            .as_ref()
-            .and_then(|b| b.views.get(index))
-            .map_or(std::ptr::null(), |t| t as *const X0xTask)
-    })
+    batch_get(batch, index)
 }
 
 /// Frees a task batch. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_task_batch_free(batch: *mut X0xTaskBatch) {
-    ffi_value((), || {
-        if !batch.is_null() {
-            drop(Box::from_raw(batch));
-        }
-    })
+    batch_free(batch)
 }
 
 /// Releases the caller's handle; the list keeps syncing while its agent lives. NULL is a no-op.

@@ -107,3 +107,25 @@ def test_api_md_is_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stats_has_every_field_of_the_c_struct() -> None:
+    from x0x._x0x_cffi import ffi
+
+    c_fields = {name for name, _ in ffi.typeof("X0xStats").fields}
+    assert set(x0x.Stats.__annotations__) == c_fields
+
+
+def test_every_c_status_has_its_exception() -> None:
+    from x0x._x0x_cffi import ffi, lib
+    from x0x.errors import _BY_STATUS
+
+    failures = {
+        code: ffi.string(lib.x0x_status_str(code)).decode()
+        for code in range(1, 64)
+        if ffi.string(lib.x0x_status_str(code)) != b"UNKNOWN"
+    }
+    assert failures, "the library names its statuses"
+    assert set(_BY_STATUS) == set(failures), failures
+    for code, cls in _BY_STATUS.items():
+        assert code == getattr(lib, f"X0X_{failures[code]}"), cls
