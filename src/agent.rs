@@ -153,9 +153,9 @@ impl AgentBuilder {
         let (tasklists, warnings) = TaskLists::start(
             credentials.agent_id(),
             publisher.clone(),
-            Arc::clone(network.shared()),
+            Arc::clone(network.context()),
             Arc::clone(&registry),
-            network.shared().events.subscribe(DEFAULT_EVENT_CAPACITY),
+            network.context().events.subscribe(DEFAULT_EVENT_CAPACITY),
             self.data_dir.as_deref(),
         )?;
         Ok(Agent {
@@ -475,14 +475,14 @@ impl Agent {
 
     /// Whether the agent has at least one gossip neighbour.
     pub fn is_connected(&self) -> bool {
-        self.network.shared().neighbours() > 0
+        self.network.context().neighbours() > 0
     }
 
     /// Publishes `payload` on `topic`, signed by this agent. It reaches every subscriber in the
     /// network, this agent's own included. Resolves once queued for signing.
     pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
         self.check_open()?;
-        if !self.network.shared().is_joined() {
+        if !self.network.context().is_joined() {
             return Err(Error::new(
                 ErrorKind::NotConnected,
                 "not connected to the network: call join_network() first",
@@ -508,17 +508,17 @@ impl Agent {
         self.check_open()?;
         Ok(self
             .network
-            .shared()
+            .context()
             .events
             .subscribe(DEFAULT_EVENT_CAPACITY))
     }
 
     /// A snapshot of the agent's traffic counters.
     pub fn stats(&self) -> Stats {
-        let shared = self.network.shared();
-        shared
+        let context = self.network.context();
+        context
             .counters
-            .snapshot(shared.neighbours(), shared.connections())
+            .snapshot(context.neighbours(), self.network.shared().connections())
     }
 
     /// Creates a task list shared with every agent that joins it by id.

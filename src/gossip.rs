@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::context::AgentContext;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::EventHub;
 use crate::identity::{AgentId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
 pub use crate::overlay::node::{network_topic, JoinFailure, JoinOutcome};
@@ -42,13 +42,6 @@ const BACKLOG_LOW: usize = 16 << 20;
 pub const MAX_STRIKES: u32 = 64;
 /// Time a closing connection gets to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Mode {
-    Left = 0,
-    Joining = 1,
-    Joined = 2,
-}
 
 /// The node-wide count of bytes queued for sending, and the gate publishers wait at.
 #[derive(Default)]
@@ -84,49 +77,31 @@ impl Backlog {
     }
 }
 
-/// State shared between the driver, the node, the agent façade and the signer.
+/// The network's own state, shared by the driver, its network tasks, the agent façade and
+/// the signer; what the rest of the agent shares is its `context::AgentContext`.
 pub struct Shared {
-    /// Traffic counters.
-    pub counters: Arc<Counters>,
-    /// Local subscriptions.
-    pub registry: Arc<Registry>,
-    /// Event streams.
-    pub events: EventHub,
-    pub(crate) neighbours: AtomicUsize,
+    /// The agent's counters, subscriptions, events and network standing.
+    pub context: Arc<AgentContext>,
     connections: AtomicUsize,
-    mode: AtomicU8,
     backlog: Backlog,
     penalties: Penalties,
     /// A few known peers' addresses, refreshed by the node, passed on in every hello.
     peer_sample: Mutex<Vec<SocketAddr>>,
     /// Publisher keys, for the writers to announce on the streams they forward payloads on.
     keys: KeyStore,
-    /// Whether an identity conflict was logged (once per agent; each is counted).
-    conflict_logged: AtomicBool,
 }
 
 impl Shared {
-    /// The shared state of a network that has not joined yet, for the agent whose public key
-    /// is `me`.
-    pub(crate) fn new(counters: Arc<Counters>, registry: Arc<Registry>, me: PublicKey) -> Self {
+    /// The network state of agent `context`, whose public key is `me`, before it joins.
+    pub(crate) fn new(context: Arc<AgentContext>, me: PublicKey) -> Self {
         Self {
-            counters,
-            registry,
-            events: EventHub::default(),
-            neighbours: AtomicUsize::new(0),
+            context,
             connections: AtomicUsize::new(0),
-            mode: AtomicU8::new(Mode::Left as u8),
             backlog: Backlog::default(),
             penalties: Penalties::default(),
             peer_sample: Mutex::new(Vec::new()),
             keys: KeyStore::new(me),
-            conflict_logged: AtomicBool::new(false),
         }
-    }
-
-    /// Current gossip neighbours.
-    pub fn neighbours(&self) -> usize {
-        self.neighbours.load(Ordering::Acquire)
     }
 
     /// Open peer connections (as of the driver's last step).
@@ -134,34 +109,9 @@ impl Shared {
         self.connections.load(Ordering::Acquire)
     }
 
-    fn mode(&self) -> Mode {
-        match self.mode.load(Ordering::Acquire) {
-            2 => Mode::Joined,
-            1 => Mode::Joining,
-            _ => Mode::Left,
-        }
-    }
-
-    pub(crate) fn set_mode(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::Release);
-    }
-
-    /// Whether publishing is allowed: the agent has joined (or is joining) the network.
-    pub fn is_joined(&self) -> bool {
-        self.mode() != Mode::Left
-    }
-
     /// Blocks the caller (the signer thread) while too much is queued for sending.
     pub fn wait_for_send_room(&self) {
         self.backlog.wait_for_room();
-    }
-
-    /// Counts an agent id seen live in two processes at once, and logs the first.
-    pub(crate) fn identity_conflict(&self, what: std::fmt::Arguments<'_>) {
-        self.counters.add(&self.counters.identity_conflicts, 1);
-        if !self.conflict_logged.swap(true, Ordering::AcqRel) {
-            log::warn!("x0x: {what} (logged once; stats() counts identity_conflicts)");
-        }
     }
 
     fn peer_sample(&self) -> Vec<SocketAddr> {
@@ -221,9 +171,9 @@ impl Network {
         let local_addr = endpoint
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", &e))?;
+        let context = Arc::new(AgentContext::new(counters, registry));
         let shared = Arc::new(Shared::new(
-            counters,
-            registry,
+            Arc::clone(&context),
             credentials.agent_key().public_key().clone(),
         ));
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -233,7 +183,7 @@ impl Network {
             credentials.agent_id(),
             credentials.incarnation(),
             advertised,
-            Arc::clone(&shared),
+            context,
             rand::make_rng::<StdRng>(),
             Instant::now(),
         )?;
@@ -269,6 +219,11 @@ impl Network {
     /// State shared with the driver.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The agent's counters, subscriptions, events and network standing.
+    pub fn context(&self) -> &Arc<AgentContext> {
+        &self.shared.context
     }
 
     /// The bound UDP address.
@@ -352,7 +307,7 @@ async fn accept_loop(
             .refuses(incoming.remote_address().ip(), Instant::now())
         {
             // Before the handshake: a refused connection costs one packet.
-            let counters = &shared.counters;
+            let counters = &shared.context.counters;
             counters.add(&counters.connections_refused, 1);
             incoming.refuse();
             continue;
@@ -701,8 +656,8 @@ impl Driver {
         self.carry_out();
         tokio::time::sleep(CLOSE_GRACE).await;
         self.endpoint.close(net::CLOSE_NORMAL.into(), b"closed");
-        self.shared.registry.close_all();
-        self.shared.events.close_all();
+        self.shared.context.registry.close_all();
+        self.shared.context.events.close_all();
     }
 }
 
@@ -734,7 +689,7 @@ async fn read_loop(
     lanes.abort();
     if let Some(quinn::ConnectionError::ApplicationClosed(close)) = connection.close_reason() {
         if close.error_code == net::CLOSE_DUPLICATE_IDENTITY.into() {
-            shared.identity_conflict(format_args!(
+            shared.context.identity_conflict(format_args!(
                 "the agent at {} refused this agent: another process runs with this agent's id \
                  (the same agent key)",
                 connection.remote_address()
@@ -788,7 +743,7 @@ async fn read_frames(
     shared: Arc<Shared>,
     strikes: Arc<AtomicU32>,
 ) -> bool {
-    let counters = &shared.counters;
+    let counters = &shared.context.counters;
     let mut reader = StreamReader::default();
     loop {
         let frame = match net::read_frame_checked(&mut recv).await {
@@ -885,7 +840,7 @@ async fn write_loop(
                 },
             };
             let written = stream.write_all(buf).await;
-            let counters = &shared.counters;
+            let counters = &shared.context.counters;
             counters.add(&counters.bytes_out, buf.len() as u64);
             buf.clear();
             if written.is_err() {

@@ -7,6 +7,8 @@
 /// cbindgen:ignore
 pub mod agent;
 /// cbindgen:ignore
+pub(crate) mod context;
+/// cbindgen:ignore
 pub mod duplicates;
 /// cbindgen:ignore
 pub mod error;

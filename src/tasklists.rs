@@ -22,9 +22,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::context::AgentContext;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventStream};
-use crate::gossip::Shared;
 use crate::identity::AgentId;
 use crate::pubsub::{now_ms, Publisher, Registry, Subscription};
 pub use crate::tasklist::{ListId, TaskStatus, TaskUpdate};
@@ -60,7 +60,7 @@ pub(crate) enum SyncMessage {
 /// What a replica needs from its agent to sync; absent for a local list.
 struct Sync {
     publisher: Publisher,
-    shared: Arc<Shared>,
+    shared: Arc<AgentContext>,
     last_answer: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -272,7 +272,7 @@ impl TaskList {
         }
     }
 
-    fn on_message(&self, payload: &[u8], shared: &Shared) {
+    fn on_message(&self, payload: &[u8], shared: &AgentContext) {
         let Ok(message) = postcard::from_bytes::<SyncMessage>(payload) else {
             let counters = &shared.counters;
             counters.add(&counters.dropped_malformed, 1);
@@ -452,7 +452,7 @@ pub struct TaskLists {
     me: AgentId,
     lists: Mutex<HashMap<ListId, Arc<TaskList>>>,
     publisher: Publisher,
-    shared: Arc<Shared>,
+    shared: Arc<AgentContext>,
     registry: Arc<Registry>,
     store: Option<Arc<Store>>,
 }
@@ -463,7 +463,7 @@ impl TaskLists {
     pub fn start(
         me: AgentId,
         publisher: Publisher,
-        shared: Arc<Shared>,
+        shared: Arc<AgentContext>,
         registry: Arc<Registry>,
         events: EventStream,
         data_dir: Option<&Path>,
@@ -578,7 +578,7 @@ impl TaskLists {
     }
 }
 
-async fn receive(list: Weak<TaskList>, subscription: Subscription, shared: Arc<Shared>) {
+async fn receive(list: Weak<TaskList>, subscription: Subscription, shared: Arc<AgentContext>) {
     while let Some(batch) = subscription.next_batch(256).await {
         let Some(list) = list.upgrade() else { return };
         for message in batch {

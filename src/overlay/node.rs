@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +24,10 @@ use rand::seq::IteratorRandom;
 use rand::RngExt;
 use tokio::time::Instant;
 
+use crate::context::{AgentContext, Mode};
 use crate::duplicates::Verdict;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::Event;
-use crate::gossip::{Mode, Shared};
 use crate::identity::AgentId;
 use crate::net;
 use crate::overlay::broadcast::Tuning;
@@ -249,7 +248,7 @@ pub(crate) struct Node {
     now: Instant,
     rng: StdRng,
     state: proto::State<AgentId, StdRng>,
-    shared: Arc<Shared>,
+    context: Arc<AgentContext>,
     mode: Mode,
     out: VecDeque<Action>,
     timers: BTreeMap<TimerKey, Timer>,
@@ -298,7 +297,7 @@ impl Node {
         me: AgentId,
         incarnation: u64,
         listen: SocketAddr,
-        shared: Arc<Shared>,
+        context: Arc<AgentContext>,
         mut rng: StdRng,
         now: Instant,
     ) -> Result<Self> {
@@ -316,7 +315,7 @@ impl Node {
             now,
             rng,
             state: proto::State::new(me, me_data, proto_config(), proto_rng),
-            shared,
+            context,
             mode: Mode::Left,
             out: VecDeque::new(),
             timers: BTreeMap::new(),
@@ -453,7 +452,7 @@ impl Node {
 
     fn set_mode(&mut self, mode: Mode) {
         self.mode = mode;
-        self.shared.set_mode(mode);
+        self.context.set_mode(mode);
     }
 
     fn set_timer(&mut self, delay: Duration, timer: Timer) -> TimerKey {
@@ -515,12 +514,10 @@ impl Node {
                         // Those it lacks it grafts (see `Tuning::recent_announcement`).
                         self.send_to(peer, frame);
                     }
-                    self.shared
-                        .neighbours
-                        .store(self.neighbours.len(), Ordering::Release);
-                    self.shared.events.emit(Event::PeerJoined(peer));
+                    self.context.set_neighbours(self.neighbours.len());
+                    self.context.events.emit(Event::PeerJoined(peer));
                     if self.neighbours.len() == 1 {
-                        self.shared.events.emit(Event::Connected { neighbours: 1 });
+                        self.context.events.emit(Event::Connected { neighbours: 1 });
                     }
                 }
                 if self.mode == Mode::Joining {
@@ -542,19 +539,19 @@ impl Node {
                             self.now,
                         ) =>
                     {
-                        let counters = &self.shared.counters;
+                        let counters = &self.context.counters;
                         counters.add(&counters.dropped_replay, 1);
                     }
                     Ok(envelope) => {
-                        self.shared.registry.deliver(
+                        self.context.registry.deliver(
                             envelope.sender,
                             &envelope.items,
                             hops,
-                            &self.shared.counters,
+                            &self.context.counters,
                         );
                     }
                     Err(_) => {
-                        let counters = &self.shared.counters;
+                        let counters = &self.context.counters;
                         counters.add(&counters.dropped_malformed, 1);
                     }
                 }
@@ -575,12 +572,10 @@ impl Node {
 
     fn lose_neighbour(&mut self, peer: AgentId) {
         if self.neighbours.remove(&peer) {
-            self.shared
-                .neighbours
-                .store(self.neighbours.len(), Ordering::Release);
-            self.shared.events.emit(Event::PeerLeft(peer));
+            self.context.set_neighbours(self.neighbours.len());
+            self.context.events.emit(Event::PeerLeft(peer));
             if self.neighbours.is_empty() {
-                self.shared.events.emit(Event::Disconnected);
+                self.context.events.emit(Event::Disconnected);
             }
             // At once rather than at the next period: the 5 s to regain neighbours (R3) start
             // when the peer dies, and noticing it takes the 2 s idle timeout already.
@@ -920,7 +915,7 @@ impl Node {
         error: Error,
     ) {
         if error.kind() == ErrorKind::InUse {
-            self.shared.identity_conflict(format_args!(
+            self.context.identity_conflict(format_args!(
                 "the agent at {addr} refused this agent: another process runs with this \
                  agent's id (the same agent key)"
             ));
@@ -957,7 +952,7 @@ impl Node {
             }
             return;
         };
-        let counters = &self.shared.counters;
+        let counters = &self.context.counters;
         // Before delivery: stats never lag a message a reader already has.
         counters.add(&counters.envelopes_received, 1);
         if self.tuning.check(&payload, self.now) == Verdict::Drop {
@@ -969,7 +964,7 @@ impl Node {
         // The gossip layer delivers a payload the first time it sees it, at once; one it does
         // not deliver is a duplicate it suppressed (and pruned the link it came on).
         if self.tuning.delivered_count() == delivered_before {
-            let counters = &self.shared.counters;
+            let counters = &self.context.counters;
             counters.add(&counters.duplicates, 1);
         } else if let Some(round) = payload.round {
             // Delivered here: announce it to new neighbours for a while, at the round the
@@ -999,7 +994,7 @@ impl Node {
                     .push_back(close(net::CLOSE_SELF, b"that address is this agent's own"));
                 net::self_dial_error()
             } else {
-                self.shared.identity_conflict(format_args!(
+                self.context.identity_conflict(format_args!(
                     "the agent at {remote} has this agent's id {:?}: another process runs \
                      with the same agent key",
                     self.me
@@ -1016,7 +1011,7 @@ impl Node {
             return;
         }
         if self.is_superseded(peer, incarnation) {
-            self.shared.identity_conflict(format_args!(
+            self.context.identity_conflict(format_args!(
                 "two processes run as agent {peer:?} (one at {remote}): they share an agent key"
             ));
             self.out.push_back(close(

@@ -32,9 +32,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
+use crate::context::AgentContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event as AgentEvent, EventStream};
-use crate::gossip::Shared;
 use crate::identity::{AgentId, Keypair, PublicKey};
 use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::pubsub::{Registry, Subscription};
@@ -338,7 +338,7 @@ struct SimAgent {
     addr: SocketAddr,
     incarnation: u64,
     node: Option<Node>,
-    shared: Arc<Shared>,
+    context: Arc<AgentContext>,
     subscription: Subscription,
     events: EventStream,
     /// Connection id → (link, which side of it this agent is).
@@ -432,7 +432,6 @@ impl World {
             let key = Keypair::from_seed(seed)?;
             let id = key.public_key().agent_id();
             keys.insert(id, key.public_key().clone());
-            let public_key = key.public_key().clone();
             if publishers.contains(&i) {
                 signers.insert(i, key);
             }
@@ -443,18 +442,14 @@ impl World {
             by_addr.insert(addr, i);
             let registry = Arc::new(Registry::default());
             let subscription = registry.subscribe(TOPIC, usize::MAX >> 1)?;
-            let shared = Arc::new(Shared::new(
-                Arc::new(Counters::default()),
-                registry,
-                public_key,
-            ));
-            let events = shared.events.subscribe(usize::MAX >> 1);
+            let context = Arc::new(AgentContext::new(Arc::new(Counters::default()), registry));
+            let events = context.events.subscribe(usize::MAX >> 1);
             agents.push(SimAgent {
                 id,
                 addr,
                 incarnation: rng.random(),
                 node: None,
-                shared,
+                context,
                 subscription,
                 events,
                 conns: HashMap::new(),
@@ -650,7 +645,7 @@ impl World {
                 let below = self
                     .agents
                     .iter()
-                    .filter(|a| a.node.is_some() && a.shared.neighbours() < 3)
+                    .filter(|a| a.node.is_some() && a.context.neighbours() < 3)
                     .count();
                 self.below_after_faults = Some(below);
                 let live: Vec<usize> = (0..self.agents.len())
@@ -692,7 +687,7 @@ impl World {
             a.id,
             a.incarnation,
             a.addr,
-            Arc::clone(&a.shared),
+            Arc::clone(&a.context),
             rng,
             self.instant(self.now),
         );
@@ -941,7 +936,7 @@ impl World {
             return;
         }
         let peer = self.agents[self.links[link].ends[1 - to]].id;
-        let counters = &self.agents[me].shared.counters;
+        let counters = &self.agents[me].context.counters;
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         let (keys, verified) = (&self.keys, &mut self.verified);
         let received = decode_gossip(frame, |publisher, id, envelope| {
@@ -1142,7 +1137,7 @@ impl World {
             .agents
             .iter()
             .map(|a| {
-                a.shared
+                a.context
                     .counters
                     .envelopes_received
                     .load(std::sync::atomic::Ordering::Relaxed)
@@ -1153,7 +1148,7 @@ impl World {
             .collect();
         let neighbour_counts: Vec<usize> = live
             .iter()
-            .map(|&i| self.agents[i].shared.neighbours())
+            .map(|&i| self.agents[i].context.neighbours())
             .collect();
         let ratio = |d: u64, p: u64| if p == 0 { 1.0 } else { d as f64 / p as f64 };
         Report {
