@@ -3,4 +3,5 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod links;
+pub(crate) mod membership;
 pub(crate) mod node;

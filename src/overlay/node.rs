@@ -12,7 +12,7 @@
 //! envelopes and are filtered locally. Frames reach the node already verified (the driver's
 //! readers check every signature), so nothing unverified is ever delivered or forwarded.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,6 @@ use bytes::Bytes;
 use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerData, TopicId};
 use rand::rngs::StdRng;
 use rand::seq::IteratorRandom;
-use rand::RngExt;
 use tokio::time::Instant;
 
 use crate::context::{AgentContext, Mode};
@@ -32,11 +31,10 @@ use crate::identity::AgentId;
 use crate::net;
 use crate::overlay::broadcast::Tuning;
 use crate::overlay::links::{Added, Ended, Link, Links};
+use crate::overlay::membership::{Membership, Repair, REPAIR_DIAL_TIMEOUT};
 use crate::streams::Received;
 use crate::wire::{self, GOSSIP_MAX_MESSAGE_SIZE};
 
-/// Peer addresses remembered at most.
-const ADDR_BOOK_CAP: usize = 4096;
 /// How often an agent with too few neighbours reaches out to one more known peer.
 const TOP_UP_PERIOD: Duration = Duration::from_secs(1);
 /// Below this many neighbours an agent tops up. HyParView refills its active view only from its
@@ -46,16 +44,6 @@ const TOP_UP_PERIOD: Duration = Duration::from_secs(1);
 const TOP_UP_BELOW: usize = 3;
 /// Neighbours each agent keeps at most (HyParView's active view; iroh-gossip's default).
 const ACTIVE_VIEW_CAPACITY: usize = 5;
-/// Top-up dials at once.
-const TOP_UP_DIALS: usize = 3;
-/// Probe dials to lost peers at once (one new one per top-up period).
-const PROBE_DIALS: usize = 2;
-/// Probes and top-up dials give up sooner than a join: many go to dead peers, and a dead one
-/// holds a dial slot for this long (5 s slots made R3 survivors take 7 s now and then).
-const REPAIR_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
-/// Lost peers are probed for this long, at most this many.
-const LOST_RETENTION: Duration = Duration::from_secs(300);
-const LOST_CAP: usize = 256;
 /// How often the gossip layer swaps a sample of the peers it knows with the peer at the end of
 /// a random walk (HyParView's shuffle), the way agents learn of peers beyond their neighbours.
 /// iroh-gossip's default, 60 s, left an agent that joined less than a minute ago knowing
@@ -68,12 +56,6 @@ const SHUFFLE_INTERVAL: Duration = Duration::from_secs(10);
 /// [`MIN_SHUFFLE_GAP`].
 const KNOWN_BELOW: usize = 4;
 const MIN_SHUFFLE_GAP: Duration = Duration::from_secs(1);
-/// Incarnations that a newer one of the same agent replaced, remembered this long (at most
-/// [`SUPERSEDED_CAP`]): a connection from one of them is a second live copy of that agent.
-const SUPERSEDED_RETENTION: Duration = Duration::from_secs(600);
-const SUPERSEDED_CAP: usize = 1024;
-/// Hello hints kept at most (see `Node::hints`).
-const HINTS_CAP: usize = 64;
 /// The gossip topic every agent joins (application topics travel inside envelopes).
 pub fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
@@ -261,31 +243,12 @@ pub(crate) struct Node {
     learn_gap: Duration,
     known_at_learn: usize,
     links: Links,
-    addr_book: BTreeMap<AgentId, SocketAddr>,
     neighbours: BTreeSet<AgentId>,
     join: Option<JoinAttempt>,
-    /// The bootstrap addresses of the last join, for topping up.
-    bootstrap: Vec<SocketAddr>,
-    /// Top-up dials under way, by address, with when they started. Up to [`TOP_UP_DIALS`] at
-    /// once: a dial to a dead address takes a whole handshake timeout (5 s), and one at a time
-    /// let a dead bootstrap peer hold up every other candidate (R3: survivors whose bootstrap
-    /// peer was killed stayed below 3 neighbours for 9 s or for good).
-    top_up_dials: HashMap<SocketAddr, Instant>,
-    /// Peers lost while joined (their last connection closed, or a dial to them failed), with
-    /// their address and when they were lost. Probed whatever the neighbour count, so that a
-    /// healed partition is found again even when both sides have enough neighbours of their own
-    /// (measured: with top-ups alone a 4|4 partition healed only when some agent happened to
-    /// be below 3 neighbours).
-    lost: BTreeMap<AgentId, (SocketAddr, Instant)>,
-    /// Probe dials under way, by address, with when they started.
-    probes: HashMap<SocketAddr, Instant>,
-    /// Addresses peers passed on in their hellos ([`wire::Hello::peers`]): top-up candidates
-    /// besides the address book (which shuffles fill, see [`Node::learn_peers`]).
-    hints: BTreeSet<SocketAddr>,
+    /// Known peers, lost peers and repair dials.
+    members: Membership,
     /// Duplicate filter, IHave holds, recent payloads.
     tuning: Tuning,
-    /// Peers' incarnations that a newer one replaced, and when (see [`SUPERSEDED_RETENTION`]).
-    superseded: HashMap<AgentId, (u64, Instant)>,
     /// Our high-priority `Neighbor` request (see [`Node::ask_to_be_neighbour`]).
     neighbour_request: Bytes,
 }
@@ -325,15 +288,9 @@ impl Node {
             learn_gap: MIN_SHUFFLE_GAP,
             known_at_learn: 0,
             links: Links::default(),
-            addr_book: BTreeMap::new(),
             neighbours: BTreeSet::new(),
             join: None,
-            bootstrap: Vec::new(),
-            top_up_dials: HashMap::new(),
-            lost: BTreeMap::new(),
-            probes: HashMap::new(),
-            superseded: HashMap::new(),
-            hints: BTreeSet::new(),
+            members: Membership::default(),
             tuning: Tuning::default(),
             neighbour_request,
         };
@@ -498,9 +455,7 @@ impl Node {
                 if let Ok(addr) = postcard::from_bytes::<SocketAddr>(data.as_bytes()) {
                     // A wildcard names no host (agents advertise a concrete address): never
                     // let it replace one we know.
-                    if !addr.ip().is_unspecified() || !self.addr_book.contains_key(&peer) {
-                        self.addr_book.insert(peer, addr);
-                    }
+                    self.members.note_address(peer, addr);
                 }
             }
         }
@@ -592,8 +547,8 @@ impl Node {
             return;
         }
         if self.links.queue(to, frame) {
-            match self.addr_book.get(&to) {
-                Some(&addr) => self.dial(addr, Some(to), false, net::HANDSHAKE_TIMEOUT),
+            match self.members.address(&to) {
+                Some(addr) => self.dial(addr, Some(to), false, net::HANDSHAKE_TIMEOUT),
                 None => {
                     self.links.drop_queued(&to);
                     self.proto(InEvent::PeerDisconnected(to));
@@ -618,42 +573,21 @@ impl Node {
     }
 
     /// When short of neighbours, reaches out to known, bootstrap and hinted peers that are not
-    /// neighbours (a Join through each that answers makes it, or a peer it forwards us to, a
-    /// neighbour), or with nobody to dial, joins again through a neighbour.
+    /// neighbours (each that answers is asked to be one, see [`Node::ask_to_be_neighbour`]),
+    /// or with nobody to dial, joins again through a neighbour.
     fn top_up(&mut self) {
-        let now = self.now;
-        // Every dial ends within its timeout; this only guards the bookkeeping.
-        self.top_up_dials
-            .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
+        self.members.expire_top_ups(self.now);
         if self.mode != Mode::Joined || self.neighbours.len() >= TOP_UP_BELOW {
             return;
         }
-        // Addresses of peers we are linked to already: dialing them again only opens a spare
-        // connection (once one per second with two agents, leaking ~5 MiB a minute in R8).
-        // A peer may be known under the address it advertises and the one we reached it at
-        // (a bootstrap address such as 0.0.0.0:PORT or 127.0.0.1:PORT): both count.
-        let linked: BTreeSet<SocketAddr> = self
-            .links
-            .iter()
-            .flat_map(|link| {
-                let advertised = self.addr_book.get(&link.peer).copied();
-                advertised.into_iter().chain([link.remote])
-            })
-            .collect();
-        let known: Vec<(Option<AgentId>, SocketAddr)> = self
-            .others_known()
-            .map(|(peer, addr)| (Some(*peer), *addr))
-            .chain(
-                self.bootstrap
-                    .iter()
-                    .chain(&self.hints)
-                    .filter(|addr| !linked.contains(&net::dialable(**addr)))
-                    .map(|addr| (None, *addr)),
-            )
-            .filter(|(_, addr)| !self.top_up_dials.contains_key(addr))
-            .collect();
-        let free = TOP_UP_DIALS.saturating_sub(self.top_up_dials.len());
-        if free == 0 || known.is_empty() {
+        let targets = self.members.top_up_targets(
+            self.me,
+            &self.neighbours,
+            &self.links,
+            self.now,
+            &mut self.rng,
+        );
+        let Some(targets) = targets else {
             // Nobody (else) to dial: learn of more peers, and join again through a neighbour.
             self.shuffle_now();
             // The neighbour sends ForwardJoin random walks to its other neighbours, and each
@@ -667,16 +601,13 @@ impl Node {
                 ));
             }
             return;
-        }
+        };
         // Several at once: some candidates are dead, and a dial to a dead address holds its
         // slot for the whole dial timeout.
-        for (peer, addr) in known.into_iter().sample(&mut self.rng, free) {
+        for (peer, addr) in targets {
             match peer {
                 Some(peer) if self.links.contains(&peer) => self.ask_to_be_neighbour(peer),
-                _ => {
-                    self.top_up_dials.insert(addr, now);
-                    self.dial(addr, peer, true, REPAIR_DIAL_TIMEOUT);
-                }
+                _ => self.dial(addr, peer, true, REPAIR_DIAL_TIMEOUT),
             }
         }
     }
@@ -698,20 +629,13 @@ impl Node {
         }
     }
 
-    /// Address-book entries of peers that are not neighbours.
-    fn others_known(&self) -> impl Iterator<Item = (&AgentId, &SocketAddr)> {
-        self.addr_book
-            .iter()
-            .filter(|(peer, _)| **peer != self.me && !self.neighbours.contains(peer))
-    }
-
     /// Shuffles at once when this agent knows few peers besides its neighbours (just joined, or
     /// most of those it knew died), so that top-ups have somebody to dial.
     fn learn_peers(&mut self) {
         if self.mode != Mode::Joined {
             return;
         }
-        let others = self.others_known().count();
+        let others = self.members.others_known(self.me, &self.neighbours).count();
         if others >= KNOWN_BELOW {
             self.learn_gap = MIN_SHUFFLE_GAP;
             return;
@@ -760,86 +684,34 @@ impl Node {
 
     /// Picks the addresses the next hellos pass on: a random few from the address book.
     fn refresh_peer_sample(&mut self) {
-        let sample: Vec<SocketAddr> = self
-            .addr_book
-            .values()
-            .copied()
-            .sample(&mut self.rng, wire::HELLO_PEERS);
+        let sample = self.members.peer_sample(&mut self.rng);
         self.out.push_back(Action::PeerSample(sample));
     }
 
-    /// Dials one lost peer (if fewer than [`PROBE_DIALS`] probes are under way); on success it
-    /// joins through it, as a top-up does.
+    /// Dials one lost peer (a few probes at once); on success it asks the peer to be a
+    /// neighbour, as a top-up does.
     fn probe_lost(&mut self) {
-        let now = self.now;
-        self.lost
-            .retain(|_, (_, lost_at)| now.duration_since(*lost_at) < LOST_RETENTION);
-        self.probes
-            .retain(|_, started| now.duration_since(*started) < 2 * REPAIR_DIAL_TIMEOUT);
-        if self.mode != Mode::Joined || self.join.is_some() || self.probes.len() >= PROBE_DIALS {
+        self.members.expire_probes(self.now);
+        if self.mode != Mode::Joined || self.join.is_some() {
             return;
         }
-        let candidates: Vec<(AgentId, SocketAddr)> = self
-            .lost
-            .iter()
-            .filter(|(peer, (addr, _))| {
-                !self.links.contains(peer)
-                    && !self.probes.contains_key(addr)
-                    && !self.top_up_dials.contains_key(addr)
-            })
-            .map(|(peer, (addr, _))| (*peer, *addr))
-            .collect();
-        if candidates.is_empty() {
-            return;
+        if let Some((peer, addr)) = self
+            .members
+            .probe_target(&self.links, self.now, &mut self.rng)
+        {
+            self.dial(addr, Some(peer), true, REPAIR_DIAL_TIMEOUT);
         }
-        let (peer, addr) = candidates[self.rng.random_range(0..candidates.len())];
-        self.probes.insert(addr, now);
-        self.dial(addr, Some(peer), true, REPAIR_DIAL_TIMEOUT);
     }
 
     fn remember_lost(&mut self, peer: AgentId, addr: SocketAddr) {
         if self.mode != Mode::Joined || peer == self.me {
             return;
         }
-        if self.lost.len() >= LOST_CAP && !self.lost.contains_key(&peer) {
-            let oldest = self
-                .lost
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(p, _)| *p);
-            if let Some(oldest) = oldest {
-                self.lost.remove(&oldest);
-            }
-        }
-        // A failed probe keeps the original time: lost peers expire LOST_RETENTION after loss.
-        self.lost.entry(peer).or_insert((addr, self.now));
-    }
-
-    /// Remembers that `incarnation` of `peer` was replaced by a newer one.
-    fn supersede(&mut self, peer: AgentId, incarnation: u64) {
-        let now = self.now;
-        if self.superseded.len() >= SUPERSEDED_CAP {
-            self.superseded
-                .retain(|_, (_, at)| now.duration_since(*at) < SUPERSEDED_RETENTION);
-            if self.superseded.len() >= SUPERSEDED_CAP {
-                return;
-            }
-        }
-        self.superseded.insert(peer, (incarnation, now));
-    }
-
-    /// Whether `incarnation` of `peer` was replaced by a newer one lately: a restarted agent's
-    /// old run never connects again, so this is a second live process with the same agent key.
-    fn is_superseded(&self, peer: AgentId, incarnation: u64) -> bool {
-        self.superseded.get(&peer).is_some_and(|(old, at)| {
-            *old == incarnation && self.now.duration_since(*at) < SUPERSEDED_RETENTION
-        })
+        self.members.remember_lost(peer, addr, self.now);
     }
 
     fn start_join(&mut self, waiter: u64, bootstrap: Vec<SocketAddr>, patience: Duration) {
-        if !bootstrap.is_empty() {
-            self.bootstrap = bootstrap.clone();
-        }
+        self.members.set_bootstrap(&bootstrap);
         let done = |outcome| Action::JoinDone {
             waiters: vec![waiter],
             outcome,
@@ -885,7 +757,7 @@ impl Node {
     }
 
     fn leave(&mut self) {
-        self.lost.clear();
+        self.members.forget_lost();
         if self.mode == Mode::Left {
             return;
         }
@@ -924,7 +796,7 @@ impl Node {
             self.links.drop_queued(&peer);
             // Unreachable: don't keep dialing it (a crashed peer, or a rogue's throwaway key);
             // the gossip layer reintroduces it if it comes back.
-            self.addr_book.remove(&peer);
+            self.members.forget(&peer);
             self.remember_lost(peer, addr);
             self.proto(InEvent::PeerDisconnected(peer));
         }
@@ -1010,7 +882,7 @@ impl Node {
             }
             return;
         }
-        if self.is_superseded(peer, incarnation) {
+        if self.members.is_superseded(peer, incarnation, self.now) {
             self.context.identity_conflict(format_args!(
                 "two processes run as agent {peer:?} (one at {remote}): they share an agent key"
             ));
@@ -1034,28 +906,13 @@ impl Node {
             }
             return;
         }
-        if self.addr_book.len() >= ADDR_BOOK_CAP && !self.addr_book.contains_key(&peer) {
-            // Bounded: every authenticated key adds an entry, and keys cost an attacker nothing.
-            let victim = self
-                .addr_book
-                .keys()
-                .nth(self.rng.random_range(0..self.addr_book.len()));
-            if let Some(victim) = victim.copied() {
-                self.addr_book.remove(&victim);
-            }
-        }
-        self.addr_book.insert(peer, listen);
-        self.hints.remove(&listen);
-        for hint in peers {
-            if self.hints.len() >= HINTS_CAP {
-                break;
-            }
-            if hint != self.listen && !self.addr_book.values().any(|addr| *addr == hint) {
-                self.hints.insert(hint);
-            }
-        }
-        let topped_up = bootstrap && self.top_up_dials.remove(&remote).is_some();
-        let probed = bootstrap && self.probes.remove(&remote).is_some();
+        self.members
+            .learn_from_hello(peer, listen, peers, self.listen, &mut self.rng);
+        let Repair { topped_up, probed } = if bootstrap {
+            self.members.dial_ended(&remote)
+        } else {
+            Repair::default()
+        };
         let repair = topped_up || probed;
         // Top-up dials run several at once, and one that lands when the others have filled the
         // active view is not needed: asking would only make both ends drop a neighbour (such
@@ -1069,7 +926,7 @@ impl Node {
         if repair && (linked || !wanted) {
             // Keep no spare connection: a peer we are linked to already (its address changed,
             // or it reconnected meanwhile) is asked through the link.
-            self.lost.remove(&peer);
+            self.members.found(&peer);
             let reason: &'static [u8] = if linked {
                 b"already connected"
             } else {
@@ -1094,7 +951,7 @@ impl Node {
                     code: net::CLOSE_PEER_RESTARTED,
                     reason: b"peer restarted",
                 });
-                self.supersede(peer, old.incarnation);
+                self.members.supersede(peer, old.incarnation, self.now);
             }
             self.links.forget_spares(&peer);
             self.proto(InEvent::PeerDisconnected(peer));
@@ -1111,7 +968,7 @@ impl Node {
                 self.send_to(peer, frame);
             }
         }
-        self.lost.remove(&peer);
+        self.members.found(&peer);
         if bootstrap {
             if let (false, Some(join)) = (repair, self.join.as_mut()) {
                 join.outstanding = join.outstanding.saturating_sub(1);
@@ -1129,10 +986,8 @@ impl Node {
     }
 
     fn bootstrap_failed(&mut self, addr: SocketAddr, error: Error) {
-        self.hints.remove(&addr);
-        let repair =
-            self.top_up_dials.remove(&addr).is_some() | self.probes.remove(&addr).is_some();
-        if repair {
+        self.members.unreachable(&addr);
+        if self.members.dial_ended(&addr).any() {
             return; // a top-up or probe, not part of a join
         }
         let Some(join) = self.join.as_mut() else {
@@ -1158,7 +1013,7 @@ impl Node {
             // alive, gossip brings its address back (or it dials us). A peer that closed the
             // connection itself is alive and chose to: probing it would join through it,
             // forcing the neighbourship it refused (and one of its neighbours out).
-            if let Some(addr) = self.addr_book.remove(&peer) {
+            if let Some(addr) = self.members.forget(&peer) {
                 self.remember_lost(peer, addr);
             }
         }
