@@ -311,8 +311,8 @@ async fn a_new_neighbour_gets_what_was_published_just_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settled_overlay_keeps_its_neighbours() {
     let agents = agents_in_a_line(8).await;
-    // Settled: nobody below the top-up mark (a top-up joins through a peer, which may push
-    // one of its neighbours out).
+    // Settled: nobody below the top-up mark (a top-up asks a peer to be a neighbour, which
+    // may push one of its neighbours out).
     eventually("3 neighbours each", || {
         agents.iter().all(|a| a.stats().neighbours >= 3)
     })
