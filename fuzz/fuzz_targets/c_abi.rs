@@ -89,7 +89,11 @@ unsafe fn id_from_hex(null: bool, arg: &[u8]) {
     let sentinel = X0xId { bytes: [0xa5; 32] };
     let mut out = sentinel;
     if null {
-        expect(x0x_id_from_hex(text.as_ptr().cast(), ptr::null_mut()), false, "id_from_hex");
+        expect(
+            x0x_id_from_hex(text.as_ptr().cast(), ptr::null_mut()),
+            false,
+            "id_from_hex",
+        );
         expect(x0x_id_from_hex(ptr::null(), &mut out), false, "id_from_hex");
         assert_eq!(out, sentinel);
         return;
@@ -102,9 +106,16 @@ unsafe fn id_from_hex(null: bool, arg: &[u8]) {
             assert_eq!(out.bytes, id.0);
             // And back: x0x_id_to_hex into a buffer exactly large enough.
             let mut hex = [0x55u8; 65];
-            expect(x0x_id_to_hex(&out, hex.as_mut_ptr().cast(), hex.len()), true, "id_to_hex");
+            expect(
+                x0x_id_to_hex(&out, hex.as_mut_ptr().cast(), hex.len()),
+                true,
+                "id_to_hex",
+            );
             let back = CStr::from_bytes_with_nul(&hex).expect("NUL-terminated");
-            assert_eq!(back.to_str().unwrap(), as_c_sees(arg).unwrap().to_ascii_lowercase());
+            assert_eq!(
+                back.to_str().unwrap(),
+                as_c_sees(arg).unwrap().to_ascii_lowercase()
+            );
         }
         None => assert_eq!(out, sentinel, "out changed on failure"),
     }
@@ -123,8 +134,16 @@ unsafe fn agent_key(null: bool, key: &[u8]) {
         "with_agent_key",
     );
     // (NULL, 0) is the empty key (rejected); (NULL, n > 0) is rejected too, never read.
-    expect(x0x_agent_builder_with_agent_key(builder, ptr::null(), 0), false, "with_agent_key");
-    expect(x0x_agent_builder_with_agent_key(builder, ptr::null(), 72), false, "with_agent_key");
+    expect(
+        x0x_agent_builder_with_agent_key(builder, ptr::null(), 0),
+        false,
+        "with_agent_key",
+    );
+    expect(
+        x0x_agent_builder_with_agent_key(builder, ptr::null(), 72),
+        false,
+        "with_agent_key",
+    );
     x0x_agent_builder_free(builder);
 }
 
@@ -138,21 +157,49 @@ unsafe fn task_list(null: bool, arg: &[u8]) {
 
     let mut list: *mut X0xTaskList = ptr::null_mut();
     if null {
-        expect(x0x_task_list_new_local(name_c.as_ptr().cast(), ptr::null_mut()), false, "new");
-        expect(x0x_task_list_new_local(ptr::null(), &mut list), false, "new_local");
+        expect(
+            x0x_task_list_new_local(name_c.as_ptr().cast(), ptr::null_mut()),
+            false,
+            "new",
+        );
+        expect(
+            x0x_task_list_new_local(ptr::null(), &mut list),
+            false,
+            "new_local",
+        );
         assert!(list.is_null());
-        expect(x0x_task_list_add_task(ptr::null(), title_c.as_ptr().cast(), ptr::null(), ptr::null_mut()), false, "add_task");
+        expect(
+            x0x_task_list_add_task(
+                ptr::null(),
+                title_c.as_ptr().cast(),
+                ptr::null(),
+                ptr::null_mut(),
+            ),
+            false,
+            "add_task",
+        );
         return;
     }
     let name_ok = std::str::from_utf8(name).is_ok();
-    expect(x0x_task_list_new_local(name_c.as_ptr().cast(), &mut list), name_ok, "new_local");
+    expect(
+        x0x_task_list_new_local(name_c.as_ptr().cast(), &mut list),
+        name_ok,
+        "new_local",
+    );
     if !name_ok {
         assert!(list.is_null());
         return;
     }
-    let mut bytes = X0xBytes { data: ptr::null_mut(), len: 0 };
+    let mut bytes = X0xBytes {
+        data: ptr::null_mut(),
+        len: 0,
+    };
     expect(x0x_task_list_name(list, &mut bytes), true, "task_list_name");
-    let got = if bytes.data.is_null() { &[][..] } else { std::slice::from_raw_parts(bytes.data, bytes.len) };
+    let got = if bytes.data.is_null() {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(bytes.data, bytes.len)
+    };
     assert_eq!(got, name, "the name does not come back");
     x0x_bytes_free(&mut bytes);
     assert!(bytes.data.is_null() && bytes.len == 0);
@@ -163,7 +210,9 @@ unsafe fn task_list(null: bool, arg: &[u8]) {
     let description = description.map(|d| &d[..d.iter().position(|&b| b == 0).unwrap_or(d.len())]);
     let description_ok = description.is_none_or(|d| std::str::from_utf8(d).is_ok());
     let mut id = X0xId::default();
-    let description_ptr = description_c.as_ref().map_or(ptr::null(), |d| d.as_ptr().cast());
+    let description_ptr = description_c
+        .as_ref()
+        .map_or(ptr::null(), |d| d.as_ptr().cast());
     let added = title_ok && description_ok;
     expect(
         x0x_task_list_add_task(list, title_c.as_ptr().cast(), description_ptr, &mut id),
@@ -171,7 +220,11 @@ unsafe fn task_list(null: bool, arg: &[u8]) {
         "add_task",
     );
     let mut batch: *mut X0xTaskBatch = ptr::null_mut();
-    expect(x0x_task_list_tasks(list, &mut batch), true, "task_list_tasks");
+    expect(
+        x0x_task_list_tasks(list, &mut batch),
+        true,
+        "task_list_tasks",
+    );
     let len = x0x_task_batch_len(batch);
     assert_eq!(len, usize::from(added));
     assert!(x0x_task_batch_get(batch, len).is_null());
@@ -179,7 +232,10 @@ unsafe fn task_list(null: bool, arg: &[u8]) {
         let task = &*x0x_task_batch_get(batch, 0);
         assert_eq!(task.id, id);
         assert_eq!(CStr::from_ptr(task.title).to_bytes(), title);
-        assert_eq!(CStr::from_ptr(task.description).to_bytes(), description.unwrap_or_default());
+        assert_eq!(
+            CStr::from_ptr(task.description).to_bytes(),
+            description.unwrap_or_default()
+        );
     }
     x0x_task_batch_free(batch);
     x0x_task_list_free(list);
@@ -192,7 +248,10 @@ unsafe fn id_to_hex(arg: &[u8]) {
     let mut buffer = vec![0x77u8; len + 8];
     let status = x0x_id_to_hex(&id, buffer.as_mut_ptr().cast(), len);
     expect(status, len > 64, "id_to_hex");
-    assert!(buffer[len.min(65)..].iter().all(|&b| b == 0x77), "written past the buffer");
+    assert!(
+        buffer[len.min(65)..].iter().all(|&b| b == 0x77),
+        "written past the buffer"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -203,12 +262,20 @@ fuzz_target!(|data: &[u8]| {
     unsafe {
         match selector & 0x7f {
             0 => id_from_hex(null, arg),
-            1 => setter(x0x_agent_builder_with_bootstrap, null, arg, |s| {
-                AgentBuilder::new().with_bootstrap(s).is_ok()
-            }, "with_bootstrap"),
-            2 => setter(x0x_agent_builder_with_bind, null, arg, |s| {
-                s.parse::<SocketAddr>().is_ok()
-            }, "with_bind"),
+            1 => setter(
+                x0x_agent_builder_with_bootstrap,
+                null,
+                arg,
+                |s| AgentBuilder::new().with_bootstrap(s).is_ok(),
+                "with_bootstrap",
+            ),
+            2 => setter(
+                x0x_agent_builder_with_bind,
+                null,
+                arg,
+                |s| s.parse::<SocketAddr>().is_ok(),
+                "with_bind",
+            ),
             3 => agent_key(null, arg),
             4 => {
                 // The first 40 bytes with a valid checksum: reaches the checks behind it.
@@ -217,11 +284,29 @@ fuzz_target!(|data: &[u8]| {
                 head[..n].copy_from_slice(&arg[..n]);
                 agent_key(null, &x0x_fuzz::key_bytes(&head));
             }
-            5 => setter(x0x_agent_builder_with_machine_key, null, arg, |s| !s.is_empty(), "with_machine_key"),
-            6 => setter(x0x_agent_builder_with_data_dir, null, arg, |s| !s.is_empty(), "with_data_dir"),
+            5 => setter(
+                x0x_agent_builder_with_machine_key,
+                null,
+                arg,
+                |s| !s.is_empty(),
+                "with_machine_key",
+            ),
+            6 => setter(
+                x0x_agent_builder_with_data_dir,
+                null,
+                arg,
+                |s| !s.is_empty(),
+                "with_data_dir",
+            ),
             7 => task_list(null, arg),
             8 => id_to_hex(arg),
-            9 => setter(x0x_agent_builder_with_agent_key_file, null, arg, |s| !s.is_empty(), "with_agent_key_file"),
+            9 => setter(
+                x0x_agent_builder_with_agent_key_file,
+                null,
+                arg,
+                |s| !s.is_empty(),
+                "with_agent_key_file",
+            ),
             _ => {}
         }
     }

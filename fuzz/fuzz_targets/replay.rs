@@ -44,6 +44,9 @@ fuzz_target!(|data: &[u8]| {
             model.accepted.insert(seq);
         }
         let got = guard.accept(AgentId([sender; 32]), seq);
-        assert_eq!(got, expected, "sender {sender}, seq {seq}, highest {highest}");
+        assert_eq!(
+            got, expected,
+            "sender {sender}, seq {seq}, highest {highest}"
+        );
     }
 });

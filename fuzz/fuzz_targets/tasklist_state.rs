@@ -35,7 +35,11 @@ fn merge_remote(state: &mut TaskListState, incoming: &TaskListState) {
     state.merge(incoming);
     for (id, before) in everything.iter().zip(before) {
         if !touched.contains(id) {
-            assert_eq!(before, state.task(id), "a merge changed a task it does not mention");
+            assert_eq!(
+                before,
+                state.task(id),
+                "a merge changed a task it does not mention"
+            );
         }
     }
 }
@@ -67,7 +71,11 @@ fn check_chunks(state: &TaskListState, max: usize) {
         assert!(chunk.ids().len() <= max.max(1));
     }
     let refs: Vec<&TaskListState> = chunks.iter().collect();
-    assert_eq!(&merged(&refs), state, "chunks do not merge back to the state");
+    assert_eq!(
+        &merged(&refs),
+        state,
+        "chunks do not merge back to the state"
+    );
 }
 
 fn check_encoding(state: &TaskListState) {

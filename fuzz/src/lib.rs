@@ -1,22 +1,23 @@
-//! What the x0x fuzz targets share: fixed keys, the connection model the `frame` target drives,
-//! and the seed inputs of every target ([`seeds`], written out by `src/bin/make_corpus.rs`).
+//! What the x0x fuzz targets share: fixed keys, the connection the `frame` target drives the
+//! real overlay node through (with its checks), and the seed inputs of every target
+//! ([`seeds`], written out by `src/bin/make_corpus.rs`).
 //!
 //! Private x0x items come from `x0x::fuzzing`, which x0x compiles only for fuzzing (see
 //! fuzz/README.md); nothing of x0x is copied here.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::time::Instant;
-use x0x::fuzzing::{self, network_topic, proto_config, MAX_STRIKES, MESSAGE_DOMAIN};
+use x0x::fuzzing::{self, network_topic, proto_config, NodeHarness, MESSAGE_DOMAIN};
 use x0x::identity::KEYPAIR_LEN;
-use x0x::replay::ReplayGuard;
-use x0x::streams::{KeyStore, StreamReader};
+use x0x::streams::Received;
 use x0x::tasklist::{TaskId, TaskListState};
 use x0x::wire::{self, Credentials, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
 use x0x::{AgentId, Keypair, PublicKey};
@@ -97,7 +98,7 @@ pub fn sign_envelope(key: &Keypair, body: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The connection model of the `frame` target.
+// The connection of the `frame` target.
 
 /// Splits a received byte stream into frames exactly as `net::read_frame_checked` reads them:
 /// a big-endian u32 length, then that many bytes; a length over [`MAX_FRAME_LEN`] ends the
@@ -149,13 +150,25 @@ pub fn gossip_stream(messages: &[Vec<u8>]) -> Vec<u8> {
 pub const NODE: AgentId = AgentId([1; 32]);
 /// See [`NODE`].
 pub const PEER: AgentId = AgentId([2; 32]);
+/// Where [`NODE`] and [`PEER`] listen.
+const NODE_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5483);
+const PEER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5484);
+/// The topics of the seed envelopes' items: the node under test subscribes to them.
+const SEED_TOPICS: [&str; 2] = ["chat", "x0x/tasklist/00"];
+/// Simulated time between two frames of the stream, and the timer firings allowed meanwhile.
+const FRAME_GAP: Duration = Duration::from_millis(5);
+const TIMERS_PER_FRAME: usize = 4;
+/// Timer firings after the last frame, while the connection is still open (what the node sends
+/// on its own: IHaves, shuffles, repair), and after it ends.
+const TIMERS_OPEN: usize = 8;
+const TIMERS_AFTER: usize = 4;
 
 fn peer_data(port: u16) -> PeerData {
     PeerData::new(wire::encode(&SocketAddr::from(([127, 0, 0, 1], port))).expect("encodes"))
 }
 
 /// A proto state machine as an agent runs it (`overlay::node::Node`): its own config, joined to the
-/// network topic. Seeded, so a crash reproduces.
+/// network topic. Seeded, so a crash reproduces. Makes the seeds' gossip exchange.
 pub fn proto_state(me: AgentId, port: u16) -> proto::State<AgentId, StdRng> {
     proto::State::new(
         me,
@@ -165,173 +178,154 @@ pub fn proto_state(me: AgentId, port: u16) -> proto::State<AgentId, StdRng> {
     )
 }
 
-/// One agent's view of one connection: what `gossip::read_frames` does with each frame, then what
-/// `overlay::node::Node` does with each decoded message, with the checks that must hold.
+/// Items of verified envelopes: (sender, topic, timestamp, payload).
+type Deliverable = HashSet<(AgentId, String, u64, Bytes)>;
+
+/// One agent on one connection: the real overlay node (`overlay::node::Node`, through
+/// `x0x::fuzzing::NodeHarness`: the connection's `StreamReader`, then the node with its links,
+/// duplicate filter, IHave holds and recent announcements, its timers fired), with the checks
+/// that must hold.
 pub struct Node {
-    state: proto::State<AgentId, StdRng>,
-    now: Instant,
-    timers: Vec<(Instant, proto::Timer<AgentId>)>,
-    /// The reader of the fuzzed stream, and the keys it verified envelopes with.
-    reader: StreamReader,
-    keys: KeyStore,
-    /// Data message contents that the reader verified.
-    verified: HashSet<Bytes>,
-    replay: ReplayGuard,
+    harness: NodeHarness,
+    /// The items of the envelopes the reader verified: all that may be delivered.
+    deliverable: Deliverable,
     /// Frames the node sent (counted, not kept).
     pub sent: usize,
-    /// Messages delivered to the application.
+    /// Messages delivered to the application (the subscriptions to [`SEED_TOPICS`]).
     pub delivered: usize,
 }
 
 impl Node {
-    /// A node that has joined the network topic (`join_network`), as every agent does, and then:
-    /// * `dialed = false`: waits for peers to join through it (the first node of a network);
-    /// * `dialed = true`: has connected to `PEER` as its bootstrap peer and sent it a join, so
-    ///   the stream holds the bootstrap peer's answers.
+    /// A node that has joined the network topic (`join_network`), as every agent does, and is
+    /// connected to `PEER`:
+    /// * `dialed = false`: the first node of a network, which `PEER` dialed (peers join
+    ///   through it);
+    /// * `dialed = true`: it dialed `PEER` as its bootstrap peer and sent it a join, so the
+    ///   stream holds the bootstrap peer's answers.
     pub fn new(dialed: bool) -> Self {
+        static KEY: OnceLock<PublicKey> = OnceLock::new();
+        let key = KEY.get_or_init(|| keypair(1).public_key().clone()).clone();
+        let mut harness = NodeHarness::new(NODE, key, NODE_ADDR, 1).expect("a node");
+        for topic in SEED_TOPICS {
+            harness.subscribe(topic).expect("a valid topic");
+        }
+        harness.join(if dialed { &[PEER_ADDR][..] } else { &[] });
+        harness.connected(PEER, PEER_ADDR, dialed);
         let mut node = Self {
-            state: proto_state(NODE, 5483),
-            now: Instant::now(),
-            timers: Vec::new(),
-            reader: StreamReader::default(),
-            keys: KeyStore::new(keypair(1).public_key().clone()),
-            verified: HashSet::new(),
-            replay: ReplayGuard::default(),
+            harness,
+            deliverable: HashSet::new(),
             sent: 0,
             delivered: 0,
         };
-        node.handle(InEvent::Command(network_topic(), Command::Join(vec![])));
-        if dialed {
-            node.handle(InEvent::Command(network_topic(), Command::Join(vec![PEER])));
-        }
+        node.check_output();
         node
     }
 
     /// Feeds the node everything `PEER` sent on one connection (the bytes after the hellos),
-    /// then the connection's end, then fires the timers that were scheduled.
+    /// firing the timers due meanwhile, then some more timers, then the connection's end, then
+    /// the timers after it.
     pub fn connection(&mut self, bytes: &[u8]) {
-        let mut strikes = 0;
+        let mut open = true;
         for frame in frames(bytes) {
-            if !self.frame(frame) {
-                strikes += 1;
-                if strikes >= MAX_STRIKES {
-                    break; // The reader closes the connection.
-                }
+            let deliverable = &mut self.deliverable;
+            open = self
+                .harness
+                .frame(frame, FRAME_GAP, TIMERS_PER_FRAME, |received| {
+                    check_received(frame, received, deliverable);
+                });
+            self.check_output();
+            if !open {
+                break; // Closed: the reader stops.
             }
         }
-        self.handle(InEvent::PeerDisconnected(PEER));
-        self.run_timers(64);
+        if open {
+            self.harness.run_timers(TIMERS_OPEN);
+            self.check_output();
+        }
+        self.harness.end();
+        self.harness.run_timers(TIMERS_AFTER);
+        self.check_output();
     }
 
-    /// One frame, as `gossip::read_frames` handles it (`streams::StreamReader`); false if it
-    /// was rejected (a strike).
-    pub fn frame(&mut self, frame: &[u8]) -> bool {
-        let received = match self.reader.read(frame, &self.keys) {
-            Err(_) => return false,
-            Ok(None) => return true, // a key, kept for the envelopes after it
-            Ok(Some(received)) => received,
-        };
-        let frame = &frame[1..]; // after the kind
-        let content = wire::gossip_data_content(frame);
-        let message = received.message;
-        // The property the reader relies on: a frame that decodes to a data message is one
-        // `gossip_data_content` recognised, so its content was verified. If this fails,
-        // unverified bytes reach the gossip layer, which would deliver and forward them.
-        if matches!(message.kind(), proto::state::MessageKind::Data) {
+    /// What the node sent and delivered since the last call.
+    fn check_output(&mut self) {
+        for frame in self.harness.take_sent() {
+            // On the wire: a kind byte, then the message (together at most the limit).
             assert!(
-                content.is_some() && received.payload.is_some(),
-                "a frame decodes to a data message, but the reader did not verify its content"
+                frame.len() < MAX_FRAME_LEN,
+                "the node sends a {}-byte frame, over the frame limit",
+                frame.len()
             );
+            postcard::from_bytes::<proto::Message<AgentId>>(&frame)
+                .expect("a frame the node sends decodes");
+            self.sent += 1;
         }
-        if let (Some(content), Some(payload)) = (content, received.payload) {
-            assert_eq!(
-                Some(payload.publisher),
-                wire::claimed_sender(content),
-                "the verified publisher is not the one the envelope names"
+        for message in self.harness.take_delivered() {
+            let item = (
+                message.sender,
+                message.topic.to_string(),
+                message.timestamp_ms,
+                message.payload,
             );
-            self.verified.insert(Bytes::copy_from_slice(content));
-        }
-        // Whatever decodes must encode again (the node re-encodes messages it forwards), to
-        // bytes that decode to a message whose data content is the same.
-        let again = wire::encode(&message).expect("a decoded message encodes again");
-        let decoded: proto::Message<AgentId> =
-            postcard::from_bytes(&again).expect("a re-encoded message decodes");
-        assert_eq!(
-            wire::gossip_data_content(&again),
-            content,
-            "re-encoding changed the data content"
-        );
-        assert_eq!(
-            wire::encode(&decoded).expect("encodes"),
-            again,
-            "encoding is not stable"
-        );
-        // The node holds IHaves by the round the reader finds in them; the layout parser must
-        // agree with the decoder on what is an IHave.
-        assert_eq!(
-            received.ihave_round.is_some(),
-            wire::ihave_min_round(&again).is_some(),
-            "re-encoding changed whether the frame is an IHave with a round"
-        );
-        self.handle(InEvent::RecvMessage(PEER, message));
-        true
-    }
-
-    /// Fires up to `max` scheduled timers, earliest first, moving the clock to each.
-    pub fn run_timers(&mut self, max: usize) {
-        for _ in 0..max {
-            let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i].0) else {
-                return;
-            };
-            let (at, timer) = self.timers.swap_remove(i);
-            self.now = self.now.max(at);
-            self.handle(InEvent::TimerExpired(timer));
+            assert!(
+                self.deliverable.contains(&item),
+                "the node delivered an item of no envelope the reader verified"
+            );
+            self.delivered += 1;
         }
     }
+}
 
-    /// `overlay::node::Node::proto` and `apply`.
-    pub fn handle(&mut self, event: InEvent<AgentId>) {
-        let out: Vec<_> = self.state.handle(event, self.now, None).collect();
-        for event in out {
-            match event {
-                OutEvent::SendMessage(_, message) => {
-                    let frame = wire::encode(&message).expect("an outgoing message encodes");
-                    assert!(
-                        frame.len() <= MAX_FRAME_LEN,
-                        "the node sends a {}-byte frame, over the frame limit",
-                        frame.len()
-                    );
-                    self.sent += 1;
-                }
-                OutEvent::EmitEvent(topic, proto::Event::Received(gossip))
-                    if topic == network_topic() =>
-                {
-                    self.received(&gossip.content);
-                }
-                OutEvent::EmitEvent(..) | OutEvent::DisconnectPeer(_) => {}
-                OutEvent::ScheduleTimer(delay, timer) => {
-                    self.timers.push((self.now + delay, timer));
-                }
-                OutEvent::PeerData(_, data) => {
-                    // The node keeps the address a peer announces, if it decodes.
-                    let _ = postcard::from_bytes::<SocketAddr>(data.as_bytes());
-                }
-            }
-        }
-    }
-
-    /// `overlay::node::Node::on_gossip` for `Received`.
-    fn received(&mut self, content: &Bytes) {
+/// The checks on a gossip message the reader accepted (`frame`: its kind byte and body), before
+/// the node gets it; the items of a verified envelope go into `deliverable`.
+fn check_received(frame: &[u8], received: &Received, deliverable: &mut Deliverable) {
+    let frame = &frame[1..]; // after the kind
+    let content = wire::gossip_data_content(frame);
+    let message = &received.message;
+    // The property the reader relies on: a frame that decodes to a data message is one
+    // `gossip_data_content` recognised, so its content was verified. If this fails, unverified
+    // bytes reach the gossip layer, which would deliver and forward them.
+    if matches!(message.kind(), proto::state::MessageKind::Data) {
         assert!(
-            self.verified.contains(content),
-            "the gossip layer delivered content that the reader never verified"
+            content.is_some() && received.payload.is_some(),
+            "a frame decodes to a data message, but the reader did not verify its content"
         );
-        // Verified content must decode again, to what `open` returned.
+    }
+    if let (Some(content), Some(payload)) = (content, received.payload) {
+        assert_eq!(
+            Some(payload.publisher),
+            wire::claimed_sender(content),
+            "the verified publisher is not the one the envelope names"
+        );
+        // Verified content must decode again (the node opens it so to deliver it).
         let envelope = wire::open_verified(content).expect("verified content decodes");
-        if self.replay.accept(envelope.sender, envelope.seq) {
-            self.delivered += envelope.items.len();
+        assert_eq!(envelope.sender, payload.publisher, "open_verified differs");
+        for item in envelope.items {
+            deliverable.insert((envelope.sender, item.topic, item.timestamp_ms, item.payload));
         }
     }
+    // Whatever decodes must encode again (the node re-encodes messages it forwards), to bytes
+    // that decode to a message whose data content is the same.
+    let again = wire::encode(message).expect("a decoded message encodes again");
+    let decoded: proto::Message<AgentId> =
+        postcard::from_bytes(&again).expect("a re-encoded message decodes");
+    assert_eq!(
+        wire::gossip_data_content(&again),
+        content,
+        "re-encoding changed the data content"
+    );
+    assert_eq!(
+        wire::encode(&decoded).expect("encodes"),
+        again,
+        "encoding is not stable"
+    );
+    // The node holds IHaves by the round the reader finds in them; the layout parser must agree
+    // with the decoder on what is an IHave.
+    assert_eq!(
+        received.ihave_round.is_some(),
+        wire::ihave_min_round(&again).is_some(),
+        "re-encoding changed whether the frame is an IHave with a round"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
