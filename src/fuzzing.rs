@@ -22,7 +22,8 @@ use crate::streams::{KeyStore, Received, StreamReader};
 use crate::tasklist::TaskListState;
 use crate::tasklists::{PersistedList, Store, SyncMessage};
 
-pub use crate::gossip::{network_topic, MAX_STRIKES};
+pub use crate::gossip::MAX_STRIKES;
+pub use crate::overlay::node::network_topic;
 pub use crate::wire::MESSAGE_DOMAIN;
 
 /// `replay::WINDOW`: how far below a sender's highest sequence number is still accepted.

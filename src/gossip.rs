@@ -24,8 +24,8 @@ use crate::context::AgentContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{AgentId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
-pub use crate::overlay::node::{network_topic, JoinFailure, JoinOutcome};
 use crate::overlay::node::{Action, Connected, Input, Node};
+pub use crate::overlay::node::{JoinFailure, JoinOutcome};
 use crate::penalties::Penalties;
 use crate::pubsub::Registry;
 use crate::stats::Counters;
@@ -270,11 +270,6 @@ impl Network {
         Ok(())
     }
 
-    /// Hands a signed envelope to the gossip layer (a closed agent drops it).
-    pub fn broadcast(&self, envelope: Bytes) {
-        let _ = self.send(Command::Broadcast(envelope));
-    }
-
     /// A function the signer thread can call to broadcast.
     pub fn broadcaster(&self) -> impl Fn(Bytes) + Send + 'static {
         let commands = self.commands.clone();
@@ -453,7 +448,6 @@ impl Driver {
                 let conn_id = self.next_conn_id;
                 let Authenticated {
                     peer,
-                    machine: _,
                     incarnation,
                     listen,
                     peers,
@@ -713,7 +707,7 @@ async fn read_loop(
         .await;
 }
 
-/// Reads the peer's data lanes (see [`crate::streams::lane_of`]) as they are opened.
+/// Reads the peer's data lanes (see `streams::lane_of`) as they are opened.
 async fn accept_lanes(
     peer: AgentId,
     connection: Connection,

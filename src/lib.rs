@@ -9,7 +9,7 @@ pub mod agent;
 /// cbindgen:ignore
 pub(crate) mod context;
 /// cbindgen:ignore
-pub mod duplicates;
+pub(crate) mod duplicates;
 /// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
@@ -20,38 +20,48 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 /// cbindgen:ignore
-pub mod gossip;
+pub(crate) mod gossip;
 /// cbindgen:ignore
 pub mod identity;
 /// cbindgen:ignore
 pub(crate) mod instance;
 /// cbindgen:ignore
-pub mod net;
+pub(crate) mod net;
 /// cbindgen:ignore
 pub(crate) mod overlay;
 /// cbindgen:ignore
-pub mod penalties;
+pub(crate) mod penalties;
 /// cbindgen:ignore
 pub mod pubsub;
 /// cbindgen:ignore
-pub mod queue;
+pub(crate) mod queue;
 /// cbindgen:ignore
-pub mod replay;
+pub(crate) mod replay;
 /// cbindgen:ignore
-pub mod runtime;
+pub(crate) mod runtime;
 /// cbindgen:ignore
 #[doc(hidden)]
 pub mod sim;
 /// cbindgen:ignore
 pub mod stats;
-pub mod streams;
+/// cbindgen:ignore
+pub(crate) mod streams;
 /// cbindgen:ignore
 pub mod tasklist;
 /// cbindgen:ignore
 pub mod tasklists;
 /// cbindgen:ignore
-pub mod wire;
+#[cfg(any(feature = "testing", fuzzing))]
+#[doc(hidden)]
+pub mod testing;
+/// cbindgen:ignore
+pub(crate) mod wire;
 
 pub use agent::{Agent, AgentBuilder};
 pub use error::{Error, ErrorKind, Result};
+pub use events::{Event, EventStream};
 pub use identity::{AgentId, Keypair, MachineId, PublicKey};
+pub use pubsub::{Message, Subscription};
+pub use stats::Stats;
+pub use tasklist::TaskId;
+pub use tasklists::{TaskList, TaskStatus};

@@ -22,7 +22,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::{AgentId, MachineId};
+use crate::identity::AgentId;
 use crate::wire::{self, Credentials, FrameKind, Hello, Role, MAX_FRAME_LEN};
 
 /// Version 2: hellos by the agent key (version 1 peers fail the TLS handshake with "no
@@ -185,8 +185,6 @@ impl ServerCertVerifier for AnyCertificate {
 pub struct Authenticated {
     /// The peer: its agent id.
     pub peer: AgentId,
-    /// The machine the peer's machine key names.
-    pub machine: MachineId,
     /// The peer agent run's incarnation (changes when it restarts).
     pub incarnation: u64,
     /// Where the peer accepts connections.
@@ -301,7 +299,6 @@ pub async fn dial(
         }
         Ok(Authenticated {
             peer,
-            machine: sender.machine,
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),
@@ -360,7 +357,6 @@ pub async fn accept(
         write_frame(&mut send, &wire::encode(&hello)?).await?;
         Ok(Authenticated {
             peer: sender.agent_key.agent_id(),
-            machine: sender.machine,
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),

@@ -1,13 +1,10 @@
 //! Publish/subscribe: local fan-out to subscriptions, and the group-commit signer.
 //!
 //! Publishing enqueues; one signer thread takes whatever has accumulated (up to
-//! [`MAX_BATCH_ITEMS`] messages or [`MAX_BATCH_BYTES`]), signs it once as an envelope, delivers
-//! it to this agent's own subscribers and hands it to the gossip layer. When nothing is queued a
-//! message is signed alone at once; under load one signature covers hundreds of messages. One
-//! thread and FIFO order keep each sender's messages in publish order.
-//!
-//! [`MAX_BATCH_ITEMS`]: crate::wire::MAX_BATCH_ITEMS
-//! [`MAX_BATCH_BYTES`]: crate::wire::MAX_BATCH_BYTES
+//! `wire::MAX_BATCH_ITEMS` messages or `wire::MAX_BATCH_BYTES`), signs it once as an envelope,
+//! delivers it to this agent's own subscribers and hands it to the gossip layer. When nothing is
+//! queued a message is signed alone at once; under load one signature covers hundreds of
+//! messages. One thread and FIFO order keep each sender's messages in publish order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

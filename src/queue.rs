@@ -97,16 +97,6 @@ impl<T> BoundedQueue<T> {
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
     }
-
-    /// How many items are waiting.
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
-    /// Whether no items are waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! * **Lanes.** Control messages (HyParView, IHave, Graft, Prune) go on the first,
 //!   bidirectional stream; payloads on up to `LANES` unidirectional streams, one per publisher
-//!   ([`lane_of`]).
+//!   (`lane_of`).
 //! * **Publisher keys, once per stream.** An envelope names its sender by id (32 bytes). The
 //!   sender's ML-DSA-65 public key (1,952 bytes: with a 1 KiB payload, a third of the envelope)
 //!   goes on the stream as a key frame just before the first envelope from that sender. Both
@@ -46,6 +46,7 @@ const KEY_IDLE: Duration = Duration::from_secs(60);
 /// else, after which it arrives twice. One stream per publisher keeps each publisher's
 /// payloads in order (the order promise is per sender) while a loss delays only that
 /// publisher's.
+#[cfg(test)]
 pub fn lane_of(frame: &[u8]) -> usize {
     lane_of_publisher(publisher_of(frame))
 }
@@ -92,11 +93,13 @@ impl<K> KeyRing<K> {
     }
 
     /// How many keys are held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no key is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -157,11 +160,13 @@ impl KeyStore {
     }
 
     /// How many keys are held besides the agent's own.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether no key is held besides the agent's own.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

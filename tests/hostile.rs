@@ -1,7 +1,7 @@
 //! A rogue peer speaks the real wire protocol at an honest agent: every bad input must be dropped
 //! before any subscriber sees it, counted under its reason, and nothing may panic.
 //!
-//! The rogue authenticates like any peer (`x0x::net::dial`), then runs its own iroh-gossip
+//! The rogue authenticates like any peer (`x0x::testing::net::dial`), then runs its own iroh-gossip
 //! `proto::State` so that it becomes a real gossip neighbour of the honest agent; its
 //! `Broadcast` commands produce genuine data frames, whose content we choose (forged envelopes).
 //!
@@ -22,12 +22,12 @@ use rand::rngs::StdRng;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use x0x::events::Event;
-use x0x::gossip::network_topic;
-use x0x::net::SERVER_NAME;
-use x0x::net::{self, Authenticated};
 use x0x::pubsub::Subscription;
 use x0x::stats::Stats;
-use x0x::wire::{self, Credentials, FrameKind, Hello, Rejection, Role};
+use x0x::testing::net::SERVER_NAME;
+use x0x::testing::net::{self, Authenticated};
+use x0x::testing::network_topic;
+use x0x::testing::wire::{self, Credentials, FrameKind, Hello, Rejection, Role};
 use x0x::{Agent, AgentId, Keypair};
 
 mod common;

@@ -237,9 +237,9 @@ async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
     let z = agent(&[]).await;
     z.join_network(JOIN).await.unwrap();
 
-    let endpoint = x0x::net::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = x0x::testing::net::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let listen = endpoint.local_addr().unwrap();
-    let key = x0x::wire::Credentials::new(
+    let key = x0x::testing::wire::Credentials::new(
         x0x::Keypair::generate().unwrap(),
         &x0x::Keypair::generate().unwrap(),
     )
@@ -247,7 +247,7 @@ async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
     let hints = z.local_addrs();
     let connection = tokio::time::timeout(
         WAIT,
-        x0x::net::dial(&endpoint, &key, listen, v.local_addr(), None, hints),
+        x0x::testing::net::dial(&endpoint, &key, listen, v.local_addr(), None, hints),
     )
     .await
     .unwrap()

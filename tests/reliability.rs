@@ -27,10 +27,10 @@ use iroh_gossip::proto::{self, Command as ProtoCommand, InEvent, OutEvent, PeerD
 use rand::rngs::StdRng;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use x0x::gossip::network_topic;
-use x0x::net::{self, Authenticated};
 use x0x::pubsub::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
-use x0x::wire::{self, Credentials, FrameKind, Rejection};
+use x0x::testing::net::{self, Authenticated};
+use x0x::testing::network_topic;
+use x0x::testing::wire::{self, Credentials, FrameKind, Rejection};
 use x0x::{Agent, AgentId, Keypair};
 
 mod common;

@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use x0x::wire::{self, Hello, Role};
+use x0x::testing::wire::{self, Hello, Role};
 use x0x_fuzz::EXPORTER;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use libfuzzer_sys::fuzz_target;
 use x0x::fuzzing::WINDOW;
-use x0x::replay::ReplayGuard;
+use x0x::testing::replay::ReplayGuard;
 use x0x::AgentId;
 
 #[derive(Default)]

@@ -17,7 +17,7 @@
 use libfuzzer_sys::fuzz_target;
 use x0x::fuzzing;
 use x0x::tasklist::TaskListState;
-use x0x::wire;
+use x0x::testing::wire;
 
 fn merged(states: &[&TaskListState]) -> TaskListState {
     let mut out = TaskListState::default();

@@ -17,9 +17,11 @@ use rand::SeedableRng;
 use tokio::time::Instant;
 use x0x::fuzzing::{self, network_topic, proto_config, NodeHarness, MESSAGE_DOMAIN};
 use x0x::identity::KEYPAIR_LEN;
-use x0x::streams::Received;
 use x0x::tasklist::{TaskId, TaskListState};
-use x0x::wire::{self, Credentials, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN};
+use x0x::testing::streams::Received;
+use x0x::testing::wire::{
+    self, Credentials, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN,
+};
 use x0x::{AgentId, Keypair, PublicKey};
 
 /// Every fuzz target, in the order `scripts/fuzz.sh` runs them.

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use x0x::stats::Stats;
-use x0x::wire::{self, EnvelopeBody, Item, Rejection, SignedEnvelope};
+use x0x::testing::wire::{self, EnvelopeBody, Item, Rejection, SignedEnvelope};
 use x0x::{AgentId, Keypair, PublicKey};
 
 /// Invalid messages tolerated from one connection (the core's rule, as a count).
-pub const MAX_STRIKES: usize = x0x::gossip::MAX_STRIKES as usize;
+pub const MAX_STRIKES: usize = x0x::testing::MAX_STRIKES as usize;
 
 pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()

@@ -1,0 +1,26 @@
+//! The internals the integration tests (`tests/*.rs`) and the fuzz targets (`fuzz/`) reach:
+//! built only with the `testing` feature (the tests' own dev-dependency on x0x turns it on) or
+//! under `--cfg fuzzing`. Not an API: nothing here is stable, and users never need it.
+
+/// The QUIC transport: endpoints, authenticated dials, close codes.
+pub mod net {
+    pub use crate::net::*;
+}
+
+/// What crosses the network: frames, hellos, envelopes, iroh-gossip's byte layout.
+pub mod wire {
+    pub use crate::wire::*;
+}
+
+/// Per-connection readers and writers.
+pub mod streams {
+    pub use crate::streams::*;
+}
+
+/// The per-sender replay window.
+pub mod replay {
+    pub use crate::replay::*;
+}
+
+pub use crate::gossip::MAX_STRIKES;
+pub use crate::overlay::node::network_topic;
