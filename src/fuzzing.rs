@@ -22,9 +22,7 @@ use crate::streams::{KeyStore, Received, StreamReader};
 use crate::tasklist::TaskListState;
 use crate::tasklists::{PersistedList, Store, SyncMessage};
 
-pub use crate::gossip::MAX_STRIKES;
-pub use crate::overlay::node::network_topic;
-pub use crate::wire::MESSAGE_DOMAIN;
+use crate::gossip::MAX_STRIKES;
 
 /// `replay::WINDOW`: how far below a sender's highest sequence number is still accepted.
 pub const WINDOW: u64 = crate::replay::WINDOW;

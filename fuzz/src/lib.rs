@@ -15,9 +15,10 @@ use iroh_gossip::proto::{self, Command, InEvent, OutEvent, PeerData};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::time::Instant;
-use x0x::fuzzing::{self, network_topic, proto_config, NodeHarness, MESSAGE_DOMAIN};
+use x0x::fuzzing::{self, proto_config, NodeHarness};
 use x0x::identity::KEYPAIR_LEN;
 use x0x::tasklist::{TaskId, TaskListState};
+use x0x::testing::network_topic;
 use x0x::testing::streams::Received;
 use x0x::testing::wire::{
     self, Credentials, FrameKind, Hello, Item, Rejection, Role, MAX_FRAME_LEN,
@@ -90,7 +91,7 @@ pub fn publisher_key(sender: &AgentId) -> Option<&'static PublicKey> {
 /// Signs `body` (the bytes of an `EnvelopeBody`) as `wire::seal` would and encodes the
 /// `SignedEnvelope`; lets a target reach what lies behind a valid signature.
 pub fn sign_envelope(key: &Keypair, body: &[u8]) -> Vec<u8> {
-    let mut signed = MESSAGE_DOMAIN.to_vec();
+    let mut signed = wire::MESSAGE_DOMAIN.to_vec();
     signed.extend_from_slice(body);
     let envelope = wire::SignedEnvelope {
         body: Bytes::copy_from_slice(body),

@@ -908,12 +908,12 @@ impl Node {
         }
         self.members
             .learn_from_hello(peer, listen, peers, self.listen, &mut self.rng);
-        let Repair { topped_up, probed } = if bootstrap {
+        let ended = if bootstrap {
             self.members.dial_ended(&remote)
         } else {
             Repair::default()
         };
-        let repair = topped_up || probed;
+        let (probed, repair) = (ended.probed, ended.any());
         // Top-up dials run several at once, and one that lands when the others have filled the
         // active view is not needed: asking would only make both ends drop a neighbour (such
         // asks were a fifth of all while 200 agents joined). Closing those that land at 3 or 4
