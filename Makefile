@@ -89,7 +89,7 @@ simulate:
 	$(SIM) --agents 1000 --publishers 10 --messages 50 --rate 5 --latency-ms 10..100 --loss 0.01 --seed 1
 	$(SIM) --agents 1000 --publishers 10 --messages 50 --rate 5 --latency-ms 10..100 --loss 0.01 --seed 1 --kill 0.5 --at 4
 	for kill in 0.8 0.9; do $(SIM) --agents 1000 --publishers 10 --messages 50 --rate 5 --latency-ms 10..100 --loss 0.01 --seed 1 --kill $$kill --at 4; done
-	$(SIM) --agents 1000 --publishers 10 --messages 100 --rate 1 --latency-ms 10..100 --loss 0.01 --seed 1 --partition '1|1' --for 60 --at 5
+	$(SIM) --agents 1000 --publishers 10 --messages 100 --rate 1 --latency-ms 10..100 --loss 0.01 --seed 1 --partition '1|1' --for 60 --at 5 --tasklist-holders 20
 	$(SIM) --agents 100 --publishers 3 --messages 50 --latency-ms 10..100 --seed 1 --settle 1800
 	$(SIM) --agents 10000 --publishers 10 --messages 10 --rate 1 --latency-ms 10..100 --loss 0.01 --seed 1
 

@@ -17,10 +17,11 @@ use crate::error::Result;
 use crate::identity::{AgentId, PublicKey};
 use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::pubsub::{Message, Registry, Subscription};
+use crate::replica::{Replica, SyncMessage};
 use crate::stats::Counters;
 use crate::streams::{KeyStore, Received, StreamReader};
-use crate::tasklist::TaskListState;
-use crate::tasklists::{PersistedList, Store, SyncMessage};
+use crate::tasklist::{TaskId, TaskListState};
+use crate::tasklists::{PersistedList, Store};
 
 use crate::gossip::MAX_STRIKES;
 
@@ -32,8 +33,8 @@ pub fn proto_config() -> proto::Config {
     crate::overlay::node::proto_config()
 }
 
-/// Decodes a task list pub/sub payload (`tasklists::SyncMessage`) as `TaskList::on_message`
-/// does: the name and state of a delta or full-state chunk, `None` for a request.
+/// Decodes a task list pub/sub payload (`replica::SyncMessage`): the name and state of a delta
+/// or full-state chunk, `None` for a request.
 pub fn decode_sync_message(
     payload: &[u8],
 ) -> std::result::Result<Option<(String, TaskListState)>, postcard::Error> {
@@ -43,6 +44,17 @@ pub fn decode_sync_message(
         }
         SyncMessage::Request => None,
     })
+}
+
+/// `Replica::receive`, what `TaskList::on_message` runs, on a replica holding `state`: the
+/// state after, the tasks it reports changed, and how many messages it answers with.
+pub fn receive_sync_message(
+    state: &TaskListState,
+    payload: &[u8],
+) -> std::result::Result<(TaskListState, Vec<TaskId>, usize), postcard::Error> {
+    let mut replica = Replica::new(String::new(), state.clone());
+    let received = replica.receive(payload, Instant::now())?;
+    Ok((replica.state, received.changed, received.answer.len()))
 }
 
 /// The payloads a list named `name` sends: a delta and a full-state chunk of `state`, and a

@@ -38,6 +38,8 @@ pub(crate) mod queue;
 /// cbindgen:ignore
 pub(crate) mod replay;
 /// cbindgen:ignore
+pub(crate) mod replica;
+/// cbindgen:ignore
 pub(crate) mod runtime;
 /// cbindgen:ignore
 #[doc(hidden)]

@@ -1,11 +1,11 @@
 //! Task lists shared between agents: replicas of the [`TaskListState`] CRDT, kept in sync over
 //! pub/sub and optionally persisted.
 //!
-//! Each list has a random 32-byte id and a pub/sub topic derived from it. Every local change is
-//! published (signed, like every message) as a delta; a received delta or state is merged. Full
-//! states travel on three occasions, so late joiners and healed partitions converge: when a
-//! gossip neighbour comes up, when a replica asks (on `join_task_list`), and every
-//! [`ANTI_ENTROPY_PERIOD`]. Messages that don't decode are dropped and counted.
+//! Each list has a random 32-byte id and a pub/sub topic derived from it. The sync protocol
+//! (what is sent when, what a received message changes) is `replica`, free of I/O; this module
+//! runs it on tokio: it publishes what a replica sends, feeds it what its subscription
+//! receives, resends full states every [`ANTI_ENTROPY_PERIOD`] and when a neighbour comes up,
+//! and saves the list. Messages that don't decode are dropped and counted.
 //!
 //! [`TaskListState`]: crate::tasklist::TaskListState
 //! [`ANTI_ENTROPY_PERIOD`]: crate::tasklists::ANTI_ENTROPY_PERIOD
@@ -15,7 +15,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,49 +27,28 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventStream};
 use crate::identity::AgentId;
 use crate::pubsub::{now_ms, Publisher, Registry, Subscription};
+pub use crate::replica::ANTI_ENTROPY_PERIOD;
+use crate::replica::{list_topic, prompts_full_state, Replica, SyncMessage};
 pub use crate::tasklist::{ListId, TaskStatus, TaskUpdate};
 use crate::tasklist::{TaskId, TaskListState, TaskView};
 
-/// How often every replica re-sends its full state.
-pub const ANTI_ENTROPY_PERIOD: Duration = Duration::from_secs(10);
-/// Tasks per full-state message, so that each fits comfortably under the payload limit.
-const TASKS_PER_CHUNK: usize = 400;
-/// Minimum gap between two full states of one list sent in answer to requests.
-const ANSWER_GAP: Duration = Duration::from_millis(500);
 /// Coalescing delay for writes to disk.
 const SAVE_DELAY: Duration = Duration::from_millis(100);
 const FILE_MAGIC: &[u8; 4] = b"x0xl";
 const FILE_VERSION: u8 = 1;
 const FILE_EXTENSION: &str = "x0xl";
 
-/// The pub/sub topic a list's replicas sync on.
-fn list_topic(id: &ListId) -> String {
-    format!("x0x/tasklist/{}", id.to_hex())
-}
-
-#[derive(Serialize, Deserialize)]
-pub(crate) enum SyncMessage {
-    /// One change (or a few): merge it.
-    Delta { name: String, state: TaskListState },
-    /// A chunk of a replica's full state: merge it.
-    Full { name: String, state: TaskListState },
-    /// "Send me your full state" (a replica that just joined).
-    Request,
-}
-
 /// What a replica needs from its agent to sync; absent for a local list.
 struct Sync {
     publisher: Publisher,
     shared: Arc<AgentContext>,
-    last_answer: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// One replica of a task list.
 pub struct TaskList {
     id: ListId,
-    name: Mutex<String>,
     me: AgentId,
-    state: Mutex<TaskListState>,
+    replica: Mutex<Replica>,
     /// Last timestamp handed out, so that a burst of adds gets distinct ids.
     clock: AtomicU64,
     sync: Option<Sync>,
@@ -116,9 +95,8 @@ impl TaskList {
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
-            name: Mutex::new(name),
             me,
-            state: Mutex::new(state),
+            replica: Mutex::new(Replica::new(name, state)),
             clock: AtomicU64::new(0),
             sync,
             store,
@@ -135,11 +113,11 @@ impl TaskList {
 
     /// The list's name ("" for a joined list until a replica has answered).
     pub fn name(&self) -> String {
-        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().name.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TaskListState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn tick(&self) -> u64 {
@@ -162,6 +140,7 @@ impl TaskList {
         let now = self.tick();
         let (id, delta) = self
             .lock()
+            .state
             .add_task(title, description, self.me, now, nonce());
         self.changed(delta, &[id], false);
         Ok(id)
@@ -170,7 +149,7 @@ impl TaskList {
     /// Claims a task for `agent` (this agent by default). The earliest claim wins everywhere.
     pub fn claim_task(&self, id: &TaskId, agent: Option<AgentId>) -> Result<()> {
         let now = self.tick();
-        let delta = self.lock().claim(id, agent.unwrap_or(self.me), now)?;
+        let delta = self.lock().state.claim(id, agent.unwrap_or(self.me), now)?;
         self.changed(delta, &[*id], false);
         Ok(())
     }
@@ -178,34 +157,34 @@ impl TaskList {
     /// Marks a task done by this agent; an unclaimed task may be completed directly.
     pub fn complete_task(&self, id: &TaskId) -> Result<()> {
         let now = self.tick();
-        let delta = self.lock().complete(id, self.me, now)?;
+        let delta = self.lock().state.complete(id, self.me, now)?;
         self.changed(delta, &[*id], false);
         Ok(())
     }
 
     /// Removes a task.
     pub fn remove_task(&self, id: &TaskId) -> Result<()> {
-        let delta = self.lock().remove(id)?;
+        let delta = self.lock().state.remove(id)?;
         self.changed(delta, &[*id], false);
         Ok(())
     }
 
     /// The tasks, oldest first (the same order on every replica).
     pub fn tasks(&self) -> Vec<TaskView> {
-        self.lock().tasks()
+        self.lock().state.tasks()
     }
 
     /// A copy of the replicated state.
     pub fn state(&self) -> TaskListState {
-        self.lock().clone()
+        self.lock().state.clone()
     }
 
     /// Reports, persists and (for a local change) publishes a change to `ids`.
     fn changed(&self, delta: TaskListState, ids: &[TaskId], remote: bool) {
         if let Some(sync) = &self.sync {
-            let state = self.lock();
+            let replica = self.lock();
             for id in ids {
-                let (status, assignee, removed) = match state.task(id) {
+                let (status, assignee, removed) = match replica.state.task(id) {
                     Some(task) => (
                         TaskStatus::from(&task.checkbox),
                         task.checkbox.assignee(),
@@ -222,12 +201,10 @@ impl TaskList {
                     remote,
                 }));
             }
-            drop(state);
+            let message = replica.delta(delta);
+            drop(replica);
             if !remote && sync.shared.is_joined() {
-                self.send(SyncMessage::Delta {
-                    name: self.name(),
-                    state: delta,
-                });
+                self.send(message);
             }
         }
         self.mark_dirty();
@@ -254,71 +231,29 @@ impl TaskList {
         });
     }
 
-    /// Sends the full state, in chunks (a request, a new neighbour, or the periodic resend).
+    /// Sends the full state, in chunks (a new neighbour, or the periodic resend).
     pub fn send_full_state(&self) {
-        let name = self.name();
-        let chunks = self.lock().chunks(TASKS_PER_CHUNK);
-        if chunks.is_empty() {
-            self.send(SyncMessage::Full {
-                name: name.clone(),
-                state: TaskListState::default(),
-            });
-        }
-        for state in chunks {
-            self.send(SyncMessage::Full {
-                name: name.clone(),
-                state,
-            });
+        let messages = self.lock().full_state();
+        for message in messages {
+            self.send(message);
         }
     }
 
     fn on_message(&self, payload: &[u8], shared: &AgentContext) {
-        let Ok(message) = postcard::from_bytes::<SyncMessage>(payload) else {
+        let now = tokio::time::Instant::now();
+        let Ok(received) = self.lock().receive(payload, now) else {
             let counters = &shared.counters;
             counters.add(&counters.dropped_malformed, 1);
             return;
         };
-        match message {
-            SyncMessage::Request => self.answer_request(),
-            SyncMessage::Delta { name, state } | SyncMessage::Full { name, state } => {
-                if !name.is_empty() {
-                    let mut mine = self.name.lock().unwrap_or_else(|e| e.into_inner());
-                    if mine.is_empty() {
-                        *mine = name;
-                        drop(mine);
-                        self.mark_dirty();
-                    }
-                }
-                self.merge_remote(&state);
-            }
+        if received.named {
+            self.mark_dirty();
         }
-    }
-
-    fn answer_request(&self) {
-        let Some(sync) = &self.sync else { return };
-        let now = tokio::time::Instant::now();
-        let mut last = sync.last_answer.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|last| now.duration_since(last) < ANSWER_GAP) {
-            return;
+        if !received.changed.is_empty() {
+            self.changed(TaskListState::default(), &received.changed, true);
         }
-        *last = Some(now);
-        drop(last);
-        self.send_full_state();
-    }
-
-    fn merge_remote(&self, incoming: &TaskListState) {
-        let mut state = self.lock();
-        let touched = incoming.ids();
-        let before: HashMap<TaskId, Option<TaskView>> =
-            touched.iter().map(|id| (*id, state.task(id))).collect();
-        state.merge(incoming);
-        let changed: Vec<TaskId> = touched
-            .into_iter()
-            .filter(|id| before.get(id).cloned().flatten() != state.task(id))
-            .collect();
-        drop(state);
-        if !changed.is_empty() {
-            self.changed(TaskListState::default(), &changed, true);
+        for message in received.answer {
+            self.send(message);
         }
     }
 
@@ -504,7 +439,6 @@ impl TaskLists {
             Some(Sync {
                 publisher: self.publisher.clone(),
                 shared: Arc::clone(&self.shared),
-                last_answer: Mutex::new(None),
             }),
             self.store.clone(),
         );
@@ -615,7 +549,7 @@ async fn anti_entropy(manager: Weak<TaskLists>, events: EventStream) {
         let resend = tokio::select! {
             _ = period.tick() => true,
             batch = events.next_batch(64) => match batch {
-                Some(batch) => batch.iter().any(|e| matches!(e, Event::PeerJoined(_))),
+                Some(batch) => batch.iter().any(prompts_full_state),
                 None => return,
             },
         };

@@ -33,6 +33,7 @@ fn one_seed_gives_one_run() {
         loss: 0.02,
         seed: 7,
         messages: 20,
+        tasklist_holders: 5,
         ..Config::default()
     };
     let (a, b) = (run(&config), run(&config));
@@ -43,6 +44,7 @@ fn one_seed_gives_one_run() {
             r.rmr.to_bits(),
             r.bytes_per_agent.to_bits(),
             r.max_hops,
+            r.tasklist_converged_ms.map(f64::to_bits),
         )
     };
     assert_eq!(exact(&a), exact(&b));
@@ -98,6 +100,72 @@ fn a_healed_partition_is_one_overlay_again() {
     });
     assert_eq!(report.components, 1, "{report:?}");
     assert_eq!(report.delivered_ratio_after_faults, 1.0, "{report:?}");
+}
+
+/// Both sides of a partition edit a shared list (every holder adds a task, one holder on each
+/// side claims the same task at the same instant); after the heal every replica has every task
+/// and the same winner, by the real sync protocol (deltas, requests, anti-entropy).
+#[test]
+fn task_lists_converge_after_a_partition_heals() {
+    for seed in 1..=3 {
+        let holders = 10;
+        let report = run(&Config {
+            agents: 60,
+            publishers: 2,
+            messages: 30,
+            rate: 1.0,
+            latency: (Duration::from_millis(5), Duration::from_millis(50)),
+            loss: 0.01,
+            seed,
+            partition: Some((0.5, Duration::from_secs(3), Duration::from_secs(20))),
+            tasklist_holders: holders,
+            ..Config::default()
+        });
+        assert_eq!(report.tasklist_replicas, holders, "seed {seed}: {report:?}");
+        // The 10 tasks it was created with, and one from each holder.
+        assert_eq!(
+            report.tasklist_tasks,
+            10 + holders,
+            "seed {seed}: {report:?}"
+        );
+        assert_eq!(report.tasklist_diverged, 0, "seed {seed}: {report:?}");
+        let converged = report.tasklist_converged_ms.expect("the replicas converge");
+        // They differed at the heal (the sides edited apart), and agreed within one
+        // anti-entropy period after it.
+        assert!(converged > 0.0, "seed {seed}: {report:?}");
+        assert!(converged <= 10_000.0, "seed {seed}: {report:?}");
+        assert_eq!(report.components, 1, "seed {seed}: {report:?}");
+    }
+}
+
+/// Holders that join a list by id after it was filled get all of it, and concurrent edits
+/// (a task from each holder, two claims of one task at one instant) converge without a fault.
+#[test]
+fn task_list_holders_that_join_by_id_converge() {
+    let holders = 8;
+    let report = run(&Config {
+        agents: 40,
+        publishers: 1,
+        messages: 10,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        loss: 0.02,
+        seed: 4,
+        tasklist_holders: holders,
+        ..Config::default()
+    });
+    assert_eq!(report.tasklist_replicas, holders, "{report:?}");
+    assert_eq!(report.tasklist_tasks, 10 + holders, "{report:?}");
+    assert_eq!(report.tasklist_diverged, 0, "{report:?}");
+    assert!(report.tasklist_converged_ms.is_some(), "{report:?}");
+    let without = run(&Config {
+        tasklist_holders: 0,
+        agents: 10,
+        ..Config::default()
+    });
+    assert_eq!(
+        (without.tasklist_replicas, without.tasklist_converged_ms),
+        (0, None)
+    );
 }
 
 /// What must hold after half an hour: nobody is short of neighbours, and the overlay delivers.
@@ -157,7 +225,9 @@ fn bad_configurations_are_refused_with_the_reason() {
     )
     .unwrap_err();
     assert!(
-        error.to_string().contains("no more publishers than agents"),
+        error
+            .to_string()
+            .contains("no more publishers or task list holders than agents"),
         "{error}"
     );
 }

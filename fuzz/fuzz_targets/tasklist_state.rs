@@ -1,12 +1,12 @@
-//! Task list states as they arrive from other agents (the `state` of a `tasklists::SyncMessage`,
+//! Task list states as they arrive from other agents (the `state` of a `replica::SyncMessage`,
 //! a pub/sub payload) or from a list file (`Store::decode`: magic, version, SHA-256 checksum,
 //! then a postcard `tasklists::PersistedList`), decoded and merged. Those are private to x0x;
 //! `x0x::fuzzing` runs x0x's own decoders on them.
 //!
 //! Checks, for any decoded states a, b, c: merge is commutative, associative and idempotent
 //! (the CRDT's contract, which hostile states must not break: replicas that diverge never
-//! converge again); merging changes only the tasks the incoming state mentions (what
-//! `TaskList::merge_remote` reports); `tasks()` and `task()` agree; `chunks()` splits a state
+//! converge again); a replica receiving a message (`Replica::receive`, x0x's own) changes only
+//! tasks the message mentions and reports exactly those it changed; `tasks()` and `task()` agree; `chunks()` splits a state
 //! into pieces that merge back to it; a state encodes and decodes to itself; nothing panics.
 //!
 //! Input: up to three postcard-encoded `TaskListState`s back to back (missing ones are empty);
@@ -27,21 +27,38 @@ fn merged(states: &[&TaskListState]) -> TaskListState {
     out
 }
 
-/// `TaskList::merge_remote`, with the check that only mentioned tasks change.
-fn merge_remote(state: &mut TaskListState, incoming: &TaskListState) {
-    let everything: Vec<_> = state.ids().union(&incoming.ids()).copied().collect();
+/// Checks what `Replica::receive` did with `incoming` on a replica that held `before`: only
+/// tasks `incoming` mentions changed, and `changed` names exactly the tasks whose view changed.
+fn check_receive(
+    before: &TaskListState,
+    incoming: &TaskListState,
+    after: &TaskListState,
+    changed: &[x0x::TaskId],
+) {
     let touched = incoming.ids();
-    let before: Vec<_> = everything.iter().map(|id| state.task(id)).collect();
-    state.merge(incoming);
-    for (id, before) in everything.iter().zip(before) {
-        if !touched.contains(id) {
-            assert_eq!(
-                before,
-                state.task(id),
-                "a merge changed a task it does not mention"
-            );
-        }
+    for id in before.ids().union(&touched) {
+        let differs = before.task(id) != after.task(id);
+        assert_eq!(
+            differs,
+            changed.contains(id),
+            "a receive misreported what it changed"
+        );
+        assert!(
+            !differs || touched.contains(id),
+            "a receive changed a task the message does not mention"
+        );
     }
+    assert!(changed.iter().all(|id| touched.contains(id)));
+}
+
+/// `b` arriving as a delta at a replica holding `a`.
+fn receive_delta(a: &TaskListState, b: &TaskListState) -> TaskListState {
+    let delta = &fuzzing::encode_sync_messages("", b)[0];
+    let (after, changed, answers) =
+        fuzzing::receive_sync_message(a, delta).expect("an encoded delta is received");
+    assert_eq!(answers, 0, "a delta is not answered");
+    check_receive(a, b, &after, &changed);
+    after
 }
 
 fn check_views(state: &TaskListState) {
@@ -87,9 +104,11 @@ fn check_encoding(state: &TaskListState) {
 fuzz_target!(|data: &[u8]| {
     // The pub/sub payload, as `TaskList::on_message` handles it.
     if let Ok(Some((_, state))) = fuzzing::decode_sync_message(data) {
-        let mut mine = TaskListState::default();
-        merge_remote(&mut mine, &state);
-        check_views(&mine);
+        let mine = TaskListState::default();
+        let (after, changed, _) =
+            fuzzing::receive_sync_message(&mine, data).expect("it decoded above");
+        check_receive(&mine, &state, &after, &changed);
+        check_views(&after);
     }
     // A list file, as `Store::load_all` loads it: as is, then with a correct checksum.
     if let Ok((_, state)) = fuzzing::decode_list_file(data) {
@@ -129,9 +148,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(&merged(&[a, a]), a, "merge is not idempotent");
     assert_eq!(merged(&[&ab, b]), ab, "merging again changed the state");
 
-    let mut replica = a.clone();
-    merge_remote(&mut replica, b);
-    assert_eq!(replica, ab);
+    assert_eq!(receive_delta(a, b), ab);
     check_views(&ab);
     check_chunks(&ab, 1 + data.len() % 4);
     check_encoding(&ab);

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release --bin x0x-sim -- --agents N --publishers P --messages M \
 //!     --latency-ms LO..HI --loss F --seed S [--rate R] [--payload BYTES] \
-//!     [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]]
+//!     [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
+//!     [--tasklist-holders K]
 //! ```
 //!
 //! Progress goes to stderr; the last line on stdout is one JSON object. The arguments are
@@ -16,7 +17,8 @@ use x0x::sim::{self, Config};
 
 const USAGE: &str = "usage: x0x-sim --agents N --publishers P --messages M --latency-ms LO..HI \
 --loss F --seed S [--rate MSG_PER_S] [--payload BYTES] [--join-gap-ms MS] [--settle S] \
-[--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]]";
+[--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
+[--tasklist-holders K]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +80,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--loss" => config.loss = number("a probability")?,
             "--join-gap-ms" => config.join_gap = Duration::from_secs_f64(number("ms")? / 1e3),
             "--settle" => config.settle = Duration::from_secs_f64(number("seconds")?),
+            "--tasklist-holders" => config.tasklist_holders = count()?,
             "--latency-ms" => {
                 let (lo, hi) = value.split_once("..").unwrap_or((value, value));
                 let ms = |text: &str| -> Result<Duration, String> {

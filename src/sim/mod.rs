@@ -18,6 +18,13 @@
 //! * Crashes and partitions: a link to a dead agent, or across a partition, carries nothing
 //!   more; each live end notices at the QUIC idle timeout (2 s), as keep-alives would.
 //!
+//! # Task lists
+//! With `tasklist_holders` set, that many agents hold one shared task list and run the real
+//! replica sync (`replica`): the first creates it with a few tasks, the others join by id;
+//! during a partition (or, without one, a few seconds later) every holder adds a task and one
+//! holder on each side claims the same task; the run reports how long after the heal (or the
+//! edits) every live holder had the same state.
+//!
 //! One seed gives one run: every random draw comes from seeded generators, nodes order what
 //! they iterate, and events at the same instant keep the order they were scheduled in.
 
@@ -38,8 +45,10 @@ use crate::events::{Event as AgentEvent, EventStream};
 use crate::identity::{AgentId, Keypair, PublicKey};
 use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::pubsub::{Registry, Subscription};
+use crate::replica::{self, list_topic, prompts_full_state, Replica, SyncMessage};
 use crate::stats::Counters;
 use crate::streams::decode_gossip;
+use crate::tasklist::{ListId, TaskListState};
 use crate::wire::{self, Item, Rejection};
 
 /// The topic simulated publishers publish on.
@@ -50,6 +59,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// The QUIC port every simulated agent listens on.
 const PORT: u16 = 7000;
+/// Tasks the first holder creates its list with.
+const LIST_TASKS: usize = 10;
+/// How often the simulator checks whether the task list replicas agree.
+const LIST_CHECK: Duration = Duration::from_millis(100);
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -81,6 +94,8 @@ pub struct Config {
     pub partition: Option<(f64, Duration, Duration)>,
     /// Time after the last publish (or heal) that late deliveries may take.
     pub drain: Duration,
+    /// Agents that hold one shared task list (0: no task list).
+    pub tasklist_holders: usize,
 }
 
 impl Default for Config {
@@ -99,6 +114,7 @@ impl Default for Config {
             kill: None,
             partition: None,
             drain: Duration::from_secs(10),
+            tasklist_holders: 0,
         }
     }
 }
@@ -143,6 +159,16 @@ pub struct Report {
     pub components_after_faults: Option<usize>,
     /// Live agents that never joined.
     pub failed_joins: usize,
+    /// Live agents holding the task list at the end, and the tasks of the first one's copy.
+    pub tasklist_replicas: usize,
+    pub tasklist_tasks: usize,
+    /// Milliseconds from the heal (or, without a partition, the edits) until every live holder
+    /// had the same list state; `None` if they never did (or there was no list).
+    pub tasklist_converged_ms: Option<f64>,
+    /// Live holders whose state differs from the first live holder's at the end.
+    pub tasklist_diverged: usize,
+    /// Sync messages the holders published (deltas, requests, answers, full states).
+    pub tasklist_messages: u64,
     /// Simulated events handled, and the simulated time at the end (seconds).
     pub events: u64,
     pub sim_s: f64,
@@ -163,7 +189,8 @@ impl Report {
              \"bytes_per_agent\": {:.0}, \"below_3_neighbours\": {}, \"min_neighbours\": {}, \
              \"components\": {}, \"below_3_after_faults\": {}, \"components_after_faults\": {}, \
              \"neighbours_lost_idle\": {}, \"failed_joins\": {}, \
-             \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+             \"tasklist_replicas\": {}, \"tasklist_tasks\": {}, \"tasklist_converged_ms\": {}, \
+             \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
@@ -184,6 +211,12 @@ impl Report {
             or_null(self.components_after_faults),
             self.neighbours_lost_idle,
             self.failed_joins,
+            self.tasklist_replicas,
+            self.tasklist_tasks,
+            self.tasklist_converged_ms
+                .map_or_else(|| "null".to_string(), |ms| format!("{ms:.0}")),
+            self.tasklist_diverged,
+            self.tasklist_messages,
             self.events,
             self.sim_s,
             self.wall_s,
@@ -194,9 +227,12 @@ impl Report {
 
 /// Runs one simulation; `progress` gets a line now and then.
 pub fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
-    if config.agents == 0 || config.publishers > config.agents {
+    if config.agents == 0
+        || config.publishers > config.agents
+        || config.tasklist_holders > config.agents
+    {
         return Err(Error::invalid_argument(
-            "need at least one agent, and no more publishers than agents",
+            "need at least one agent, and no more publishers or task list holders than agents",
         ));
     }
     if config.latency.0 > config.latency.1 || !(0.0..1.0).contains(&config.loss) {
@@ -296,7 +332,6 @@ enum Event {
     },
     Publish {
         publisher: usize,
-        index: usize,
     },
     Kill {
         agents: Vec<usize>,
@@ -307,6 +342,28 @@ enum Event {
     Heal,
     /// Counts the agents short of neighbours (5 s after a fault).
     Census,
+    /// The first holder creates the task list.
+    ListCreate {
+        agent: usize,
+    },
+    /// A holder joins the list by id.
+    ListJoin {
+        agent: usize,
+    },
+    /// Every live holder adds a task; one on each side of a partition claims the first task.
+    ListEdits,
+    /// A holder publishes a sync message (an answer, or its full state).
+    ListSend {
+        agent: usize,
+        message: SyncMessage,
+    },
+    /// A holder's anti-entropy period or a new neighbour: it sends its full state.
+    ListFullState {
+        agent: usize,
+        periodic: bool,
+    },
+    /// Are the replicas the same yet?
+    ListCheck,
 }
 
 #[derive(Debug)]
@@ -354,6 +411,12 @@ struct SimAgent {
     died_at: Option<u64>,
     bootstrap: Vec<SocketAddr>,
     joined: bool,
+    /// The key it signs with (publishers and task list holders).
+    signer: Option<Keypair>,
+    /// The sequence number of its last envelope.
+    sequence: u64,
+    /// Its task list replica and subscription, once it holds the list.
+    list: Option<(Replica, Subscription)>,
 }
 
 struct SimLink {
@@ -395,11 +458,21 @@ struct World {
     latencies: HashMap<(usize, usize), u64>,
     net_rng: StdRng,
     keys: HashMap<AgentId, PublicKey>,
-    /// Signing keys of the publishers.
-    signers: HashMap<usize, Keypair>,
     publishers: Vec<usize>,
+    /// The task list's id and holders (the first creates it), and draws for task nonces.
+    list_id: ListId,
+    holders: Vec<usize>,
+    list_rng: StdRng,
+    /// When the replicas must start to converge (the heal, or the edits), and when they did.
+    list_since: Option<u64>,
+    list_converged: Option<u64>,
+    list_messages: u64,
     /// Envelopes already verified (by content hash), and whether they passed.
     verified: HashMap<[u8; 32], bool>,
+    /// The content hashes of the publishers' envelopes, and the copies of them agents received
+    /// (task list traffic is not part of the redundancy figure).
+    measured: std::collections::HashSet<[u8; 32]>,
+    copies: u64,
     published: Vec<Published>,
     /// Per published message: when each agent got it (nanoseconds), indexed by agent.
     received: Vec<HashMap<usize, u64>>,
@@ -424,7 +497,11 @@ impl World {
         let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 2, 0));
         let publishers: Vec<usize> =
             rand::seq::index::sample(&mut pick, config.agents, config.publishers).into_vec();
-        let mut signers = HashMap::new();
+        let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 7, 0));
+        let holders: Vec<usize> =
+            rand::seq::index::sample(&mut pick, config.agents, config.tasklist_holders).into_vec();
+        let mut list_id = [0u8; 32];
+        pick.fill(&mut list_id);
         for i in 0..config.agents {
             let mut seed = [0u8; 32];
             let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, i as u64));
@@ -432,9 +509,7 @@ impl World {
             let key = Keypair::from_seed(seed)?;
             let id = key.public_key().agent_id();
             keys.insert(id, key.public_key().clone());
-            if publishers.contains(&i) {
-                signers.insert(i, key);
-            }
+            let signer = (publishers.contains(&i) || holders.contains(&i)).then_some(key);
             let addr = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + 1 + i as u32)),
                 PORT,
@@ -462,6 +537,9 @@ impl World {
                 died_at: None,
                 bootstrap: Vec::new(),
                 joined: false,
+                signer,
+                sequence: 0,
+                list: None,
             });
         }
         Ok(Self {
@@ -478,9 +556,16 @@ impl World {
             latencies: HashMap::new(),
             net_rng: StdRng::seed_from_u64(sub_seed(config.seed, 3, 0)),
             keys,
-            signers,
             publishers,
+            list_id: ListId(list_id),
+            holders,
+            list_rng: StdRng::seed_from_u64(sub_seed(config.seed, 8, 0)),
+            list_since: None,
+            list_converged: None,
+            list_messages: 0,
             verified: HashMap::new(),
+            measured: std::collections::HashSet::new(),
+            copies: 0,
             published: Vec::new(),
             received: Vec::new(),
             hops: Vec::new(),
@@ -534,11 +619,29 @@ impl World {
             let offset = period * k as u64 / config.publishers.max(1) as u64;
             for index in 0..config.messages {
                 let at = publish_start + offset + index as u64 * period;
-                self.schedule(at, Event::Publish { publisher, index });
+                self.schedule(at, Event::Publish { publisher });
             }
         }
         let publish_end = publish_start + config.messages as u64 * period;
         let mut last = publish_end;
+        if let Some(&creator) = self.holders.first() {
+            self.schedule(publish_start, Event::ListCreate { agent: creator });
+            let holders = self.holders.len() as u64;
+            for (k, &agent) in self.holders.clone().iter().enumerate().skip(1) {
+                // Joins spread over a second, as agents given the id at once would.
+                let at = publish_start + SECOND + SECOND * k as u64 / holders;
+                self.schedule(at, Event::ListJoin { agent });
+            }
+            // Inside the partition if there is one (both sides edit), else once all joined.
+            let edits = match config.partition {
+                Some((_, after, duration)) => {
+                    publish_start + nanos(after) + nanos(duration.min(Duration::from_secs(2)) / 2)
+                }
+                None => publish_start + 3 * SECOND,
+            };
+            self.schedule(edits, Event::ListEdits);
+            last = last.max(edits);
+        }
         if let Some((fraction, after)) = config.kill {
             let candidates: Vec<usize> = (0..config.agents)
                 .filter(|a| !self.publishers.contains(a))
@@ -617,7 +720,7 @@ impl World {
                     self.after_step(agent);
                 }
             }
-            Event::Publish { publisher, index } => self.publish(publisher, index),
+            Event::Publish { publisher } => self.publish(publisher),
             Event::Kill { agents } => {
                 self.last_fault = Some(self.now);
                 for agent in agents {
@@ -640,6 +743,11 @@ impl World {
             Event::Heal => {
                 self.last_fault = Some(self.now);
                 self.partitioned = false;
+                if !self.holders.is_empty() {
+                    self.list_since = Some(self.now);
+                    self.list_converged = None;
+                    self.schedule(self.now, Event::ListCheck);
+                }
             }
             Event::Census => {
                 let below = self
@@ -653,7 +761,179 @@ impl World {
                     .collect();
                 self.components_after_faults = Some(self.components(&live));
             }
+            Event::ListCreate { agent } => {
+                if self.hold_list(agent, "sim") {
+                    self.send_full_state(agent);
+                    for i in 0..LIST_TASKS {
+                        self.add_task(agent, &format!("task {i}"));
+                    }
+                }
+            }
+            Event::ListJoin { agent } => {
+                if self.hold_list(agent, "") {
+                    self.list_broadcast(agent, &SyncMessage::Request);
+                }
+            }
+            Event::ListEdits => self.list_edits(),
+            Event::ListSend { agent, message } => self.list_broadcast(agent, &message),
+            Event::ListFullState { agent, periodic } => {
+                if self.agents[agent].node.is_none() {
+                    return;
+                }
+                if periodic {
+                    let at = self.now + nanos(replica::ANTI_ENTROPY_PERIOD);
+                    self.schedule(at, Event::ListFullState { agent, periodic });
+                }
+                if self.agents[agent].context.is_joined() {
+                    self.send_full_state(agent);
+                }
+            }
+            Event::ListCheck => {
+                if self.list_converged.is_none() {
+                    if self.list_states_agree() {
+                        self.list_converged = Some(self.now);
+                    } else if self.now < self.end {
+                        self.schedule(self.now + nanos(LIST_CHECK), Event::ListCheck);
+                    }
+                }
+            }
         }
+    }
+
+    /// A live agent starts to hold the list (named `name`, "" when joining by id): its replica,
+    /// its subscription and its anti-entropy period.
+    fn hold_list(&mut self, agent: usize, name: &str) -> bool {
+        let topic = list_topic(&self.list_id);
+        let a = &mut self.agents[agent];
+        if a.node.is_none() {
+            return false;
+        }
+        let Ok(subscription) = a.context.registry.subscribe(&topic, usize::MAX >> 1) else {
+            return false;
+        };
+        a.list = Some((
+            Replica::new(name.into(), TaskListState::default()),
+            subscription,
+        ));
+        let at = self.now + nanos(replica::ANTI_ENTROPY_PERIOD);
+        self.schedule(
+            at,
+            Event::ListFullState {
+                agent,
+                periodic: true,
+            },
+        );
+        true
+    }
+
+    /// The list's timestamps: simulated milliseconds.
+    fn list_now_ms(&self) -> u64 {
+        self.now / 1_000_000 + 1
+    }
+
+    fn add_task(&mut self, agent: usize, title: &str) {
+        let (now_ms, nonce) = (self.list_now_ms(), self.list_rng.random());
+        let a = &mut self.agents[agent];
+        let me = a.id;
+        let Some((replica, _)) = a.list.as_mut() else {
+            return;
+        };
+        let (_, delta) = replica.state.add_task(title, "", me, now_ms, nonce);
+        let message = replica.delta(delta);
+        self.list_broadcast(agent, &message);
+    }
+
+    fn send_full_state(&mut self, agent: usize) {
+        let Some((replica, _)) = self.agents[agent].list.as_ref() else {
+            return;
+        };
+        for message in replica.full_state() {
+            self.list_broadcast(agent, &message);
+        }
+    }
+
+    /// Every live holder adds a task; the first live holder on each side (or the first two,
+    /// without a partition) claim the same task at the same instant: the CRDT must agree on
+    /// one winner everywhere.
+    fn list_edits(&mut self) {
+        let live: Vec<usize> = self
+            .holders
+            .iter()
+            .copied()
+            .filter(|&h| self.agents[h].node.is_some() && self.agents[h].list.is_some())
+            .collect();
+        for &agent in &live {
+            self.add_task(agent, &format!("added by agent {agent}"));
+        }
+        let claimants: Vec<usize> = if self.partitioned {
+            [true, false]
+                .iter()
+                .filter_map(|&side| {
+                    live.iter()
+                        .copied()
+                        .find(|&h| self.agents[h].side_a == side)
+                })
+                .collect()
+        } else {
+            live.iter().copied().take(2).collect()
+        };
+        let now_ms = self.list_now_ms();
+        for agent in claimants {
+            let a = &mut self.agents[agent];
+            let me = a.id;
+            let Some((replica, _)) = a.list.as_mut() else {
+                continue;
+            };
+            let Some(first) = replica.state.tasks().first().map(|task| task.id) else {
+                continue;
+            };
+            if let Ok(delta) = replica.state.claim(&first, me, now_ms) {
+                let message = replica.delta(delta);
+                self.list_broadcast(agent, &message);
+            }
+        }
+        if self.config.partition.is_none() {
+            self.list_since = Some(self.now);
+            self.schedule(self.now, Event::ListCheck);
+        }
+    }
+
+    /// Every live holder has a named replica, all in the same state.
+    fn list_states_agree(&self) -> bool {
+        let mut states = self
+            .holders
+            .iter()
+            .filter(|&&h| self.agents[h].node.is_some())
+            .filter_map(|&h| self.agents[h].list.as_ref());
+        let Some((first, _)) = states.next() else {
+            return true;
+        };
+        !first.name.is_empty()
+            && states.all(|(replica, _)| replica.name == first.name && replica.state == first.state)
+    }
+
+    fn list_broadcast(&mut self, agent: usize, message: &SyncMessage) {
+        let Ok(payload) = wire::encode(message) else {
+            return;
+        };
+        let topic = list_topic(&self.list_id);
+        if let Some(envelope) = self.seal(agent, topic, Bytes::from(payload)) {
+            self.list_messages += 1;
+            self.input(agent, Input::Broadcast(envelope));
+        }
+    }
+
+    /// Signs one message of `agent`'s with its next sequence number.
+    fn seal(&mut self, agent: usize, topic: String, payload: Bytes) -> Option<Bytes> {
+        let a = &mut self.agents[agent];
+        let signer = a.signer.as_ref()?;
+        a.sequence += 1;
+        let item = Item {
+            topic,
+            timestamp_ms: 0,
+            payload,
+        };
+        wire::seal(signer, a.sequence, vec![item]).ok()
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
@@ -731,12 +1011,17 @@ impl World {
             self.act(agent, action);
         }
         self.collect_deliveries(agent);
+        self.collect_list_messages(agent);
         if let Some(events) = self.agents[agent].events.try_next_batch(usize::MAX) {
             let idle = (self.idle.0..self.idle.1).contains(&self.now);
-            for event in events {
+            for event in &events {
                 if idle && matches!(event, AgentEvent::PeerLeft(_)) {
                     self.neighbours_lost_idle += 1;
                 }
+            }
+            if self.agents[agent].list.is_some() && events.iter().any(prompts_full_state) {
+                let periodic = false;
+                self.schedule(self.now, Event::ListFullState { agent, periodic });
             }
         }
         let deadline = self.agents[agent]
@@ -939,7 +1224,9 @@ impl World {
         let counters = &self.agents[me].context.counters;
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         let (keys, verified) = (&self.keys, &mut self.verified);
+        let (measured, copies) = (&self.measured, &mut self.copies);
         let received = decode_gossip(frame, |publisher, id, envelope| {
+            *copies += u64::from(measured.contains(id));
             let ok = match verified.get(id) {
                 Some(&ok) => ok,
                 None => {
@@ -1051,7 +1338,7 @@ impl World {
         }
     }
 
-    fn publish(&mut self, publisher: usize, index: usize) {
+    fn publish(&mut self, publisher: usize) {
         if self.agents[publisher].node.is_none() {
             return;
         }
@@ -1063,10 +1350,10 @@ impl World {
             timestamp_ms: 0,
             payload: Bytes::from(payload),
         };
-        let signer = &self.signers[&publisher];
-        let Ok(envelope) = wire::seal(signer, index as u64 + 1, vec![item]) else {
+        let Some(envelope) = self.seal(publisher, item.topic, item.payload) else {
             return;
         };
+        self.measured.insert(*blake3::hash(&envelope).as_bytes());
         let cut_off = self.partitioned.then_some(self.agents[publisher].side_a);
         self.published.push(Published {
             publisher,
@@ -1075,6 +1362,30 @@ impl World {
         });
         self.received.push(HashMap::new());
         self.input(publisher, Input::Broadcast(envelope));
+    }
+
+    /// Feeds what a holder's list subscription got to its replica; answers go out next.
+    fn collect_list_messages(&mut self, agent: usize) {
+        let now = self.instant(self.now);
+        let a = &mut self.agents[agent];
+        let me = a.id;
+        let Some((replica, subscription)) = a.list.as_mut() else {
+            return;
+        };
+        let Some(batch) = subscription.try_next_batch(usize::MAX) else {
+            return;
+        };
+        let mut answers = Vec::new();
+        for message in batch.iter().filter(|m| m.sender != me) {
+            // Honest simulated agents send nothing invalid: a bug in the replica or the model.
+            let received = replica
+                .receive(&message.payload, now)
+                .expect("a simulated replica sent an invalid sync message");
+            answers.extend(received.answer);
+        }
+        for message in answers {
+            self.schedule(self.now, Event::ListSend { agent, message });
+        }
     }
 
     fn collect_deliveries(&mut self, agent: usize) {
@@ -1133,16 +1444,6 @@ impl World {
             let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
             latencies[i] as f64 / 1e6
         };
-        let copies: u64 = self
-            .agents
-            .iter()
-            .map(|a| {
-                a.context
-                    .counters
-                    .envelopes_received
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .sum();
         let live: Vec<usize> = (0..self.agents.len())
             .filter(|&i| self.agents[i].node.is_some())
             .collect();
@@ -1151,6 +1452,12 @@ impl World {
             .map(|&i| self.agents[i].context.neighbours())
             .collect();
         let ratio = |d: u64, p: u64| if p == 0 { 1.0 } else { d as f64 / p as f64 };
+        let replicas: Vec<&Replica> = self
+            .holders
+            .iter()
+            .filter(|&&h| self.agents[h].node.is_some())
+            .filter_map(|&h| self.agents[h].list.as_ref().map(|(replica, _)| replica))
+            .collect();
         Report {
             agents: self.agents.len(),
             seed: self.config.seed,
@@ -1164,7 +1471,7 @@ impl World {
             rmr: if self.deliveries == 0 {
                 0.0
             } else {
-                copies as f64 / self.deliveries as f64 - 1.0
+                self.copies as f64 / self.deliveries as f64 - 1.0
             },
             max_hops: self.hops.iter().copied().max().unwrap_or(0),
             mean_hops: if self.hops.is_empty() {
@@ -1184,6 +1491,17 @@ impl World {
                 .iter()
                 .filter(|a| a.node.is_some() && !a.joined)
                 .count(),
+            tasklist_replicas: replicas.len(),
+            tasklist_tasks: replicas.first().map_or(0, |r| r.state.tasks().len()),
+            tasklist_converged_ms: self
+                .list_since
+                .zip(self.list_converged)
+                .map(|(since, at)| (at - since) as f64 / 1e6),
+            tasklist_diverged: replicas
+                .iter()
+                .filter(|r| r.state != replicas[0].state)
+                .count(),
+            tasklist_messages: self.list_messages,
             events: self.events,
             sim_s: self.now as f64 / SECOND as f64,
             wall_s: 0.0,
