@@ -182,35 +182,31 @@ fn an_overlay_idle_for_half_an_hour_keeps_enough_neighbours_and_delivers() {
     });
     assert_eq!(report.delivered_ratio, 1.0, "{report:?}");
     assert_eq!(report.below_3_neighbours, 0, "{report:?}");
+    assert_eq!(report.neighbours_lost_idle, 0, "{report:?}");
     assert_eq!(report.components, 1, "{report:?}");
 }
 
-/// A settled overlay keeps its neighbours. What 100 agents lose once joined is a few
-/// one-sided neighbourships left by the joins, which the first shuffles expose (≤ 30, where
-/// top-ups that joined through peers lost 812: each join cost up to six neighbourships
-/// elsewhere); after that, nothing: 150 idle seconds lose exactly what 30 lost.
+/// A settled overlay keeps its neighbours: none lost while idle, at 100 agents over several
+/// seeds. (Two causes once made it lose some: top-ups that joined through peers, each join
+/// costing up to six neighbourships elsewhere, 812 lost; then one-sided neighbourships the
+/// joins left, 16 and 14 on seeds 1 and 2, exposed by the first shuffles: an agent that dropped
+/// a neighbour kept its own neighbour request to it pending in the proto, took the peer's next
+/// request for the reply and never answered.)
 #[test]
-fn a_settled_overlay_loses_no_neighbour_after_its_first_shuffles() {
-    for seed in 1..=2 {
-        let idle_for = |settle: u64| {
-            run(&Config {
-                agents: 100,
-                publishers: 1,
-                messages: 1,
-                latency: (Duration::from_millis(10), Duration::from_millis(100)),
-                seed,
-                settle: Duration::from_secs(settle),
-                ..Config::default()
-            })
-        };
-        let (short, long) = (idle_for(30), idle_for(150));
-        assert!(short.neighbours_lost_idle <= 30, "seed {seed}: {short:?}");
-        assert_eq!(
-            short.neighbours_lost_idle, long.neighbours_lost_idle,
-            "seed {seed}: {short:?} {long:?}"
-        );
-        assert_eq!(long.below_3_neighbours, 0, "seed {seed}: {long:?}");
-        assert_eq!(long.delivered_ratio, 1.0, "seed {seed}: {long:?}");
+fn a_settled_overlay_loses_no_neighbour_while_idle() {
+    for seed in 1..=3 {
+        let report = run(&Config {
+            agents: 100,
+            publishers: 1,
+            messages: 1,
+            latency: (Duration::from_millis(10), Duration::from_millis(100)),
+            seed,
+            settle: Duration::from_secs(60),
+            ..Config::default()
+        });
+        assert_eq!(report.neighbours_lost_idle, 0, "seed {seed}: {report:?}");
+        assert_eq!(report.below_3_neighbours, 0, "seed {seed}: {report:?}");
+        assert_eq!(report.delivered_ratio, 1.0, "seed {seed}: {report:?}");
     }
 }
 

@@ -449,6 +449,11 @@ impl Node {
                         conn_id: link.conn_id,
                         reason: b"disconnect",
                     });
+                    // The connection is gone for the proto now (as iroh-gossip's own driver
+                    // tells it once the connection ends): else a neighbour request it had
+                    // pending to this peer stays, and the peer's next request is taken for its
+                    // reply and never answered, leaving a neighbourship only the peer knows.
+                    self.proto(InEvent::PeerDisconnected(peer));
                 }
             }
             OutEvent::PeerData(peer, data) => {
