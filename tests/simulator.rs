@@ -210,6 +210,28 @@ fn a_settled_overlay_loses_no_neighbour_while_idle() {
     }
 }
 
+/// Agents learn peers beyond their neighbours (hello hints, then shuffles: at once while an
+/// agent knows fewer than 4, then every 10 s), so a top-up after its neighbours die has
+/// somebody to dial. Joining one every 2 s, each into a settled overlay, the last included.
+#[test]
+fn agents_learn_peers_beyond_their_neighbours_soon_after_joining() {
+    for seed in 1..=3 {
+        let report = run(&Config {
+            agents: 30,
+            publishers: 1,
+            messages: 1,
+            latency: (Duration::from_millis(5), Duration::from_millis(50)),
+            seed,
+            join_gap: Duration::from_secs(2),
+            settle: Duration::from_secs(1),
+            ..Config::default()
+        });
+        assert!(report.min_others_known >= 4, "seed {seed}: {report:?}");
+        assert_eq!(report.below_3_neighbours, 0, "seed {seed}: {report:?}");
+        assert_eq!(report.delivered_ratio, 1.0, "seed {seed}: {report:?}");
+    }
+}
+
 #[test]
 fn bad_configurations_are_refused_with_the_reason() {
     let error = sim::run(

@@ -394,6 +394,11 @@ impl Node {
     }
 
     /// The current gossip neighbours.
+    /// How many peers besides its neighbours this agent has an address for.
+    pub(crate) fn others_known(&self) -> usize {
+        self.members.others_known(self.me, &self.neighbours).count()
+    }
+
     pub(crate) fn neighbours(&self) -> impl Iterator<Item = AgentId> + '_ {
         self.neighbours.iter().copied()
     }
@@ -640,7 +645,7 @@ impl Node {
         if self.mode != Mode::Joined {
             return;
         }
-        let others = self.members.others_known(self.me, &self.neighbours).count();
+        let others = self.others_known();
         if others >= KNOWN_BELOW {
             self.learn_gap = MIN_SHUFFLE_GAP;
             return;

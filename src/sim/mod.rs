@@ -159,6 +159,9 @@ pub struct Report {
     pub components_after_faults: Option<usize>,
     /// Live agents that never joined.
     pub failed_joins: usize,
+    /// The fewest peers besides its neighbours that any live agent has an address for at the
+    /// end (what shuffles teach; a top-up dials from these).
+    pub min_others_known: usize,
     /// Live agents holding the task list at the end, and the tasks of the first one's copy.
     pub tasklist_replicas: usize,
     pub tasklist_tasks: usize,
@@ -188,7 +191,7 @@ impl Report {
              \"max_ms\": {:.1}, \"rmr\": {:.4}, \"max_hops\": {}, \"mean_hops\": {:.2}, \
              \"bytes_per_agent\": {:.0}, \"below_3_neighbours\": {}, \"min_neighbours\": {}, \
              \"components\": {}, \"below_3_after_faults\": {}, \"components_after_faults\": {}, \
-             \"neighbours_lost_idle\": {}, \"failed_joins\": {}, \
+             \"neighbours_lost_idle\": {}, \"failed_joins\": {}, \"min_others_known\": {}, \
              \"tasklist_replicas\": {}, \"tasklist_tasks\": {}, \"tasklist_converged_ms\": {}, \
              \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
@@ -211,6 +214,7 @@ impl Report {
             or_null(self.components_after_faults),
             self.neighbours_lost_idle,
             self.failed_joins,
+            self.min_others_known,
             self.tasklist_replicas,
             self.tasklist_tasks,
             self.tasklist_converged_ms
@@ -1491,6 +1495,11 @@ impl World {
                 .iter()
                 .filter(|a| a.node.is_some() && !a.joined)
                 .count(),
+            min_others_known: live
+                .iter()
+                .filter_map(|&i| self.agents[i].node.as_ref().map(Node::others_known))
+                .min()
+                .unwrap_or(0),
             tasklist_replicas: replicas.len(),
             tasklist_tasks: replicas.first().map_or(0, |r| r.state.tasks().len()),
             tasklist_converged_ms: self
