@@ -33,7 +33,15 @@ pub fn proto_config() -> proto::Config {
     crate::overlay::node::proto_config()
 }
 
-/// Decodes a task list pub/sub payload (`replica::SyncMessage`): the name and state of a delta
+/// Whether `payload`, as a pub/sub payload of the list with id `list_id`, opens with the list's
+/// key (`replica::ListChannel::open`, which `TaskList::on_message` runs first).
+pub fn opens_as_sync_message(list_id: [u8; 32], payload: &[u8]) -> bool {
+    crate::replica::ListChannel::new(&crate::tasklist::ListId(list_id))
+        .open(payload)
+        .is_some()
+}
+
+/// Decodes an opened task list pub/sub payload (`replica::SyncMessage`): the name and state of a delta
 /// or full-state chunk, `None` for a request.
 pub fn decode_sync_message(
     payload: &[u8],
@@ -46,14 +54,15 @@ pub fn decode_sync_message(
     })
 }
 
-/// `Replica::receive`, what `TaskList::on_message` runs, on a replica holding `state`: the
-/// state after, the tasks it reports changed, and how many messages it answers with.
+/// `Replica::receive`, what `TaskList::on_message` runs on what the list's key opened (a
+/// postcard `SyncMessage`), on a replica holding `state`: the state after, the tasks it reports
+/// changed, and how many messages it answers with.
 pub fn receive_sync_message(
     state: &TaskListState,
     payload: &[u8],
 ) -> std::result::Result<(TaskListState, Vec<TaskId>, usize), postcard::Error> {
     let mut replica = Replica::new(String::new(), state.clone());
-    let received = replica.receive(payload, Instant::now())?;
+    let received = replica.receive(postcard::from_bytes(payload)?, Instant::now());
     Ok((replica.state, received.changed, received.answer.len()))
 }
 

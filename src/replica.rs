@@ -6,10 +6,14 @@
 //! in chunks) go out when a replica asks ([`SyncMessage::Request`], sent on joining), when a
 //! gossip neighbour comes up ([`prompts_full_state`]) and every [`ANTI_ENTROPY_PERIOD`]: so
 //! late joiners and healed partitions converge.
+//!
+//! What a list id grants on the wire is a [`ListChannel`]: the topic the replicas sync on (which
+//! does not reveal the id) and the key that seals every sync message, both derived from the id.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV, NONCE_LEN};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -23,9 +27,77 @@ const TASKS_PER_CHUNK: usize = 400;
 /// Minimum gap between two full states of one list sent in answer to requests.
 const ANSWER_GAP: Duration = Duration::from_millis(500);
 
-/// The pub/sub topic a list's replicas sync on.
-pub(crate) fn list_topic(id: &ListId) -> String {
-    format!("x0x/tasklist/{}", id.to_hex())
+/// The first byte of a sealed sync message: its layout (format byte, nonce, ciphertext, tag).
+const SEALED_FORMAT: u8 = 1;
+/// Bound into every seal, so a sealed message means nothing in any other x0x protocol.
+const SEALED_CONTEXT: &[u8] = b"x0x-tasklist-sync-v1";
+/// The bytes a seal adds to a sync message: format byte, nonce, tag.
+pub(crate) const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + 16;
+
+/// What a list id grants on the wire: the pub/sub topic its replicas sync on and the key that
+/// seals their sync messages (AES-256-GCM-SIV: encrypted and authenticated; a repeated nonce
+/// would reveal only that two messages are equal). Both are derived from the id with BLAKE3's
+/// key derivation, so the topic seen on the wire does not reveal the id, and an agent that only
+/// sees the traffic can neither read a list nor forge a change to it.
+pub struct ListChannel {
+    topic: String,
+    key: LessSafeKey,
+}
+
+impl ListChannel {
+    pub fn new(id: &ListId) -> Self {
+        let topic = blake3::Hasher::new_derive_key("x0x 2026-12 task list topic v1")
+            .update(&id.0)
+            .finalize();
+        let key = blake3::derive_key("x0x 2026-12 task list sync key v1", &id.0);
+        let key = UnboundKey::new(&AES_256_GCM_SIV, &key).expect("32 bytes make an AES-256 key");
+        Self {
+            topic: format!("x0x/tasklist/{}", topic.to_hex()),
+            key: LessSafeKey::new(key),
+        }
+    }
+
+    /// The pub/sub topic the list's replicas sync on.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// `message`, encrypted and authenticated with the list's key; `nonce` must be random.
+    pub fn seal(&self, message: &SyncMessage, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut sealed = Vec::with_capacity(SEAL_OVERHEAD + 64);
+        sealed.push(SEALED_FORMAT);
+        sealed.extend_from_slice(&nonce);
+        let body = sealed.len();
+        // A sync message is plain data: postcard cannot fail on it.
+        postcard::to_io(message, &mut sealed).expect("a sync message encodes");
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(SEALED_CONTEXT),
+                &mut sealed[body..],
+            )
+            .expect("a sync message is far below AES-GCM-SIV's size limit");
+        sealed.extend_from_slice(tag.as_ref());
+        sealed
+    }
+
+    /// The sync message `payload` seals, or `None` if it was not sealed with this list's key
+    /// (an agent without the id made it, or it was altered).
+    pub fn open(&self, payload: &[u8]) -> Option<SyncMessage> {
+        let (&format, rest) = payload.split_first()?;
+        if format != SEALED_FORMAT || rest.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut in_out = ciphertext.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(SEALED_CONTEXT), &mut in_out)
+            .ok()?;
+        postcard::from_bytes(plain).ok()
+    }
 }
 
 /// Whether an agent event makes every replica send its full state: a new gossip neighbour may
@@ -34,8 +106,9 @@ pub(crate) fn prompts_full_state(event: &Event) -> bool {
     matches!(event, Event::PeerJoined(_))
 }
 
+/// What replicas of one list send each other (sealed on the wire: [`ListChannel`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum SyncMessage {
+pub enum SyncMessage {
     /// One change (or a few): merge it.
     Delta { name: String, state: TaskListState },
     /// A chunk of a replica's full state: merge it.
@@ -96,14 +169,10 @@ impl Replica {
             .collect()
     }
 
-    /// Handles a sync message from another replica.
-    pub(crate) fn receive(
-        &mut self,
-        payload: &[u8],
-        now: Instant,
-    ) -> Result<Received, postcard::Error> {
+    /// Handles a sync message from another replica (opened with the list's [`ListChannel`]).
+    pub(crate) fn receive(&mut self, message: SyncMessage, now: Instant) -> Received {
         let mut received = Received::default();
-        match postcard::from_bytes::<SyncMessage>(payload)? {
+        match message {
             SyncMessage::Request => {
                 // Many replicas answer one request; a burst of requests gets one answer each gap.
                 // A replica that joined and heard nothing yet has nothing to give.
@@ -124,7 +193,7 @@ impl Replica {
                 received.changed = self.merge(&state);
             }
         }
-        Ok(received)
+        received
     }
 
     /// Merges `incoming`; returns the tasks whose view changed.
@@ -147,17 +216,12 @@ mod tests {
     use super::*;
     use crate::identity::AgentId;
 
-    fn encode(message: &SyncMessage) -> Vec<u8> {
-        crate::wire::encode(message).expect("a sync message encodes")
-    }
-
     #[test]
     fn a_request_is_answered_with_the_full_state_once_per_gap() {
         let mut replica = Replica::new("chores".into(), TaskListState::default());
         let (id, _) = replica.state.add_task("dishes", "", AgentId([1; 32]), 1, 7);
         let t0 = Instant::now();
-        let request = encode(&SyncMessage::Request);
-        let answer = replica.receive(&request, t0).unwrap().answer;
+        let answer = replica.receive(SyncMessage::Request, t0).answer;
         assert_eq!(answer.len(), 1);
         let SyncMessage::Full { name, state } = &answer[0] else {
             panic!("a request is answered with a full state, got {answer:?}");
@@ -165,38 +229,40 @@ mod tests {
         assert_eq!((name.as_str(), state.ids().len()), ("chores", 1));
         assert!(state.contains(&id));
         let soon = t0 + ANSWER_GAP / 2;
-        assert!(replica.receive(&request, soon).unwrap().answer.is_empty());
+        assert!(replica
+            .receive(SyncMessage::Request, soon)
+            .answer
+            .is_empty());
         let later = t0 + ANSWER_GAP;
-        assert_eq!(replica.receive(&request, later).unwrap().answer.len(), 1);
+        assert_eq!(replica.receive(SyncMessage::Request, later).answer.len(), 1);
     }
 
     #[test]
     fn a_replica_that_knows_nothing_yet_does_not_answer() {
-        let request = encode(&SyncMessage::Request);
         let mut joined = Replica::default();
         let now = Instant::now();
-        assert!(joined.receive(&request, now).unwrap().answer.is_empty());
+        assert!(joined.receive(SyncMessage::Request, now).answer.is_empty());
         // An empty list that has a name still answers: the joiner learns the name.
         let mut named = Replica::new("empty".into(), TaskListState::default());
-        assert_eq!(named.receive(&request, now).unwrap().answer.len(), 1);
+        assert_eq!(named.receive(SyncMessage::Request, now).answer.len(), 1);
     }
 
     #[test]
     fn a_delta_names_an_unnamed_replica_and_reports_what_changed() {
         let mut source = Replica::new("chores".into(), TaskListState::default());
         let (id, delta) = source.state.add_task("dishes", "", AgentId([1; 32]), 1, 7);
-        let message = encode(&source.delta(delta));
+        let message = source.delta(delta);
         let mut joined = Replica::default();
         let now = Instant::now();
-        let received = joined.receive(&message, now).unwrap();
+        let received = joined.receive(message.clone(), now);
         assert_eq!((received.changed, received.named), (vec![id], true));
         assert_eq!(joined.name, "chores");
         assert_eq!(joined.state, source.state);
         // The same delta again changes nothing.
-        assert_eq!(joined.receive(&message, now).unwrap(), Received::default());
+        assert_eq!(joined.receive(message.clone(), now), Received::default());
         // A named replica keeps its name.
         let mut other = Replica::new("mine".into(), TaskListState::default());
-        assert!(!other.receive(&message, now).unwrap().named);
+        assert!(!other.receive(message, now).named);
         assert_eq!(other.name, "mine");
     }
 
@@ -219,16 +285,37 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         let mut copy = Replica::default();
         for chunk in &chunks {
-            copy.receive(&encode(chunk), Instant::now()).unwrap();
+            copy.receive(chunk.clone(), Instant::now());
         }
         assert_eq!(copy.state, big.state);
     }
 
     #[test]
-    fn garbage_is_an_error_and_changes_nothing() {
+    fn only_the_lists_own_channel_opens_its_messages() {
+        let id = ListId([3; 32]);
+        let channel = ListChannel::new(&id);
         let mut replica = Replica::new("chores".into(), TaskListState::default());
-        assert!(replica.receive(&[0xff; 9], Instant::now()).is_err());
-        assert_eq!(replica.name, "chores");
-        assert_eq!(replica.state, TaskListState::default());
+        let (_, delta) = replica.state.add_task("dishes", "", AgentId([1; 32]), 1, 7);
+        let message = replica.delta(delta);
+        let sealed = channel.seal(&message, [9; NONCE_LEN]);
+        assert_eq!(ListChannel::new(&id).open(&sealed), Some(message.clone()));
+        // Neither the title nor the id is in what travels, nor the id in the topic.
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(!contains(&sealed, b"dishes") && !contains(&sealed, b"chores"));
+        assert!(!contains(&sealed, &id.0));
+        assert!(!channel.topic().contains(&id.to_hex()));
+        assert_ne!(channel.topic(), ListChannel::new(&ListId([4; 32])).topic());
+        // Another list's key, any altered byte, a cut-off message, plain postcard: refused.
+        assert_eq!(ListChannel::new(&ListId([4; 32])).open(&sealed), None);
+        for at in 0..sealed.len() {
+            let mut altered = sealed.clone();
+            altered[at] ^= 1;
+            assert_eq!(channel.open(&altered), None, "byte {at} altered");
+        }
+        assert_eq!(channel.open(&sealed[..sealed.len() - 1]), None);
+        assert_eq!(channel.open(&[]), None);
+        let plain = crate::wire::encode(&message).expect("a sync message encodes");
+        assert_eq!(channel.open(&plain), None);
+        assert_eq!(sealed.len(), plain.len() + SEAL_OVERHEAD);
     }
 }

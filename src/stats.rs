@@ -56,7 +56,8 @@ counters! {
         dropped_bad_signature,
         /// Received envelopes dropped: they named a sender whose key the peer did not announce.
         dropped_wrong_sender,
-        /// Received frames or envelopes dropped: they did not decode.
+        /// Received frames, envelopes or task-list sync messages dropped: they did not decode
+        /// (a sync message also when it was not sealed with its list's key).
         dropped_malformed,
         /// Received frames over the size limit (the connection is closed).
         dropped_oversized,

@@ -1,7 +1,9 @@
 //! Task lists shared between agents: replicas of the [`TaskListState`] CRDT, kept in sync over
 //! pub/sub and optionally persisted.
 //!
-//! Each list has a random 32-byte id and a pub/sub topic derived from it. The sync protocol
+//! Each list has a random 32-byte id, and from it a pub/sub topic and a key that seals its sync
+//! messages (`replica::ListChannel`): holding the id is what lets an agent join, read and change
+//! a list. The sync protocol
 //! (what is sent when, what a received message changes) is `replica`, free of I/O; this module
 //! runs it on tokio: it publishes what a replica sends, feeds it what its subscription
 //! receives, resends full states every [`ANTI_ENTROPY_PERIOD`] and when a neighbour comes up,
@@ -28,7 +30,7 @@ use crate::events::{Event, EventStream};
 use crate::identity::AgentId;
 use crate::pubsub::{now_ms, Publisher, Registry, Subscription};
 pub use crate::replica::ANTI_ENTROPY_PERIOD;
-use crate::replica::{list_topic, prompts_full_state, Replica, SyncMessage};
+use crate::replica::{prompts_full_state, ListChannel, Replica, SyncMessage};
 pub use crate::tasklist::{ListId, TaskStatus, TaskUpdate};
 use crate::tasklist::{TaskId, TaskListState, TaskView};
 
@@ -42,6 +44,7 @@ const FILE_EXTENSION: &str = "x0xl";
 struct Sync {
     publisher: Publisher,
     shared: Arc<AgentContext>,
+    channel: ListChannel,
 }
 
 /// One replica of a task list.
@@ -66,10 +69,14 @@ impl std::fmt::Debug for TaskList {
     }
 }
 
-fn nonce() -> u64 {
-    let mut bytes = [0u8; 8];
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
-    u64::from_le_bytes(bytes)
+    bytes
+}
+
+fn nonce() -> u64 {
+    u64::from_le_bytes(random())
 }
 
 impl TaskList {
@@ -201,9 +208,10 @@ impl TaskList {
                     remote,
                 }));
             }
-            let message = replica.delta(delta);
+            // A remote change came from another replica: nothing to publish.
+            let message = (!remote && sync.shared.is_joined()).then(|| replica.delta(delta));
             drop(replica);
-            if !remote && sync.shared.is_joined() {
+            if let Some(message) = message {
                 self.send(message);
             }
         }
@@ -219,11 +227,9 @@ impl TaskList {
 
     fn send(&self, message: SyncMessage) {
         let Some(sync) = &self.sync else { return };
-        let Ok(payload) = crate::wire::encode(&message) else {
-            return;
-        };
+        let payload = sync.channel.seal(&message, random());
         let publisher = sync.publisher.clone();
-        let topic = list_topic(&self.id);
+        let topic = sync.channel.topic().to_owned();
         // Deltas commute, so they need no ordering; a publish that fails (not joined) is
         // repaired by the next full-state exchange.
         crate::runtime::handle().spawn(async move {
@@ -241,11 +247,17 @@ impl TaskList {
 
     fn on_message(&self, payload: &[u8], shared: &AgentContext) {
         let now = tokio::time::Instant::now();
-        let Ok(received) = self.lock().receive(payload, now) else {
+        let opened = self
+            .sync
+            .as_ref()
+            .and_then(|sync| sync.channel.open(payload));
+        let Some(message) = opened else {
+            // Not sealed with this list's key: made without the id, or altered.
             let counters = &shared.counters;
             counters.add(&counters.dropped_malformed, 1);
             return;
         };
+        let received = self.lock().receive(message, now);
         if received.named {
             self.mark_dirty();
         }
@@ -430,7 +442,8 @@ impl TaskLists {
         name: String,
         state: TaskListState,
     ) -> Result<Arc<TaskList>> {
-        let subscription = self.registry.subscribe(&list_topic(&id), 4096)?;
+        let channel = ListChannel::new(&id);
+        let subscription = self.registry.subscribe(channel.topic(), 4096)?;
         let list = TaskList::new(
             id,
             name,
@@ -439,6 +452,7 @@ impl TaskLists {
             Some(Sync {
                 publisher: self.publisher.clone(),
                 shared: Arc::clone(&self.shared),
+                channel,
             }),
             self.store.clone(),
         );

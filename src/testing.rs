@@ -24,3 +24,8 @@ pub mod replay {
 
 pub use crate::gossip::MAX_STRIKES;
 pub use crate::overlay::node::network_topic;
+
+/// A task list's sync messages, and the topic and key its id grants.
+pub mod replica {
+    pub use crate::replica::{ListChannel, SyncMessage};
+}

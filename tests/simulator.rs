@@ -102,6 +102,17 @@ fn a_healed_partition_is_one_overlay_again() {
     assert_eq!(report.delivered_ratio_after_faults, 1.0, "{report:?}");
 }
 
+/// Checks that every live holder ended with the same list: the 10 tasks it was created with
+/// and one from each holder. Returns how long the replicas took to agree (ms).
+fn one_list_everywhere(report: &Report, holders: usize) -> f64 {
+    assert_eq!(report.tasklist_replicas, holders, "{report:?}");
+    assert_eq!(report.tasklist_tasks, 10 + holders, "{report:?}");
+    assert_eq!(report.tasklist_diverged, 0, "{report:?}");
+    report
+        .tasklist_converged_ms
+        .unwrap_or_else(|| panic!("the replicas never agreed: {report:?}"))
+}
+
 /// Both sides of a partition edit a shared list (every holder adds a task, one holder on each
 /// side claims the same task at the same instant); after the heal every replica has every task
 /// and the same winner, by the real sync protocol (deltas, requests, anti-entropy).
@@ -121,15 +132,7 @@ fn task_lists_converge_after_a_partition_heals() {
             tasklist_holders: holders,
             ..Config::default()
         });
-        assert_eq!(report.tasklist_replicas, holders, "seed {seed}: {report:?}");
-        // The 10 tasks it was created with, and one from each holder.
-        assert_eq!(
-            report.tasklist_tasks,
-            10 + holders,
-            "seed {seed}: {report:?}"
-        );
-        assert_eq!(report.tasklist_diverged, 0, "seed {seed}: {report:?}");
-        let converged = report.tasklist_converged_ms.expect("the replicas converge");
+        let converged = one_list_everywhere(&report, holders);
         // They differed at the heal (the sides edited apart), and agreed within one
         // anti-entropy period after it.
         assert!(converged > 0.0, "seed {seed}: {report:?}");
@@ -153,10 +156,7 @@ fn task_list_holders_that_join_by_id_converge() {
         tasklist_holders: holders,
         ..Config::default()
     });
-    assert_eq!(report.tasklist_replicas, holders, "{report:?}");
-    assert_eq!(report.tasklist_tasks, 10 + holders, "{report:?}");
-    assert_eq!(report.tasklist_diverged, 0, "{report:?}");
-    assert!(report.tasklist_converged_ms.is_some(), "{report:?}");
+    one_list_everywhere(&report, holders);
     let without = run(&Config {
         tasklist_holders: 0,
         agents: 10,

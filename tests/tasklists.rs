@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use x0x::events::Event;
-use x0x::tasklist::{Checkbox, TaskListState};
+use x0x::tasklist::{Checkbox, ListId, TaskListState};
 use x0x::tasklists::{TaskList, TaskStatus};
 use x0x::{Agent, ErrorKind};
 
@@ -233,4 +233,92 @@ async fn concurrent_saves_of_one_list_do_not_collide() {
     let again = agent(None, Some(dir.path())).await;
     assert_eq!(again.task_lists()[0].tasks().len(), 3030);
     again.close().await.unwrap();
+}
+
+/// A list id is a capability. An agent in the same network that receives a list's sync traffic
+/// on the list's own topic (an eavesdropper, or a relay) reads no title, name or id in it, cannot
+/// join the list from what it saw, and cannot change it: forged, foreign and altered messages
+/// cross the socket and are refused and counted. Before, the topic was the id in hex (anyone who
+/// saw the traffic could join) and payloads were plain postcard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_the_list_id_can_neither_read_nor_change_the_list() {
+    use x0x::testing::replica::{ListChannel, SyncMessage};
+    use x0x::testing::wire;
+
+    let a = agent(None, None).await;
+    let b = agent(Some(a.local_addr()), None).await;
+    let eve = agent(Some(a.local_addr()), None).await;
+    let list_a = a.create_task_list("launch plans").unwrap();
+    let id = list_a.id();
+    let topic = ListChannel::new(&id).topic().to_owned();
+    let overheard = eve.subscribe(&topic).unwrap();
+    let list_b = b.join_task_list(id).unwrap();
+    list_a
+        .add_task("the code is 0451", "behind the painting")
+        .unwrap();
+    converge(&[list_a.clone(), list_b.clone()], |s| s.tasks().len() == 1).await;
+    list_a.send_full_state();
+
+    // What Eve got: B's request, A's full states and delta, at least one with the task in it.
+    let mut payloads = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while payloads.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let batch = tokio::time::timeout(left, overheard.next_batch(64))
+            .await
+            .expect("the list's traffic reaches the eavesdropper")
+            .unwrap();
+        payloads.extend(batch.into_iter().map(|m| m.payload));
+    }
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for payload in &payloads {
+        for secret in [&b"0451"[..], b"painting", b"launch plans", &id.0] {
+            assert!(!contains(payload, secret), "{payload:?} shows {secret:?}");
+        }
+        assert!(!contains(payload, id.to_hex().as_bytes()));
+    }
+    assert!(!topic.contains(&id.to_hex()), "the topic reveals the id");
+
+    // Joining with what the topic shows (once: the id itself) gets nothing.
+    let guess = ListId::from_hex(topic.strip_prefix("x0x/tasklist/").unwrap()).unwrap();
+    let list_eve = eve.join_task_list(guess).unwrap();
+
+    // Forging: a plain delta adding a task (the format before sealing), a delta sealed with
+    // another list's key, and an overheard message with one byte flipped.
+    let mut state = TaskListState::default();
+    state.add_task("forged", "", eve.agent_id(), 1, 1);
+    let forged = SyncMessage::Delta {
+        name: "owned".into(),
+        state,
+    };
+    let mut altered = payloads[payloads.len() - 1].to_vec();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let refused_before = a.stats().dropped_malformed;
+    for payload in [
+        wire::encode(&forged).unwrap(),
+        ListChannel::new(&ListId([7; 32])).seal(&forged, [0; 12]),
+        altered,
+    ] {
+        eve.publish(&topic, payload.into()).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.stats().dropped_malformed < refused_before + 3 {
+        assert!(Instant::now() < deadline, "the forgeries never reached A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    list_a.send_full_state();
+    list_b.add_task("after the forgeries", "").unwrap();
+    converge(&[list_a.clone(), list_b.clone()], |s| s.tasks().len() == 2).await;
+    for list in [&list_a, &list_b] {
+        assert_eq!(list.name(), "launch plans");
+        assert!(list.tasks().iter().all(|t| t.title != "forged"));
+    }
+    assert_eq!(
+        (list_eve.name(), list_eve.tasks().len()),
+        (String::new(), 0)
+    );
+    for agent in [a, b, eve] {
+        agent.close().await.unwrap();
+    }
 }

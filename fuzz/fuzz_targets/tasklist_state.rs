@@ -1,5 +1,5 @@
 //! Task list states as they arrive from other agents (the `state` of a `replica::SyncMessage`,
-//! a pub/sub payload) or from a list file (`Store::decode`: magic, version, SHA-256 checksum,
+//! a pub/sub payload once the list's key opened it) or from a list file (`Store::decode`: magic, version, SHA-256 checksum,
 //! then a postcard `tasklists::PersistedList`), decoded and merged. Those are private to x0x;
 //! `x0x::fuzzing` runs x0x's own decoders on them.
 //!
@@ -102,7 +102,12 @@ fn check_encoding(state: &TaskListState) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The pub/sub payload, as `TaskList::on_message` handles it.
+    // Only the list's key makes a payload that opens (AEAD): nothing forged gets through.
+    assert!(
+        !fuzzing::opens_as_sync_message([0; 32], data),
+        "a forged payload opened"
+    );
+    // The opened pub/sub payload, as `TaskList::on_message` handles it.
     if let Ok(Some((_, state))) = fuzzing::decode_sync_message(data) {
         let mine = TaskListState::default();
         let (after, changed, _) =

@@ -133,6 +133,12 @@ class TaskId(_Id):
 
 
 class TaskListId(_Id):
-    """Identifies a task list; give it to other agents so they can ``join_task_list`` it."""
+    """Identifies a task list, and is the key to it: whoever holds it can join the list, read
+    its tasks and change them, so give it only to the agents that may (``join_task_list``).
+
+    The id itself never travels: a list's sync uses a topic and a key derived from it, and
+    its messages are encrypted and authenticated, so an agent that only sees the traffic can
+    neither read the list nor change it.
+    """
 
     __slots__ = ()

@@ -393,12 +393,12 @@ impl Node {
         }
     }
 
-    /// The current gossip neighbours.
     /// How many peers besides its neighbours this agent has an address for.
     pub(crate) fn others_known(&self) -> usize {
         self.members.others_known(self.me, &self.neighbours).count()
     }
 
+    /// The current gossip neighbours.
     pub(crate) fn neighbours(&self) -> impl Iterator<Item = AgentId> + '_ {
         self.neighbours.iter().copied()
     }

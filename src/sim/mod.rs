@@ -45,7 +45,7 @@ use crate::events::{Event as AgentEvent, EventStream};
 use crate::identity::{AgentId, Keypair, PublicKey};
 use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::pubsub::{Registry, Subscription};
-use crate::replica::{self, list_topic, prompts_full_state, Replica, SyncMessage};
+use crate::replica::{self, prompts_full_state, ListChannel, Replica, SyncMessage};
 use crate::stats::Counters;
 use crate::streams::decode_gossip;
 use crate::tasklist::{ListId, TaskListState};
@@ -193,7 +193,8 @@ impl Report {
              \"components\": {}, \"below_3_after_faults\": {}, \"components_after_faults\": {}, \
              \"neighbours_lost_idle\": {}, \"failed_joins\": {}, \"min_others_known\": {}, \
              \"tasklist_replicas\": {}, \"tasklist_tasks\": {}, \"tasklist_converged_ms\": {}, \
-             \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+             \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \
+             \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
@@ -463,8 +464,9 @@ struct World {
     net_rng: StdRng,
     keys: HashMap<AgentId, PublicKey>,
     publishers: Vec<usize>,
-    /// The task list's id and holders (the first creates it), and draws for task nonces.
-    list_id: ListId,
+    /// What the task list's id grants (its topic and key), its holders (the first creates it),
+    /// and draws for task and seal nonces.
+    list_channel: ListChannel,
     holders: Vec<usize>,
     list_rng: StdRng,
     /// When the replicas must start to converge (the heal, or the edits), and when they did.
@@ -561,7 +563,7 @@ impl World {
             net_rng: StdRng::seed_from_u64(sub_seed(config.seed, 3, 0)),
             keys,
             publishers,
-            list_id: ListId(list_id),
+            list_channel: ListChannel::new(&ListId(list_id)),
             holders,
             list_rng: StdRng::seed_from_u64(sub_seed(config.seed, 8, 0)),
             list_since: None,
@@ -807,7 +809,7 @@ impl World {
     /// A live agent starts to hold the list (named `name`, "" when joining by id): its replica,
     /// its subscription and its anti-entropy period.
     fn hold_list(&mut self, agent: usize, name: &str) -> bool {
-        let topic = list_topic(&self.list_id);
+        let topic = self.list_channel.topic().to_owned();
         let a = &mut self.agents[agent];
         if a.node.is_none() {
             return false;
@@ -860,12 +862,7 @@ impl World {
     /// without a partition) claim the same task at the same instant: the CRDT must agree on
     /// one winner everywhere.
     fn list_edits(&mut self) {
-        let live: Vec<usize> = self
-            .holders
-            .iter()
-            .copied()
-            .filter(|&h| self.agents[h].node.is_some() && self.agents[h].list.is_some())
-            .collect();
+        let live: Vec<usize> = self.live_holders().map(|(h, _)| h).collect();
         for &agent in &live {
             self.add_task(agent, &format!("added by agent {agent}"));
         }
@@ -902,25 +899,28 @@ impl World {
         }
     }
 
+    /// The holders that are alive and hold the list, with their replicas.
+    fn live_holders(&self) -> impl Iterator<Item = (usize, &Replica)> + '_ {
+        self.holders.iter().filter_map(|&h| {
+            let a = &self.agents[h];
+            a.node.as_ref()?;
+            a.list.as_ref().map(|(replica, _)| (h, replica))
+        })
+    }
+
     /// Every live holder has a named replica, all in the same state.
     fn list_states_agree(&self) -> bool {
-        let mut states = self
-            .holders
-            .iter()
-            .filter(|&&h| self.agents[h].node.is_some())
-            .filter_map(|&h| self.agents[h].list.as_ref());
-        let Some((first, _)) = states.next() else {
+        let mut replicas = self.live_holders().map(|(_, replica)| replica);
+        let Some(first) = replicas.next() else {
             return true;
         };
         !first.name.is_empty()
-            && states.all(|(replica, _)| replica.name == first.name && replica.state == first.state)
+            && replicas.all(|replica| replica.name == first.name && replica.state == first.state)
     }
 
     fn list_broadcast(&mut self, agent: usize, message: &SyncMessage) {
-        let Ok(payload) = wire::encode(message) else {
-            return;
-        };
-        let topic = list_topic(&self.list_id);
+        let payload = self.list_channel.seal(message, self.list_rng.random());
+        let topic = self.list_channel.topic().to_owned();
         if let Some(envelope) = self.seal(agent, topic, Bytes::from(payload)) {
             self.list_messages += 1;
             self.input(agent, Input::Broadcast(envelope));
@@ -1371,6 +1371,7 @@ impl World {
     /// Feeds what a holder's list subscription got to its replica; answers go out next.
     fn collect_list_messages(&mut self, agent: usize) {
         let now = self.instant(self.now);
+        let channel = &self.list_channel;
         let a = &mut self.agents[agent];
         let me = a.id;
         let Some((replica, subscription)) = a.list.as_mut() else {
@@ -1382,9 +1383,10 @@ impl World {
         let mut answers = Vec::new();
         for message in batch.iter().filter(|m| m.sender != me) {
             // Honest simulated agents send nothing invalid: a bug in the replica or the model.
-            let received = replica
-                .receive(&message.payload, now)
+            let opened = channel
+                .open(&message.payload)
                 .expect("a simulated replica sent an invalid sync message");
+            let received = replica.receive(opened, now);
             answers.extend(received.answer);
         }
         for message in answers {
@@ -1456,12 +1458,7 @@ impl World {
             .map(|&i| self.agents[i].context.neighbours())
             .collect();
         let ratio = |d: u64, p: u64| if p == 0 { 1.0 } else { d as f64 / p as f64 };
-        let replicas: Vec<&Replica> = self
-            .holders
-            .iter()
-            .filter(|&&h| self.agents[h].node.is_some())
-            .filter_map(|&h| self.agents[h].list.as_ref().map(|(replica, _)| replica))
-            .collect();
+        let replicas: Vec<&Replica> = self.live_holders().map(|(_, replica)| replica).collect();
         Report {
             agents: self.agents.len(),
             seed: self.config.seed,
