@@ -173,7 +173,25 @@ typedef struct X0xStats {
   uint64_t connections;
   // Times an agent id was seen live in two processes at once (an agent key running twice).
   uint64_t identity_conflicts;
+  // Envelope copies received on topics this agent neither subscribes to nor publishes on
+  // (relayed for others), duplicates included.
+  uint64_t foreign_envelopes_in;
+  // The bytes of those envelope copies.
+  uint64_t foreign_bytes_in;
 } X0xStats;
+
+// One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches
+// of messages on the topic) received and sent, duplicates and relayed copies included.
+typedef struct X0xTopicStats {
+  // Envelope copies received.
+  uint64_t envelopes_in;
+  // Their bytes.
+  uint64_t bytes_in;
+  // Envelope copies sent (this agent's own, and relayed).
+  uint64_t envelopes_out;
+  // Their bytes.
+  uint64_t bytes_out;
+} X0xTopicStats;
 
 // One event. A plain value inside its `X0xEventBatch`.
 typedef struct X0xEvent {
@@ -353,7 +371,7 @@ X0xStatus x0x_agent_local_addrs(const struct X0xAgent *agent, struct X0xBytes *o
 
 // Publishes `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) on `topic`
 // (NUL-terminated UTF-8, 1 to 256 bytes), signed by this agent. Every subscriber in the network
-// gets it, this agent's own subscribers included; one sender's messages arrive in order.
+// gets it, this agent's own subscribers included; one sender's messages on a topic arrive in order.
 //
 // Async: completes (`result` NULL) once the message is queued for signing, which is at once
 // unless the agent is far behind. Failures: `X0X_NOT_CONNECTED` (not joined, or left),
@@ -385,6 +403,14 @@ X0xStatus x0x_agent_events(const struct X0xAgent *agent, struct X0xEventStream *
 // Writes a snapshot of the agent's counters to `*out`. Returns `X0X_OK` or
 // `X0X_INVALID_ARGUMENT`.
 X0xStatus x0x_agent_stats(const struct X0xAgent *agent, struct X0xStats *out);
+
+// Writes the traffic of `topic` (NUL-terminated UTF-8) at this agent to `*out`. Returns
+// `X0X_OK`, `X0X_NOT_FOUND` (the agent has neither subscribed to nor published on the topic in
+// this run; what arrives on such topics is counted in `X0xStats.foreign_*`) or
+// `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_topic_stats(const struct X0xAgent *agent,
+                                const char *topic,
+                                struct X0xTopicStats *out);
 
 // Releases the caller's reference. NULL is a no-op. Operations in flight keep the agent alive
 // until they complete.

@@ -15,7 +15,7 @@ use crate::gossip::{JoinFailure, Network};
 use crate::identity::{self, AgentId, Keypair, MachineId, PublicKey};
 use crate::instance::InstanceLock;
 use crate::pubsub::{Publisher, Registry, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Stats, TopicStats};
 use crate::tasklists::{ListId, TaskList, TaskLists};
 use crate::wire::Credentials;
 
@@ -519,6 +519,18 @@ impl Agent {
         context
             .counters
             .snapshot(context.neighbours(), self.network.shared().connections())
+    }
+
+    /// The traffic of `topic` at this agent: envelope copies in and out, and their bytes.
+    /// `NotFound` if the agent has neither subscribed to nor published on it in this run (what
+    /// arrives on such topics is counted in [`Stats::foreign_bytes_in`]).
+    pub fn topic_stats(&self, topic: &str) -> Result<TopicStats> {
+        self.registry.traffic().get(topic).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("this agent has not subscribed to or published on topic {topic:?}"),
+            )
+        })
     }
 
     /// Creates a task list shared with every agent that joins it by id.

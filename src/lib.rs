@@ -64,6 +64,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventStream};
 pub use identity::{AgentId, Keypair, MachineId, PublicKey};
 pub use pubsub::{Message, Subscription};
-pub use stats::Stats;
+pub use stats::{Stats, TopicStats};
 pub use tasklist::TaskId;
 pub use tasklists::{TaskList, TaskStatus};

@@ -1,10 +1,11 @@
 //! Publish/subscribe: local fan-out to subscriptions, and the group-commit signer.
 //!
 //! Publishing enqueues; one signer thread takes whatever has accumulated (up to
-//! `wire::MAX_BATCH_ITEMS` messages or `wire::MAX_BATCH_BYTES`), signs it once as an envelope,
-//! delivers it to this agent's own subscribers and hands it to the gossip layer. When nothing is
-//! queued a message is signed alone at once; under load one signature covers hundreds of
-//! messages. One thread and FIFO order keep each sender's messages in publish order.
+//! `wire::MAX_BATCH_ITEMS` messages or `wire::MAX_BATCH_BYTES`), signs it as one envelope per
+//! topic, delivers each to this agent's own subscribers and hands it to the gossip layer. When
+//! nothing is queued a message is signed alone at once; under load one signature covers hundreds
+//! of messages. One thread and FIFO order keep each sender's messages on a topic in publish
+//! order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{AgentId, Keypair};
 use crate::queue::BoundedQueue;
-use crate::stats::Counters;
+use crate::stats::{Counters, TopicTraffic};
 use crate::wire::{self, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 
 /// Default capacity of a subscription's queue.
@@ -45,11 +46,12 @@ type Queue = Arc<BoundedQueue<Message>>;
 /// Subscribers by topic, each with its subscription id.
 type Topics = HashMap<Arc<str>, Vec<(u64, Queue)>>;
 
-/// Who is subscribed to what, on one agent.
+/// Who is subscribed to what, on one agent, and the traffic of the topics it takes part in.
 #[derive(Default)]
 pub struct Registry {
     topics: Mutex<Topics>,
     next_id: AtomicU64,
+    traffic: TopicTraffic,
 }
 
 impl Registry {
@@ -62,6 +64,7 @@ impl Registry {
         wire::check_topic(topic)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(BoundedQueue::new(capacity));
+        self.traffic.take_part(topic, true);
         let topic: Arc<str> = Arc::from(topic);
         self.lock()
             .entry(Arc::clone(&topic))
@@ -81,25 +84,27 @@ impl Registry {
             subs.retain(|(sub_id, _)| *sub_id != id);
             if subs.is_empty() {
                 topics.remove(topic);
+                self.traffic.unsubscribed(topic);
             }
         }
     }
 
-    /// Delivers a verified batch to every subscriber of each item's topic; returns how many
+    /// Delivers a verified batch on `topic` to each of its subscribers; returns how many
     /// deliveries were made. Never blocks: a full queue drops its oldest message.
     pub fn deliver(
         &self,
         sender: AgentId,
+        topic: &str,
         items: &[Item],
         hops: u32,
         counters: &Counters,
     ) -> usize {
         let topics = self.lock();
+        let Some((topic, subs)) = topics.get_key_value(topic) else {
+            return 0;
+        };
         let mut delivered = 0;
         for item in items {
-            let Some((topic, subs)) = topics.get_key_value(item.topic.as_str()) else {
-                continue;
-            };
             let message = Message {
                 topic: Arc::clone(topic),
                 payload: item.payload.clone(),
@@ -117,6 +122,11 @@ impl Registry {
             }
         }
         delivered
+    }
+
+    /// The traffic of the topics this agent takes part in.
+    pub fn traffic(&self) -> &TopicTraffic {
+        &self.traffic
     }
 
     /// Closes every subscription (the agent is closing).
@@ -190,7 +200,7 @@ pub fn now_ms() -> u64 {
 /// The sending half of the signer: `publish` enqueues here.
 #[derive(Clone)]
 pub struct Publisher {
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<(String, Item)>,
 }
 
 impl Publisher {
@@ -214,19 +224,18 @@ impl Publisher {
     pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
         wire::check_publish(topic, payload.len())?;
         let item = Item {
-            topic: topic.to_owned(),
             timestamp_ms: now_ms(),
             payload,
         };
         self.tx
-            .send(item)
+            .send((topic.to_owned(), item))
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))
     }
 }
 
 fn sign_loop(
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<(String, Item)>,
     agent_key: &Keypair,
     registry: &Registry,
     counters: &Counters,
@@ -235,32 +244,73 @@ fn sign_loop(
     // Microseconds at start: later runs of the same agent continue above earlier ones.
     let mut seq = now_ms().saturating_mul(1000);
     let me = agent_key.public_key().agent_id();
-    let mut carry: Option<Item> = None;
+    let mut carry = None;
     while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
-        let mut bytes = first.payload.len() + first.topic.len();
-        let mut items = vec![first];
-        while items.len() < MAX_BATCH_ITEMS {
-            let Ok(item) = rx.try_recv() else { break };
-            let size = item.payload.len() + item.topic.len();
-            if bytes + size > MAX_BATCH_BYTES {
-                carry = Some(item);
+        let size = |(topic, item): &(String, Item)| item.payload.len() + topic.len();
+        let mut bytes = size(&first);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_ITEMS {
+            let Ok(next) = rx.try_recv() else { break };
+            if bytes + size(&next) > MAX_BATCH_BYTES {
+                carry = Some(next);
                 break;
             }
-            bytes += size;
-            items.push(item);
+            bytes += size(&next);
+            batch.push(next);
         }
-        seq += 1;
-        // Local subscribers first (they need no signature), then seal the batch for the network.
-        registry.deliver(me, &items, 0, counters);
-        let count = items.len();
-        match wire::seal(agent_key, seq, items) {
-            Ok(envelope) => {
-                counters.add(&counters.published, count as u64);
-                counters.add(&counters.envelopes_signed, 1);
-                broadcast(envelope);
+        for (topic, items) in by_topic(batch) {
+            seq += 1;
+            registry.traffic.take_part(&topic, false);
+            // Local subscribers first (they need no signature), then seal for the network.
+            registry.deliver(me, &topic, &items, 0, counters);
+            let count = items.len();
+            match wire::seal(agent_key, seq, &topic, items) {
+                Ok(envelope) => {
+                    counters.add(&counters.published, count as u64);
+                    counters.add(&counters.envelopes_signed, 1);
+                    broadcast(envelope);
+                }
+                // Signing cannot fail with a valid key; if it ever does, say so rather than hang.
+                Err(e) => eprintln!("x0x: {count} messages were not sent: {e}"),
             }
-            // Signing cannot fail with a valid key; if it ever does, say so rather than hang.
-            Err(e) => eprintln!("x0x: {count} messages were not sent: {e}"),
         }
+    }
+}
+
+/// Splits a batch into one per topic, topics in order of first appearance, each in publish
+/// order.
+fn by_topic(batch: Vec<(String, Item)>) -> Vec<(String, Vec<Item>)> {
+    let mut groups: Vec<(String, Vec<Item>)> = Vec::new();
+    for (topic, item) in batch {
+        match groups.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((topic, vec![item])),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_splits_by_topic_keeping_publish_order() {
+        let item = |n: u64| Item {
+            timestamp_ms: n,
+            payload: Bytes::new(),
+        };
+        let batch = vec![
+            ("b".to_owned(), item(1)),
+            ("a".to_owned(), item(2)),
+            ("b".to_owned(), item(3)),
+        ];
+        assert_eq!(
+            by_topic(batch),
+            vec![
+                ("b".to_owned(), vec![item(1), item(3)]),
+                ("a".to_owned(), vec![item(2)]),
+            ]
+        );
     }
 }

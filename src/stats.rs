@@ -1,6 +1,8 @@
 //! Counters an agent keeps about its traffic: useful to users, and what the tests assert on.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Declares every counter once: the live atomics ([`Counters`]), the snapshot ([`Stats`], which
 /// also carries the gauges) and the copy between them. The C struct (`ffi::X0xStats`) and the
@@ -73,6 +75,11 @@ counters! {
         /// Times this agent's id, or a peer's, was seen live in two processes at once (the same
         /// agent key running twice); the later connection is refused.
         identity_conflicts,
+        /// Envelope copies received on topics this agent takes part in neither as a subscriber
+        /// nor as a publisher (relayed for others), duplicates included.
+        foreign_envelopes_in,
+        /// The bytes of those envelope copies.
+        foreign_bytes_in,
     }
     gauges {
         /// Current gossip neighbours.
@@ -87,5 +94,147 @@ impl Counters {
     /// Adds `n` to `counter`.
     pub fn add(&self, counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One topic's traffic at one agent: envelope copies (signed batches of messages on the topic)
+/// received and sent, duplicates and relayed copies included, and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Envelope copies received.
+    pub envelopes_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Envelope copies sent (our own, and relayed).
+    pub envelopes_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+}
+
+/// Topics tracked at most; past it, a topic nobody here subscribes to any more makes room.
+const MAX_TRACKED_TOPICS: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Tracked {
+    stats: TopicStats,
+    subscribed: bool,
+}
+
+/// Per-topic traffic for the topics this agent takes part in (subscribed to, or published on);
+/// what arrives on other topics is counted as foreign in [`Counters`].
+#[derive(Debug, Default)]
+pub struct TopicTraffic {
+    topics: Mutex<HashMap<Arc<str>, Tracked>>,
+}
+
+impl TopicTraffic {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Tracked>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This agent takes part in `topic` from now on; `subscribed`: whether it has a
+    /// subscription to it now (else it publishes on it).
+    pub(crate) fn take_part(&self, topic: &str, subscribed: bool) {
+        let mut topics = self.lock();
+        if let Some(tracked) = topics.get_mut(topic) {
+            tracked.subscribed |= subscribed;
+            return;
+        }
+        if topics.len() >= MAX_TRACKED_TOPICS {
+            let stale = topics
+                .iter()
+                .find(|(_, t)| !t.subscribed)
+                .map(|(k, _)| k.clone());
+            match stale {
+                Some(stale) => topics.remove(&stale),
+                None => return,
+            };
+        }
+        let tracked = Tracked {
+            stats: TopicStats::default(),
+            subscribed,
+        };
+        topics.insert(Arc::from(topic), tracked);
+    }
+
+    /// The last subscription to `topic` here closed.
+    pub(crate) fn unsubscribed(&self, topic: &str) {
+        if let Some(tracked) = self.lock().get_mut(topic) {
+            tracked.subscribed = false;
+        }
+    }
+
+    /// Counts an envelope copy of `bytes` received on `topic`.
+    pub(crate) fn received(&self, topic: &str, bytes: usize, counters: &Counters) {
+        match self.lock().get_mut(topic) {
+            Some(tracked) => {
+                tracked.stats.envelopes_in += 1;
+                tracked.stats.bytes_in += bytes as u64;
+            }
+            None => {
+                counters.add(&counters.foreign_envelopes_in, 1);
+                counters.add(&counters.foreign_bytes_in, bytes as u64);
+            }
+        }
+    }
+
+    /// Counts an envelope copy of `bytes` sent on `topic` (foreign copies are not counted).
+    pub(crate) fn sent(&self, topic: &str, bytes: usize) {
+        if let Some(tracked) = self.lock().get_mut(topic) {
+            tracked.stats.envelopes_out += 1;
+            tracked.stats.bytes_out += bytes as u64;
+        }
+    }
+
+    /// Bytes received on all the topics this agent takes part in.
+    pub(crate) fn own_bytes_in(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|tracked| tracked.stats.bytes_in)
+            .sum()
+    }
+
+    /// The traffic of `topic`, if this agent takes part in it.
+    pub fn get(&self, topic: &str) -> Option<TopicStats> {
+        self.lock().get(topic).map(|tracked| tracked.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_counts_by_topic_and_the_rest_as_foreign() {
+        let (traffic, counters) = (TopicTraffic::default(), Counters::default());
+        traffic.take_part("mine", true);
+        traffic.received("mine", 100, &counters);
+        traffic.sent("mine", 40);
+        traffic.received("theirs", 7, &counters);
+        traffic.sent("theirs", 7);
+        let mine = traffic.get("mine").unwrap();
+        assert_eq!((mine.envelopes_in, mine.bytes_in), (1, 100));
+        assert_eq!((mine.envelopes_out, mine.bytes_out), (1, 40));
+        assert_eq!(traffic.get("theirs"), None);
+        let stats = counters.snapshot(0, 0);
+        assert_eq!((stats.foreign_envelopes_in, stats.foreign_bytes_in), (1, 7));
+    }
+
+    #[test]
+    fn a_full_table_makes_room_only_from_topics_nobody_subscribes_to() {
+        let traffic = TopicTraffic::default();
+        for i in 0..MAX_TRACKED_TOPICS {
+            traffic.take_part(&format!("t{i}"), i != 5);
+        }
+        traffic.take_part("new", true);
+        assert!(traffic.get("new").is_some() && traffic.get("t5").is_none());
+        traffic.take_part("newer", true);
+        assert!(
+            traffic.get("newer").is_none(),
+            "every tracked topic is subscribed"
+        );
+        traffic.unsubscribed("t0");
+        traffic.take_part("newer", false);
+        assert!(traffic.get("newer").is_some() && traffic.get("t0").is_none());
     }
 }

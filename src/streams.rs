@@ -173,12 +173,16 @@ impl KeyStore {
 }
 
 /// A payload the reader verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload {
     /// BLAKE3 of the envelope (the gossip layer's message id).
     pub id: [u8; 32],
     /// The envelope's sender.
     pub publisher: AgentId,
+    /// The envelope's topic.
+    pub topic: Arc<str>,
+    /// The envelope's size in bytes.
+    pub len: usize,
     /// The delivery round the frame claims (unsigned), for swarm-wide data messages.
     pub round: Option<u64>,
 }
@@ -239,11 +243,14 @@ pub(crate) fn decode_gossip(
             }
             let envelope = wire::parse(content)?;
             let publisher = envelope.sender();
+            let topic = Arc::from(envelope.topic());
             let id = *blake3::hash(content).as_bytes();
             verify(publisher, &id, envelope)?;
             Some(Payload {
                 id,
                 publisher,
+                topic,
+                len: content.len(),
                 round,
             })
         }
@@ -313,11 +320,10 @@ mod tests {
 
     fn envelope(publisher: &Keypair, seq: u64) -> Bytes {
         let items = vec![wire::Item {
-            topic: "t".into(),
             timestamp_ms: 1,
             payload: Bytes::from_static(b"x"),
         }];
-        wire::seal(publisher, seq, items).unwrap()
+        wire::seal(publisher, seq, "t", items).unwrap()
     }
 
     /// Splits one stream's bytes into its frames.

@@ -372,7 +372,7 @@ impl Rogue {
     async fn sentinel(&mut self, sub: &Subscription, label: &str) {
         let payload = format!("sentinel {label} {}", self.seq + 1);
         let seq = self.next_seq();
-        let envelope = wire::seal(&self.agent_key, seq, items(TOPIC, payload.as_bytes())).unwrap();
+        let envelope = wire::seal(&self.agent_key, seq, TOPIC, items(payload.as_bytes())).unwrap();
         self.broadcast(envelope).await;
         let got = within(
             &format!("sentinel {label:?} is delivered"),
@@ -423,7 +423,7 @@ async fn control_valid_envelope_from_rogue_is_delivered() {
 
         let seq = rogue.next_seq();
         let envelope =
-            wire::seal(&rogue.agent_key, seq, items(TOPIC, b"hello from the rogue")).unwrap();
+            wire::seal(&rogue.agent_key, seq, TOPIC, items(b"hello from the rogue")).unwrap();
         rogue.broadcast(envelope).await;
         let got = within("delivery", sub.next_batch(16)).await.unwrap();
         assert_eq!(got.len(), 1);
@@ -555,7 +555,7 @@ async fn malformed_content_and_frames_are_dropped_and_counted() {
         // Frames that are not gossip messages at all (rejected by the actor's decoder).
         let seq = rogue.next_seq();
         let real = rogue
-            .data_frame(wire::seal(&rogue.agent_key, seq, items(TOPIC, b"cut short")).unwrap())
+            .data_frame(wire::seal(&rogue.agent_key, seq, TOPIC, items(b"cut short")).unwrap())
             .await;
         let frames: Vec<Vec<u8>> = vec![
             // Random-looking bytes: a 32-byte "topic", then no valid variant.
@@ -616,7 +616,7 @@ async fn spoofed_message_id_is_not_delivered() {
         let before = honest.stats();
 
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"spoofed id")).unwrap();
+        let envelope = wire::seal(&rogue.agent_key, seq, TOPIC, items(b"spoofed id")).unwrap();
         let mut frame = rogue.data_frame(envelope.clone()).await;
         // Layout: topic (32), two one-byte variants, then the 32-byte message id.
         frame[34] ^= 0x01;
@@ -648,7 +648,7 @@ async fn absurd_delivery_round_is_dropped_not_a_crash() {
         let mut rogue = Rogue::join(&honest).await;
         let before = honest.stats();
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"round 65535")).unwrap();
+        let envelope = wire::seal(&rogue.agent_key, seq, TOPIC, items(b"round 65535")).unwrap();
         let frame = rogue.data_frame(envelope).await;
         assert!(
             frame.ends_with(&[0, 0]),
@@ -682,7 +682,7 @@ async fn oversized_frame_closes_the_connection_and_the_agent_keeps_working() {
         rogue.write_raw(&len.to_be_bytes()).await.unwrap();
         // Follow with bytes that would be a valid envelope, were the stream still read.
         let seq = rogue.next_seq();
-        let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"after oversize")).unwrap();
+        let envelope = wire::seal(&rogue.agent_key, seq, TOPIC, items(b"after oversize")).unwrap();
         let _ = rogue.write_raw(&envelope).await;
 
         let (code, reason) = rogue.closed_by_peer().await;
@@ -1133,7 +1133,7 @@ async fn gauntlet_leaves_the_agent_working_and_closing_cleanly() {
             expected.malformed += 1;
         }
         let seq = a.next_seq();
-        let envelope = wire::seal(&a.agent_key, seq, items(TOPIC, b"spoofed")).unwrap();
+        let envelope = wire::seal(&a.agent_key, seq, TOPIC, items(b"spoofed")).unwrap();
         let mut spoofed = a.data_frame(envelope).await;
         spoofed[40] ^= 0x80;
         a.write_frame(&spoofed).await.unwrap();
@@ -1188,7 +1188,7 @@ async fn replay_scenario() {
     // The honest agent answers a duplicate with a Prune; the rogue ignores it and keeps pushing.
     rogue.listening = false;
     let seq = rogue.next_seq();
-    let envelope = wire::seal(&rogue.agent_key, seq, items(TOPIC, b"once")).unwrap();
+    let envelope = wire::seal(&rogue.agent_key, seq, TOPIC, items(b"once")).unwrap();
     // A replay resends the captured frame, byte for byte.
     let frame = rogue.data_frame(envelope).await;
     rogue.write_frame(&frame).await.unwrap();

@@ -337,3 +337,59 @@ async fn a_settled_overlay_keeps_its_neighbours() {
         a.close().await.unwrap();
     }
 }
+
+/// Every envelope copy an agent receives is counted once: under the topic it takes part in, or
+/// as foreign. Three agents; A and C subscribe to "a", B to "b". The figure today's one swarm
+/// gives (B's foreign bytes against a subscriber's: all of them) is printed; topic-scoped
+/// traffic is what brings it down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_is_counted_per_topic_and_the_rest_as_foreign() {
+    let agents = agents_in_a_line(3).await;
+    let (a, b, c) = (&agents[0], &agents[1], &agents[2]);
+    let subs = [a.subscribe("a").unwrap(), c.subscribe("a").unwrap()];
+    let _other = b.subscribe("b").unwrap();
+    let payload = Bytes::from(vec![7u8; 1024]);
+    for _ in 0..20 {
+        a.publish("a", payload.clone()).await.unwrap();
+    }
+    let mut got = 0;
+    while got < 20 {
+        let batch = tokio::time::timeout(WAIT, subs[1].next_batch(64))
+            .await
+            .expect("C receives A's messages")
+            .unwrap();
+        got += batch.len();
+    }
+    let published = a.topic_stats("a").unwrap();
+    let received = c.topic_stats("a").unwrap();
+    assert!(published.envelopes_out >= 1 && published.bytes_out >= 20 * 1024);
+    assert!(received.envelopes_in >= 1 && received.bytes_in >= 20 * 1024);
+    assert_eq!(
+        published.envelopes_in, 0,
+        "A's own envelopes never come back"
+    );
+    // B takes no part in "a": what it relayed is foreign, and "a" is not a topic of B's.
+    assert_eq!(b.topic_stats("a").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(b.topic_stats("b").unwrap(), x0x::TopicStats::default());
+    for agent in &agents {
+        let stats = agent.stats();
+        let by_topic: u64 = ["a", "b"]
+            .iter()
+            .filter_map(|topic| agent.topic_stats(topic).ok())
+            .map(|s| s.envelopes_in)
+            .sum();
+        assert_eq!(
+            stats.envelopes_received,
+            by_topic + stats.foreign_envelopes_in
+        );
+    }
+    let foreign = b.stats().foreign_bytes_in;
+    eprintln!(
+        "bytes in: subscriber C {}, non-subscriber B {foreign} ({:.0}% of C's)",
+        received.bytes_in,
+        100.0 * foreign as f64 / received.bytes_in as f64
+    );
+    for agent in agents {
+        agent.close().await.unwrap();
+    }
+}

@@ -232,6 +232,29 @@ fn agents_learn_peers_beyond_their_neighbours_soon_after_joining() {
     }
 }
 
+/// Many topics, few subscribers each: every subscriber of a topic gets every message on it, and
+/// the traffic counts say how much of what each agent received was for its own topics.
+#[test]
+fn every_subscriber_of_each_topic_gets_its_messages() {
+    let report = run(&Config {
+        agents: 60,
+        publishers: 12,
+        messages: 10,
+        rate: 2.0,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        topics: 6,
+        subscribers: 5,
+        ..Config::default()
+    });
+    assert_eq!(report.messages, 120, "{report:?}");
+    assert_eq!(report.delivered_ratio, 1.0, "{report:?}");
+    assert!(
+        report.rmr >= 0.0 && report.own_bytes_in_mean > 0.0,
+        "{report:?}"
+    );
+    assert!(report.in_over_own_p50 >= 1.0, "{report:?}");
+}
+
 #[test]
 fn bad_configurations_are_refused_with_the_reason() {
     let error = sim::run(
@@ -246,6 +269,20 @@ fn bad_configurations_are_refused_with_the_reason() {
         error
             .to_string()
             .contains("no more publishers or task list holders than agents"),
+        "{error}"
+    );
+    let error = sim::run(
+        &Config {
+            topics: 3,
+            ..Config::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("topics and subscribers go together"),
         "{error}"
     );
 }

@@ -4,8 +4,8 @@
 //! The reader parses an envelope, picks the key of the sender it names and verifies it; the
 //! actor decodes the same bytes again (`open_verified`), trusting that the reader checked the
 //! signature. They must agree: on what decodes, on the sender (also as `claimed_sender`, which
-//! the writer picks lanes and keys by), the sequence number and the items; they differ only on a
-//! bad signature. Another sender's key is always refused.
+//! the writer picks lanes and keys by), the topic (also as `claimed_topic`, which traffic is
+//! counted by), the sequence number and the items; they differ only on a bad signature. Another sender's key is always refused.
 //!
 //! Input: byte 0 is the mode, the rest its argument.
 //! * even: the rest is an envelope as received;

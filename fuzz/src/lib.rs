@@ -294,7 +294,7 @@ fn check_received(frame: &[u8], received: &Received, deliverable: &mut Deliverab
             "a frame decodes to a data message, but the reader did not verify its content"
         );
     }
-    if let (Some(content), Some(payload)) = (content, received.payload) {
+    if let (Some(content), Some(payload)) = (content, &received.payload) {
         assert_eq!(
             Some(payload.publisher),
             wire::claimed_sender(content),
@@ -303,8 +303,11 @@ fn check_received(frame: &[u8], received: &Received, deliverable: &mut Deliverab
         // Verified content must decode again (the node opens it so to deliver it).
         let envelope = wire::open_verified(content).expect("verified content decodes");
         assert_eq!(envelope.sender, payload.publisher, "open_verified differs");
+        assert_eq!(*envelope.topic, *payload.topic, "open_verified differs");
+        assert_eq!(content.len(), payload.len, "the payload's length is not the content's");
         for item in envelope.items {
-            deliverable.insert((envelope.sender, item.topic, item.timestamp_ms, item.payload));
+            let topic = envelope.topic.clone();
+            deliverable.insert((envelope.sender, topic, item.timestamp_ms, item.payload));
         }
     }
     // Whatever decodes must encode again (the node re-encodes messages it forwards), to bytes
@@ -334,24 +337,26 @@ fn check_received(frame: &[u8], received: &Received, deliverable: &mut Deliverab
 // ---------------------------------------------------------------------------------------------
 // Seeds.
 
-fn item(topic: &str, payload: &[u8]) -> Item {
+fn item(payload: &[u8]) -> Item {
     Item {
-        topic: topic.into(),
         timestamp_ms: 1_700_000_000_000,
         payload: Bytes::copy_from_slice(payload),
     }
 }
 
 /// A valid sealed envelope from key `n`.
-pub fn sealed(n: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
-    wire::seal(&keypair(n), seq, items).expect("seals").to_vec()
+pub fn sealed(n: u8, seq: u64, topic: &str, items: Vec<Item>) -> Vec<u8> {
+    wire::seal(&keypair(n), seq, topic, items)
+        .expect("seals")
+        .to_vec()
 }
 
-fn body(key: &Keypair, version: u8, seq: u64, items: Vec<Item>) -> Vec<u8> {
+fn body(key: &Keypair, version: u8, seq: u64, topic: &str, items: Vec<Item>) -> Vec<u8> {
     wire::encode(&wire::EnvelopeBody {
         version,
         sender: key.public_key().agent_id().0,
         seq,
+        topic: topic.into(),
         items,
     })
     .expect("encodes")
@@ -417,13 +422,10 @@ fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         InEvent::Command(topic, Command::Join(vec![NODE])),
     );
     let contents = [
-        sealed(3, 1, vec![item("chat", b"hello")]),
-        sealed(
-            3,
-            2,
-            vec![item("chat", b"two"), item("x0x/tasklist/00", b"")],
-        ),
-        sealed(4, u64::MAX, vec![]),
+        sealed(3, 1, "chat", vec![item(b"hello")]),
+        sealed(3, 2, "chat", vec![item(b"two"), item(b"three")]),
+        sealed(3, 3, "x0x/tasklist/00", vec![item(b"")]),
+        sealed(4, u64::MAX, "chat", vec![]),
     ];
     for (i, content) in contents.into_iter().enumerate() {
         let scope = if i == 1 {
@@ -585,19 +587,19 @@ fn envelope_seeds() -> Vec<Vec<u8>> {
     // envelope body that the target signs with key 3.
     let key = keypair(3);
     let mut out = vec![
-        [&[0u8][..], &sealed(3, 1, vec![item("chat", b"hello")])].concat(),
+        [&[0u8][..], &sealed(3, 1, "chat", vec![item(b"hello")])].concat(),
         [
             &[0u8][..],
-            &sealed(4, 7, vec![item("a", b"one"), item("b", b"two")]),
+            &sealed(4, 7, "a", vec![item(b"one"), item(b"two")]),
         ]
         .concat(),
-        [&[0u8][..], &sealed(3, 0, vec![])].concat(),
-        [&[1u8][..], &body(&key, 3, 5, vec![item("t", b"payload")])].concat(),
-        [&[1u8][..], &body(&key, 2, 5, vec![])].concat(),
-        [&[1u8][..], &body(&keypair(4), 3, 5, vec![])].concat(),
+        [&[0u8][..], &sealed(3, 0, "t", vec![])].concat(),
+        [&[1u8][..], &body(&key, 4, 5, "t", vec![item(b"payload")])].concat(),
+        [&[1u8][..], &body(&key, 3, 5, "t", vec![])].concat(),
+        [&[1u8][..], &body(&keypair(4), 4, 5, "t", vec![])].concat(),
     ];
     // Names key 4's id, signed by key 3.
-    let mut forged = body(&key, 3, 1, vec![]);
+    let mut forged = body(&key, 4, 1, "t", vec![]);
     forged[1..33].copy_from_slice(&keypair(4).public_key().agent_id().0);
     out.push([&[1u8][..], &forged].concat());
     out
@@ -675,6 +677,11 @@ pub fn check_open(bytes: &[u8]) {
         Some(sender),
         "claimed_sender (which picks the key) differs from the decoded sender"
     );
+    assert_eq!(
+        wire::claimed_topic(bytes),
+        Some(decoded.topic.as_str()),
+        "claimed_topic (which traffic is counted by) differs from the decoded topic"
+    );
     let Some(key) = publisher_key(&sender) else {
         return;
     };
@@ -690,8 +697,8 @@ pub fn check_open(bytes: &[u8]) {
     match parsed.verify(key) {
         Ok(verified) => {
             assert_eq!(
-                (verified.sender, verified.seq),
-                (decoded.sender, decoded.seq),
+                (verified.sender, verified.seq, &verified.topic),
+                (decoded.sender, decoded.seq, &decoded.topic),
                 "verify and open_verified differ"
             );
             assert_eq!(

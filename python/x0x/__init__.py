@@ -14,7 +14,7 @@ through a stable C ABI.
 
 from ._ffi import ffi as _ffi_module_ffi
 from ._ffi import lib as _lib
-from .agent import Agent, AgentBuilder, Stats, generate_agent_key
+from .agent import Agent, AgentBuilder, Stats, TopicStats, generate_agent_key
 from .errors import (
     ClosedError,
     CorruptDataError,
@@ -67,6 +67,7 @@ __all__ = [
     "TaskListId",
     "TaskStatus",
     "TaskUpdatedEvent",
+    "TopicStats",
     "X0xError",
     "X0xOSError",
     "X0xTimeoutError",

@@ -55,6 +55,26 @@ class Stats(TypedDict):
     identity_conflicts: int
     """Times an agent id was seen live in two processes at once (the same agent key running
     twice); the later connection is refused."""
+    foreign_envelopes_in: int
+    """Envelope copies received on topics this agent neither subscribes to nor publishes on
+    (relayed for others), duplicates included."""
+    foreign_bytes_in: int
+    """The bytes of those envelope copies."""
+
+
+class TopicStats(TypedDict):
+    """One topic's traffic at one agent (``Agent.topic_stats(topic)``): envelope copies (signed
+    batches of messages on the topic) received and sent, duplicates and relayed copies
+    included."""
+
+    envelopes_in: int
+    """Envelope copies received."""
+    bytes_in: int
+    """Their bytes."""
+    envelopes_out: int
+    """Envelope copies sent (this agent's own, and relayed)."""
+    bytes_out: int
+    """Their bytes."""
 
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -266,10 +286,11 @@ class Agent(NativeHandle):
     async def publish(self, topic: str, payload: Union[bytes, bytearray, memoryview]) -> None:
         """Sign ``payload`` and publish it on ``topic`` to every subscriber in the network.
 
-        This agent's own subscribers get it too; one sender's messages arrive in order. Returns
-        once the message is queued for signing (at once unless the agent is far behind).
-        Raises ``NotConnectedError`` before ``join_network()`` or after ``leave_network()``, and
-        ``ValueError`` for an empty or over-long topic or a payload over 256 KiB.
+        This agent's own subscribers get it too; one sender's messages on a topic arrive in
+        order. Returns once the message is queued for signing (at once unless the agent is far
+        behind). Raises ``NotConnectedError`` before ``join_network()`` or after
+        ``leave_network()``, and ``ValueError`` for an empty or over-long topic or a payload over
+        256 KiB.
         """
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
@@ -319,6 +340,15 @@ class Agent(NativeHandle):
         check(lib.x0x_agent_stats(self._handle(), out))
         counters = {name: int(getattr(out, name)) for name in Stats.__annotations__}
         return cast(Stats, counters)
+
+    def topic_stats(self, topic: str) -> TopicStats:
+        """The traffic of ``topic`` at this agent. Raises ``NotFoundError`` if the agent has
+        neither subscribed to nor published on it in this run (what arrives on such topics is
+        counted in ``stats()["foreign_bytes_in"]``)."""
+        out = ffi.new("X0xTopicStats *")
+        check(lib.x0x_agent_topic_stats(self._handle(), c_str(topic, "topic"), out))
+        counters = {name: int(getattr(out, name)) for name in TopicStats.__annotations__}
+        return cast(TopicStats, counters)
 
     def on(self, event: EventName, handler: EventHandler) -> None:
         """Call ``handler(payload)`` on each ``event``: ``"connected"``, ``"disconnected"``,

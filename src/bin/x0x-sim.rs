@@ -4,7 +4,7 @@
 //! cargo run --release --bin x0x-sim -- --agents N --publishers P --messages M \
 //!     --latency-ms LO..HI --loss F --seed S [--rate R] [--payload BYTES] \
 //!     [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
-//!     [--tasklist-holders K]
+//!     [--tasklist-holders K] [--topics T --subscribers S]
 //! ```
 //!
 //! Progress goes to stderr; the last line on stdout is one JSON object. The arguments are
@@ -18,7 +18,7 @@ use x0x::sim::{self, Config};
 const USAGE: &str = "usage: x0x-sim --agents N --publishers P --messages M --latency-ms LO..HI \
 --loss F --seed S [--rate MSG_PER_S] [--payload BYTES] [--join-gap-ms MS] [--settle S] \
 [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
-[--tasklist-holders K]";
+[--tasklist-holders K] [--topics T --subscribers S]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -81,6 +81,8 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--join-gap-ms" => config.join_gap = Duration::from_secs_f64(number("ms")? / 1e3),
             "--settle" => config.settle = Duration::from_secs_f64(number("seconds")?),
             "--tasklist-holders" => config.tasklist_holders = count()?,
+            "--topics" => config.topics = count()?,
+            "--subscribers" => config.subscribers = count()?,
             "--latency-ms" => {
                 let (lo, hi) = value.split_once("..").unwrap_or((value, value));
                 let ms = |text: &str| -> Result<Duration, String> {

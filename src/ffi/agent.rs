@@ -16,7 +16,7 @@ use super::subscription::X0xSubscription;
 use crate::agent::{Agent, DEFAULT_JOIN_TIMEOUT};
 use crate::error::Error;
 use crate::pubsub::DEFAULT_SUBSCRIPTION_CAPACITY;
-use crate::stats::Stats;
+use crate::stats::{Stats, TopicStats};
 
 /// Room for any socket address as text, with its NUL (`x0x_agent_local_addr`).
 pub const X0X_ADDR_STR_LEN: usize = 64;
@@ -63,6 +63,43 @@ pub struct X0xStats {
     pub connections: u64,
     /// Times an agent id was seen live in two processes at once (an agent key running twice).
     pub identity_conflicts: u64,
+    /// Envelope copies received on topics this agent neither subscribes to nor publishes on
+    /// (relayed for others), duplicates included.
+    pub foreign_envelopes_in: u64,
+    /// The bytes of those envelope copies.
+    pub foreign_bytes_in: u64,
+}
+
+/// One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches
+/// of messages on the topic) received and sent, duplicates and relayed copies included.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct X0xTopicStats {
+    /// Envelope copies received.
+    pub envelopes_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Envelope copies sent (this agent's own, and relayed).
+    pub envelopes_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+}
+
+impl From<TopicStats> for X0xTopicStats {
+    fn from(stats: TopicStats) -> Self {
+        let TopicStats {
+            envelopes_in,
+            bytes_in,
+            envelopes_out,
+            bytes_out,
+        } = stats;
+        Self {
+            envelopes_in,
+            bytes_in,
+            envelopes_out,
+            bytes_out,
+        }
+    }
 }
 
 impl From<Stats> for X0xStats {
@@ -84,6 +121,8 @@ impl From<Stats> for X0xStats {
             bytes_in,
             bytes_out,
             identity_conflicts,
+            foreign_envelopes_in,
+            foreign_bytes_in,
             neighbours,
             connections,
         } = stats;
@@ -105,6 +144,8 @@ impl From<Stats> for X0xStats {
             connections_refused,
             connections,
             identity_conflicts,
+            foreign_envelopes_in,
+            foreign_bytes_in,
         }
     }
 }
@@ -320,7 +361,7 @@ pub unsafe extern "C" fn x0x_agent_local_addrs(
 
 /// Publishes `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) on `topic`
 /// (NUL-terminated UTF-8, 1 to 256 bytes), signed by this agent. Every subscriber in the network
-/// gets it, this agent's own subscribers included; one sender's messages arrive in order.
+/// gets it, this agent's own subscribers included; one sender's messages on a topic arrive in order.
 ///
 /// Async: completes (`result` NULL) once the message is queued for signing, which is at once
 /// unless the agent is far behind. Failures: `X0X_NOT_CONNECTED` (not joined, or left),
@@ -398,6 +439,25 @@ pub unsafe extern "C" fn x0x_agent_stats(agent: *const X0xAgent, out: *mut X0xSt
     ffi_status(|| {
         let agent = arg_ref(agent, "agent")?;
         *arg_out(out, "out")? = agent.inner.stats().into();
+        Ok(())
+    })
+}
+
+/// Writes the traffic of `topic` (NUL-terminated UTF-8) at this agent to `*out`. Returns
+/// `X0X_OK`, `X0X_NOT_FOUND` (the agent has neither subscribed to nor published on the topic in
+/// this run; what arrives on such topics is counted in `X0xStats.foreign_*`) or
+/// `X0X_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_topic_stats(
+    agent: *const X0xAgent,
+    topic: *const c_char,
+    out: *mut X0xTopicStats,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        let topic = arg_str(topic, "topic")?;
+        let out = arg_out(out, "out")?;
+        *out = agent.inner.topic_stats(topic)?.into();
         Ok(())
     })
 }

@@ -436,7 +436,14 @@ impl Node {
     fn apply(&mut self, event: OutEvent<AgentId>) {
         match event {
             OutEvent::SendMessage(to, message) => match wire::encode(&message) {
-                Ok(frame) => self.send_to(to, Bytes::from(frame)),
+                Ok(frame) => {
+                    if let Some(envelope) = wire::gossip_data_content(&frame) {
+                        if let Some(topic) = wire::claimed_topic(envelope) {
+                            self.context.registry.traffic().sent(topic, envelope.len());
+                        }
+                    }
+                    self.send_to(to, Bytes::from(frame));
+                }
                 Err(e) => log::error!("x0x: cannot encode a gossip message: {e}"),
             },
             OutEvent::EmitEvent(topic, event) if topic == network_topic() => self.on_gossip(event),
@@ -510,6 +517,7 @@ impl Node {
                     Ok(envelope) => {
                         self.context.registry.deliver(
                             envelope.sender,
+                            &envelope.topic,
                             &envelope.items,
                             hops,
                             &self.context.counters,
@@ -837,6 +845,8 @@ impl Node {
         let counters = &self.context.counters;
         // Before delivery: stats never lag a message a reader already has.
         counters.add(&counters.envelopes_received, 1);
+        let traffic = self.context.registry.traffic();
+        traffic.received(&payload.topic, payload.len, counters);
         if self.tuning.check(&payload, self.now) == Verdict::Drop {
             counters.add(&counters.duplicates, 1);
             return;

@@ -29,7 +29,7 @@
 //! they iterate, and events at the same instant keep the order they were scheduled in.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ use crate::streams::decode_gossip;
 use crate::tasklist::{ListId, TaskListState};
 use crate::wire::{self, Item, Rejection};
 
-/// The topic simulated publishers publish on.
+/// The topic simulated publishers publish on, and every agent subscribes to, without `topics`.
 const TOPIC: &str = "sim";
 /// QUIC's idle timeout as agents configure it: how long a dead peer goes unnoticed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,6 +96,10 @@ pub struct Config {
     pub drain: Duration,
     /// Agents that hold one shared task list (0: no task list).
     pub tasklist_holders: usize,
+    /// Topics (0: one, which every agent subscribes to). Publisher k publishes on topic
+    /// k mod `topics`; each topic has `subscribers` subscribers, drawn at random.
+    pub topics: usize,
+    pub subscribers: usize,
 }
 
 impl Default for Config {
@@ -115,6 +119,8 @@ impl Default for Config {
             partition: None,
             drain: Duration::from_secs(10),
             tasklist_holders: 0,
+            topics: 0,
+            subscribers: 0,
         }
     }
 }
@@ -172,6 +178,15 @@ pub struct Report {
     pub tasklist_diverged: usize,
     /// Sync messages the holders published (deltas, requests, answers, full states).
     pub tasklist_messages: u64,
+    /// Envelope bytes received (copies, duplicates included) on the topics an agent takes part
+    /// in, mean over the agents that take part in one; and on the others (relayed for other
+    /// agents), mean over all agents.
+    pub own_bytes_in_mean: f64,
+    pub foreign_bytes_in_mean: f64,
+    /// Over the agents that received on their own topics: all bytes received (frames, control
+    /// traffic included) divided by those own-topic bytes, median and largest.
+    pub in_over_own_p50: f64,
+    pub in_over_own_max: f64,
     /// Simulated events handled, and the simulated time at the end (seconds).
     pub events: u64,
     pub sim_s: f64,
@@ -194,7 +209,8 @@ impl Report {
              \"neighbours_lost_idle\": {}, \"failed_joins\": {}, \"min_others_known\": {}, \
              \"tasklist_replicas\": {}, \"tasklist_tasks\": {}, \"tasklist_converged_ms\": {}, \
              \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \
-             \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+             \"own_bytes_in_mean\": {:.0}, \"foreign_bytes_in_mean\": {:.0}, \
+             \"in_over_own_p50\": {:.2}, \"in_over_own_max\": {:.2}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
@@ -222,6 +238,10 @@ impl Report {
                 .map_or_else(|| "null".to_string(), |ms| format!("{ms:.0}")),
             self.tasklist_diverged,
             self.tasklist_messages,
+            self.own_bytes_in_mean,
+            self.foreign_bytes_in_mean,
+            self.in_over_own_p50,
+            self.in_over_own_max,
             self.events,
             self.sim_s,
             self.wall_s,
@@ -238,6 +258,11 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     {
         return Err(Error::invalid_argument(
             "need at least one agent, and no more publishers or task list holders than agents",
+        ));
+    }
+    if (config.topics > 0) != (config.subscribers > 0) || config.subscribers > config.agents {
+        return Err(Error::invalid_argument(
+            "topics and subscribers go together, with no more subscribers than agents",
         ));
     }
     if config.latency.0 > config.latency.1 || !(0.0..1.0).contains(&config.loss) {
@@ -395,13 +420,23 @@ impl Ord for Scheduled {
     }
 }
 
+/// The name of topic number `topic`.
+fn topic_name(config: &Config, topic: usize) -> String {
+    if config.topics == 0 {
+        TOPIC.to_owned()
+    } else {
+        format!("{TOPIC}/{topic}")
+    }
+}
+
 struct SimAgent {
     id: AgentId,
     addr: SocketAddr,
     incarnation: u64,
     node: Option<Node>,
     context: Arc<AgentContext>,
-    subscription: Subscription,
+    /// Its subscriptions, each with its topic's number.
+    subscriptions: Vec<(usize, Subscription)>,
     events: EventStream,
     /// Connection id → (link, which side of it this agent is).
     conns: HashMap<u64, (usize, usize)>,
@@ -444,6 +479,7 @@ struct SimLink {
 
 struct Published {
     publisher: usize,
+    topic: usize,
     at: u64,
     /// The publisher's side, if a partition was on when it published.
     cut_off: Option<bool>,
@@ -464,6 +500,8 @@ struct World {
     net_rng: StdRng,
     keys: HashMap<AgentId, PublicKey>,
     publishers: Vec<usize>,
+    /// Each topic's subscribers (empty without `topics`: every agent subscribes to the one).
+    topic_subscribers: Vec<BTreeSet<usize>>,
     /// What the task list's id grants (its topic and key), its holders (the first creates it),
     /// and draws for task and seal nonces.
     list_channel: ListChannel,
@@ -475,9 +513,10 @@ struct World {
     list_messages: u64,
     /// Envelopes already verified (by content hash), and whether they passed.
     verified: HashMap<[u8; 32], bool>,
-    /// The content hashes of the publishers' envelopes, and the copies of them agents received
-    /// (task list traffic is not part of the redundancy figure).
-    measured: std::collections::HashSet<[u8; 32]>,
+    /// The content hashes of the publishers' envelopes with their topics, and the copies of them
+    /// their topics' subscribers received (task list traffic, and copies relayed by agents not
+    /// subscribed to the topic, are not part of the redundancy figure).
+    measured: HashMap<[u8; 32], usize>,
     copies: u64,
     published: Vec<Published>,
     /// Per published message: when each agent got it (nanoseconds), indexed by agent.
@@ -508,6 +547,15 @@ impl World {
             rand::seq::index::sample(&mut pick, config.agents, config.tasklist_holders).into_vec();
         let mut list_id = [0u8; 32];
         pick.fill(&mut list_id);
+        let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 9, 0));
+        let topic_subscribers: Vec<BTreeSet<usize>> = (0..config.topics)
+            .map(|_| {
+                let count = config.subscribers.min(config.agents);
+                rand::seq::index::sample(&mut pick, config.agents, count)
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
         for i in 0..config.agents {
             let mut seed = [0u8; 32];
             let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, i as u64));
@@ -522,7 +570,16 @@ impl World {
             );
             by_addr.insert(addr, i);
             let registry = Arc::new(Registry::default());
-            let subscription = registry.subscribe(TOPIC, usize::MAX >> 1)?;
+            let mut subscriptions = Vec::new();
+            if config.topics == 0 {
+                subscriptions.push((0, registry.subscribe(TOPIC, usize::MAX >> 1)?));
+            }
+            for (topic, subscribers) in topic_subscribers.iter().enumerate() {
+                if subscribers.contains(&i) {
+                    let name = topic_name(config, topic);
+                    subscriptions.push((topic, registry.subscribe(&name, usize::MAX >> 1)?));
+                }
+            }
             let context = Arc::new(AgentContext::new(Arc::new(Counters::default()), registry));
             let events = context.events.subscribe(usize::MAX >> 1);
             agents.push(SimAgent {
@@ -531,7 +588,7 @@ impl World {
                 incarnation: rng.random(),
                 node: None,
                 context,
-                subscription,
+                subscriptions,
                 events,
                 conns: HashMap::new(),
                 next_conn: 0,
@@ -563,6 +620,7 @@ impl World {
             net_rng: StdRng::seed_from_u64(sub_seed(config.seed, 3, 0)),
             keys,
             publishers,
+            topic_subscribers,
             list_channel: ListChannel::new(&ListId(list_id)),
             holders,
             list_rng: StdRng::seed_from_u64(sub_seed(config.seed, 8, 0)),
@@ -570,7 +628,7 @@ impl World {
             list_converged: None,
             list_messages: 0,
             verified: HashMap::new(),
-            measured: std::collections::HashSet::new(),
+            measured: HashMap::new(),
             copies: 0,
             published: Vec::new(),
             received: Vec::new(),
@@ -921,23 +979,24 @@ impl World {
     fn list_broadcast(&mut self, agent: usize, message: &SyncMessage) {
         let payload = self.list_channel.seal(message, self.list_rng.random());
         let topic = self.list_channel.topic().to_owned();
-        if let Some(envelope) = self.seal(agent, topic, Bytes::from(payload)) {
+        if let Some(envelope) = self.seal(agent, &topic, Bytes::from(payload)) {
             self.list_messages += 1;
             self.input(agent, Input::Broadcast(envelope));
         }
     }
 
-    /// Signs one message of `agent`'s with its next sequence number.
-    fn seal(&mut self, agent: usize, topic: String, payload: Bytes) -> Option<Bytes> {
+    /// Signs one message of `agent`'s with its next sequence number (as the signer thread
+    /// does: the agent takes part in the topic from now on).
+    fn seal(&mut self, agent: usize, topic: &str, payload: Bytes) -> Option<Bytes> {
         let a = &mut self.agents[agent];
         let signer = a.signer.as_ref()?;
+        a.context.registry.traffic().take_part(topic, false);
         a.sequence += 1;
         let item = Item {
-            topic,
             timestamp_ms: 0,
             payload,
         };
-        wire::seal(signer, a.sequence, vec![item]).ok()
+        wire::seal(signer, a.sequence, topic, vec![item]).ok()
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
@@ -1229,8 +1288,14 @@ impl World {
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         let (keys, verified) = (&self.keys, &mut self.verified);
         let (measured, copies) = (&self.measured, &mut self.copies);
+        let subscribers = &self.topic_subscribers;
         let received = decode_gossip(frame, |publisher, id, envelope| {
-            *copies += u64::from(measured.contains(id));
+            let wanted = measured.get(id).is_some_and(|&topic| {
+                subscribers
+                    .get(topic)
+                    .is_none_or(|subscribers| subscribers.contains(&me))
+            });
+            *copies += u64::from(wanted);
             let ok = match verified.get(id) {
                 Some(&ok) => ok,
                 None => {
@@ -1349,18 +1414,18 @@ impl World {
         let number = self.published.len() as u64;
         let mut payload = vec![0u8; self.config.payload.max(8)];
         payload[..8].copy_from_slice(&number.to_le_bytes());
-        let item = Item {
-            topic: TOPIC.to_string(),
-            timestamp_ms: 0,
-            payload: Bytes::from(payload),
-        };
-        let Some(envelope) = self.seal(publisher, item.topic, item.payload) else {
+        let rank = self.publishers.iter().position(|&p| p == publisher);
+        let topic = rank.map_or(0, |rank| rank % self.config.topics.max(1));
+        let name = topic_name(&self.config, topic);
+        let Some(envelope) = self.seal(publisher, &name, Bytes::from(payload)) else {
             return;
         };
-        self.measured.insert(*blake3::hash(&envelope).as_bytes());
+        self.measured
+            .insert(*blake3::hash(&envelope).as_bytes(), topic);
         let cut_off = self.partitioned.then_some(self.agents[publisher].side_a);
         self.published.push(Published {
             publisher,
+            topic,
             at: self.now,
             cut_off,
         });
@@ -1395,9 +1460,12 @@ impl World {
     }
 
     fn collect_deliveries(&mut self, agent: usize) {
-        let Some(batch) = self.agents[agent].subscription.try_next_batch(usize::MAX) else {
-            return;
-        };
+        let batch: Vec<_> = self.agents[agent]
+            .subscriptions
+            .iter()
+            .filter_map(|(_, subscription)| subscription.try_next_batch(usize::MAX))
+            .flatten()
+            .collect();
         for message in batch {
             let Some(number) = message
                 .payload
@@ -1429,7 +1497,11 @@ impl World {
             for (agent, a) in self.agents.iter().enumerate() {
                 let alive = a.died_at.is_none() && a.started;
                 let across = message.cut_off.is_some_and(|side| side != a.side_a);
-                if agent == message.publisher || !alive || across {
+                let subscribed = self
+                    .topic_subscribers
+                    .get(message.topic)
+                    .is_none_or(|subscribers| subscribers.contains(&agent));
+                if agent == message.publisher || !alive || across || !subscribed {
                     continue;
                 }
                 let late = after_faults.is_none_or(|t| message.at >= t);
@@ -1459,6 +1531,35 @@ impl World {
             .collect();
         let ratio = |d: u64, p: u64| if p == 0 { 1.0 } else { d as f64 / p as f64 };
         let replicas: Vec<&Replica> = self.live_holders().map(|(_, replica)| replica).collect();
+        let mean = |values: &[u64]| {
+            let count = values.len().max(1) as f64;
+            values.iter().sum::<u64>() as f64 / count
+        };
+        let own: Vec<u64> = live
+            .iter()
+            .map(|&i| self.agents[i].context.registry.traffic().own_bytes_in())
+            .filter(|&bytes| bytes > 0)
+            .collect();
+        let foreign: Vec<u64> = live
+            .iter()
+            .map(|&i| {
+                self.agents[i]
+                    .context
+                    .counters
+                    .snapshot(0, 0)
+                    .foreign_bytes_in
+            })
+            .collect();
+        let mut in_over_own: Vec<f64> = live
+            .iter()
+            .filter_map(|&i| {
+                let context = &self.agents[i].context;
+                let own = context.registry.traffic().own_bytes_in();
+                let all = context.counters.snapshot(0, 0).bytes_in;
+                (own > 0).then(|| all as f64 / own as f64)
+            })
+            .collect();
+        in_over_own.sort_unstable_by(f64::total_cmp);
         Report {
             agents: self.agents.len(),
             seed: self.config.seed,
@@ -1508,6 +1609,13 @@ impl World {
                 .filter(|r| r.state != replicas[0].state)
                 .count(),
             tasklist_messages: self.list_messages,
+            own_bytes_in_mean: mean(&own),
+            foreign_bytes_in_mean: mean(&foreign),
+            in_over_own_p50: in_over_own
+                .get(in_over_own.len() / 2)
+                .copied()
+                .unwrap_or(0.0),
+            in_over_own_max: in_over_own.last().copied().unwrap_or(0.0),
             events: self.events,
             sim_s: self.now as f64 / SECOND as f64,
             wall_s: 0.0,

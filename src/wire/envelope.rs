@@ -1,5 +1,5 @@
-//! Envelopes: one ML-DSA-65 signature over a batch of published items from one sender, and
-//! the limits of what one `publish` may carry.
+//! Envelopes: one ML-DSA-65 signature over a batch of messages one sender published on one
+//! topic, and the limits of what one `publish` may carry.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -16,21 +16,21 @@ pub const MAX_TOPIC_LEN: usize = 256;
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// A batch holds at most this many messages.
 pub const MAX_BATCH_ITEMS: usize = 256;
-pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v3";
-const ENVELOPE_VERSION: u8 = 3;
+pub const MESSAGE_DOMAIN: &[u8] = b"x0x-msg-v4";
+/// Version 4 names the topic once per envelope (version 3: once per message, so one envelope
+/// could mix topics); an envelope is what a topic's traffic is counted, and carried, in.
+const ENVELOPE_VERSION: u8 = 4;
 
 /// One published message inside an envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
-    /// The topic name.
-    pub topic: String,
     /// Milliseconds since the Unix epoch, at publish time.
     pub timestamp_ms: u64,
     /// The application's bytes.
     pub payload: Bytes,
 }
 
-/// What the sender signs: who it is, a per-sender sequence number, and the batch.
+/// What the sender signs: who it is, a per-sender sequence number, the topic, and the batch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnvelopeBody {
     /// The envelope format (`ENVELOPE_VERSION`).
@@ -39,6 +39,8 @@ pub struct EnvelopeBody {
     pub sender: [u8; ID_LEN],
     /// Increases with every envelope from this sender (microseconds at start, then +1).
     pub seq: u64,
+    /// The topic name every message in the batch was published on.
+    pub topic: String,
     /// The messages, in publish order.
     pub items: Vec<Item>,
 }
@@ -48,7 +50,7 @@ pub struct EnvelopeBody {
 pub struct SignedEnvelope {
     /// postcard of an [`EnvelopeBody`].
     pub body: Bytes,
-    /// ML-DSA-65 over `"x0x-msg-v3" ‖ body`.
+    /// ML-DSA-65 over `"x0x-msg-v4" ‖ body`.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
@@ -67,6 +69,8 @@ pub struct VerifiedEnvelope {
     pub sender: AgentId,
     /// The sender's sequence number.
     pub seq: u64,
+    /// The topic.
+    pub topic: String,
     /// The messages.
     pub items: Vec<Item>,
 }
@@ -83,13 +87,14 @@ pub enum Rejection {
     BadSignature,
 }
 
-/// Signs `items` as one envelope from `agent_key`.
-pub fn seal(agent_key: &Keypair, seq: u64, items: Vec<Item>) -> Result<Bytes> {
+/// Signs `items`, published on `topic`, as one envelope from `agent_key`.
+pub fn seal(agent_key: &Keypair, seq: u64, topic: &str, items: Vec<Item>) -> Result<Bytes> {
     let public_key = agent_key.public_key();
     let body = EnvelopeBody {
         version: ENVELOPE_VERSION,
         sender: public_key.agent_id().0,
         seq,
+        topic: topic.to_owned(),
         items,
     };
     let body = Bytes::from(encode(&body)?);
@@ -123,6 +128,11 @@ impl Unverified {
         AgentId(self.body.sender)
     }
 
+    /// The topic the envelope names.
+    pub fn topic(&self) -> &str {
+        &self.body.topic
+    }
+
     /// Checks the signature with `key`, which must be the named sender's.
     pub fn verify(self, key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
         if key.agent_id().0 != self.body.sender {
@@ -134,6 +144,7 @@ impl Unverified {
         Ok(VerifiedEnvelope {
             sender: AgentId(self.body.sender),
             seq: self.body.seq,
+            topic: self.body.topic,
             items: self.body.items,
         })
     }
@@ -145,6 +156,7 @@ pub fn open_verified(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Reje
     Ok(VerifiedEnvelope {
         sender: AgentId(body.sender),
         seq: body.seq,
+        topic: body.topic,
         items: body.items,
     })
 }
@@ -158,6 +170,18 @@ pub fn claimed_sender(envelope: &[u8]) -> Option<AgentId> {
     let body = rest.get(..usize::try_from(len).ok()?)?;
     let sender = body.get(1..1 + ID_LEN)?;
     Some(AgentId(sender.try_into().ok()?))
+}
+
+/// The topic an envelope names, read without decoding or verifying the rest (for counting the
+/// traffic of an envelope a reader verified, or one of our own).
+pub fn claimed_topic(envelope: &[u8]) -> Option<&str> {
+    // postcard: body length, then EnvelopeBody { version: u8, sender: [u8; 32], seq: varint,
+    // topic: length + UTF-8, .. }.
+    let (len, rest) = read_varint(envelope)?;
+    let body = rest.get(..usize::try_from(len).ok()?)?;
+    let (_seq, rest) = read_varint(body.get(1 + ID_LEN..)?)?;
+    let (len, rest) = read_varint(rest)?;
+    std::str::from_utf8(rest.get(..usize::try_from(len).ok()?)?).ok()
 }
 
 fn parse_unverified(
@@ -199,9 +223,8 @@ mod tests {
     use super::*;
     use crate::wire::GOSSIP_MAX_MESSAGE_SIZE;
 
-    fn item(topic: &str, payload: &[u8]) -> Item {
+    fn item(payload: &[u8]) -> Item {
         Item {
-            topic: topic.into(),
             timestamp_ms: 1,
             payload: Bytes::copy_from_slice(payload),
         }
@@ -210,27 +233,34 @@ mod tests {
     #[test]
     fn envelope_round_trip() {
         let key = Keypair::generate().unwrap();
-        let sealed = seal(&key, 7, vec![item("a", b"one"), item("b", b"two")]).unwrap();
+        let sealed = seal(&key, 7, "chat", vec![item(b"one"), item(b"two")]).unwrap();
         let opened = open(&sealed, key.public_key()).unwrap();
         assert_eq!(opened.sender, key.public_key().agent_id());
-        assert_eq!(opened.seq, 7);
-        assert_eq!(opened.items, vec![item("a", b"one"), item("b", b"two")]);
+        assert_eq!((opened.seq, opened.topic.as_str()), (7, "chat"));
+        assert_eq!(opened.items, vec![item(b"one"), item(b"two")]);
     }
 
     #[test]
-    fn claimed_sender_reads_the_sender_without_decoding() {
+    fn claimed_sender_and_topic_are_read_without_decoding() {
         let key = Keypair::generate().unwrap();
-        let sealed = seal(&key, 3, vec![item("t", b"x")]).unwrap();
-        assert_eq!(claimed_sender(&sealed), Some(key.public_key().agent_id()));
+        for seq in [3, u64::MAX] {
+            let sealed = seal(&key, seq, "news/ü", vec![item(b"x")]).unwrap();
+            assert_eq!(claimed_sender(&sealed), Some(key.public_key().agent_id()));
+            assert_eq!(claimed_topic(&sealed), Some("news/ü"));
+        }
+        let sealed = seal(&key, 3, "t", vec![item(b"x")]).unwrap();
         assert_eq!(claimed_sender(&sealed[..20]), None);
-        assert_eq!(claimed_sender(b""), None);
-        assert_eq!(claimed_sender(&[0xff; 11]), None);
+        assert_eq!(claimed_topic(&sealed[..40]), None);
+        for garbage in [&b""[..], &[0xff; 11], &[0x30; 20]] {
+            assert_eq!(claimed_sender(garbage), None);
+            assert_eq!(claimed_topic(garbage), None);
+        }
     }
 
     #[test]
     fn tampered_payload_is_a_bad_signature() {
         let key = Keypair::generate().unwrap();
-        let sealed = seal(&key, 1, vec![item("t", b"hello")]).unwrap();
+        let sealed = seal(&key, 1, "t", vec![item(b"hello")]).unwrap();
         let mut envelope: SignedEnvelope = postcard::from_bytes(&sealed).unwrap();
         let mut body: EnvelopeBody = postcard::from_bytes(&envelope.body).unwrap();
         body.items[0].payload = Bytes::from_static(b"HELLO");
@@ -251,7 +281,8 @@ mod tests {
             version: ENVELOPE_VERSION,
             sender: honest.public_key().agent_id().0,
             seq: 1,
-            items: vec![item("t", b"x")],
+            topic: "t".into(),
+            items: vec![item(b"x")],
         };
         let body = Bytes::from(encode(&body).unwrap());
         let signature = forger.sign(&signed_bytes(&body)).unwrap();
@@ -293,11 +324,12 @@ mod tests {
         let key = Keypair::generate().unwrap();
         let items = (0..MAX_BATCH_BYTES / MAX_PAYLOAD_LEN)
             .map(|_| Item {
-                topic: "x".repeat(MAX_TOPIC_LEN),
                 timestamp_ms: u64::MAX,
                 payload: Bytes::from(vec![0u8; MAX_PAYLOAD_LEN]),
             })
             .collect();
-        assert!(seal(&key, u64::MAX, items).unwrap().len() < GOSSIP_MAX_MESSAGE_SIZE - 1024);
+        let topic = "x".repeat(MAX_TOPIC_LEN);
+        let sealed = seal(&key, u64::MAX, &topic, items).unwrap();
+        assert!(sealed.len() < GOSSIP_MAX_MESSAGE_SIZE - 1024);
     }
 }

@@ -944,6 +944,18 @@ static void check_stats(void) {
     CHECK(a.bytes_in > X0X_MAX_PAYLOAD_LEN && b.bytes_out > X0X_MAX_PAYLOAD_LEN);
     CHECK_STATUS(x0x_agent_stats(g_a, NULL), X0X_INVALID_ARGUMENT);
     CHECK_STATUS(x0x_agent_stats(NULL, &a), X0X_INVALID_ARGUMENT);
+
+    /* Per topic: A subscribed to "big" (the subscription is gone; its counts stay), B sent on it. */
+    X0xTopicStats in, out;
+    CHECK_OK(x0x_agent_topic_stats(g_a, "big", &in));
+    CHECK_OK(x0x_agent_topic_stats(g_b, "big", &out));
+    CHECK(in.envelopes_in >= 2 && in.bytes_in > X0X_MAX_PAYLOAD_LEN && in.envelopes_out == 0);
+    CHECK(out.envelopes_out >= 2 && out.bytes_out >= in.bytes_in && out.envelopes_in == 0);
+    CHECK_STATUS(x0x_agent_topic_stats(g_a, "never used", &in), X0X_NOT_FOUND);
+    CHECK_STATUS(x0x_agent_topic_stats(g_a, "\xff", &in), X0X_INVALID_ARGUMENT);
+    CHECK_STATUS(x0x_agent_topic_stats(g_a, NULL, &in), X0X_INVALID_ARGUMENT);
+    CHECK_STATUS(x0x_agent_topic_stats(g_a, "big", NULL), X0X_INVALID_ARGUMENT);
+    CHECK_STATUS(x0x_agent_topic_stats(NULL, "big", &in), X0X_INVALID_ARGUMENT);
 }
 
 /* B leaves: A sees it go within LEAVE_NOTICE_MS; B can no longer publish. */

@@ -131,10 +131,9 @@ impl Drops {
 // ---------------------------------------------------------------------------------------------
 // Envelopes, taken apart and put together again.
 
-/// One message on `topic`.
-pub fn items(topic: &str, payload: &[u8]) -> Vec<Item> {
+/// One message, for an envelope.
+pub fn items(payload: &[u8]) -> Vec<Item> {
     vec![Item {
-        topic: topic.into(),
         timestamp_ms: 1,
         payload: Bytes::copy_from_slice(payload),
     }]
@@ -187,7 +186,7 @@ pub fn forged_signature(
     seq: u64,
     payload: &[u8],
 ) -> Bytes {
-    let (mut envelope, _) = unseal(&wire::seal(key, seq, items(topic, payload)).unwrap());
+    let (mut envelope, _) = unseal(&wire::seal(key, seq, topic, items(payload)).unwrap());
     envelope.signature = sign_body(other, &envelope.body);
     expect_rejection(
         Bytes::from(wire::encode(&envelope).unwrap()),
@@ -198,7 +197,7 @@ pub fn forged_signature(
 
 /// A sealed envelope whose payload was changed afterwards (not re-signed).
 pub fn tampered_payload(key: &Keypair, topic: &str, seq: u64, payload: &[u8]) -> Bytes {
-    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(topic, payload)).unwrap());
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, topic, items(payload)).unwrap());
     body.items[0].payload = Bytes::from([payload, b" (tampered)"].concat());
     expect_rejection(
         reseal(envelope, &body, None),
@@ -216,7 +215,7 @@ pub fn wrong_sender(
     seq: u64,
     payload: &[u8],
 ) -> Bytes {
-    let (envelope, mut body) = unseal(&wire::seal(key, seq, items(topic, payload)).unwrap());
+    let (envelope, mut body) = unseal(&wire::seal(key, seq, topic, items(payload)).unwrap());
     body.sender = victim.0;
     expect_rejection(
         reseal(envelope, &body, Some(key)),
@@ -231,7 +230,7 @@ pub const MALFORMED_KINDS: usize = 5;
 /// Envelope bytes that do not decode, of kind `kind % MALFORMED_KINDS` (each signed by `key`
 /// where there is something to sign); distinct for distinct `seq` and `payload`.
 pub fn malformed(key: &Keypair, topic: &str, seq: u64, payload: &[u8], kind: usize) -> Bytes {
-    let sealed = || wire::seal(key, seq, items(topic, payload)).unwrap();
+    let sealed = || wire::seal(key, seq, topic, items(payload)).unwrap();
     let bytes = match kind % MALFORMED_KINDS {
         0 => Bytes::from([b"not an envelope ", payload].concat()),
         1 => {

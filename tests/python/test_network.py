@@ -61,6 +61,22 @@ async def test_two_agents_exchange_signed_messages(make_agent: MakeAgent) -> Non
     assert stats["neighbours"] == 1 and stats["bytes_in"] > 3309  # at least one signature
 
 
+async def test_topic_stats_count_what_crossed_the_network(make_agent: MakeAgent) -> None:
+    alice = await make_agent()
+    inbox = alice.subscribe("chat")
+    bob = await make_agent(bootstrap=alice.local_addr)
+    await bob.publish("chat", b"x" * 1000)
+    await next_message(inbox)
+    received, sent = alice.topic_stats("chat"), bob.topic_stats("chat")
+    assert received["envelopes_in"] == 1 and received["bytes_in"] > 1000 + 3309
+    assert sent["envelopes_out"] == 1 and sent["bytes_out"] == received["bytes_in"]
+    assert alice.stats()["foreign_bytes_in"] == 0
+    with pytest.raises(x0x.NotFoundError, match="has not subscribed to or published on"):
+        alice.topic_stats("never used")
+    with pytest.raises(x0x.InvalidArgumentError):
+        alice.topic_stats("\udc80")  # a lone surrogate: not UTF-8
+
+
 async def test_messages_from_a_separate_process(make_agent: MakeAgent) -> None:
     alice = await make_agent()
     inbox = alice.subscribe("t")

@@ -109,11 +109,12 @@ def test_api_md_is_current() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_stats_has_every_field_of_the_c_struct() -> None:
+def test_stats_have_every_field_of_their_c_structs() -> None:
     from x0x._x0x_cffi import ffi
 
-    c_fields = {name for name, _ in ffi.typeof("X0xStats").fields}
-    assert set(x0x.Stats.__annotations__) == c_fields
+    for python, c in [(x0x.Stats, "X0xStats"), (x0x.TopicStats, "X0xTopicStats")]:
+        c_fields = {name for name, _ in ffi.typeof(c).fields}
+        assert set(python.__annotations__) == c_fields, c
 
 
 def test_every_c_status_has_its_exception() -> None:
