@@ -7,6 +7,7 @@ them (see shared notes/ffi-build-recipe.md for the measurements behind this):
 """
 
 import platform
+import re
 from pathlib import Path
 
 from setuptools import setup
@@ -14,6 +15,18 @@ from setuptools.command.build_ext import build_ext
 from setuptools_rust import Binding, RustExtension, build_rust
 
 IS_CPYTHON = platform.python_implementation() == "CPython"
+
+
+def cargo_version() -> str:
+    """The [package] version in Cargo.toml: the one version of the crate, the C library and
+    this package (pyproject.toml declares it dynamic)."""
+    text = (Path(__file__).parent / "Cargo.toml").read_text(encoding="utf-8")
+    # A regex, not tomllib: tomllib is 3.11+ and this package builds on Python 3.8.
+    package = re.search(r"^\[package\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    found = package and re.search(r'^version\s*=\s*"([^"]+)"', package.group(1), re.M)
+    if not found:
+        raise RuntimeError("Cargo.toml: no version in its [package] section")
+    return found.group(1)
 
 
 class build_rust_staticlib(build_rust):  # noqa: N801 (setuptools command naming)
@@ -42,6 +55,7 @@ class build_ext_rust_first(build_ext):  # noqa: N801
 
 
 setup(
+    version=cargo_version(),
     rust_extensions=[
         RustExtension(
             "x0x._x0x_rust",  # placeholder name: the cdylib is never installed

@@ -137,6 +137,13 @@ EOF
         timeout "$STEP_TIMEOUT" "$venv/bin/python" "$work/smoke.py")
     echo "  smoke test: $((SECONDS - start)) s"
 
+    # The wheel installs the x0x command, which names Cargo.toml's version (the one version).
+    local want said
+    want=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
+    said=$(cd "$work" && env -u PYTHONPATH HOME="$work/home" "$venv/bin/x0x" --version)
+    [[ $said == "x0x $want" ]] || { echo "x0x --version said '$said', want 'x0x $want'" >&2; return 1; }
+    echo "  command: $said"
+
     cp -f "$wheel" "$WHEEL_DIR/"
     built+=("$WHEEL_DIR/$file")
 }

@@ -36,7 +36,8 @@ from .pubsub import Message, Subscription
 from .tasklist import TaskItem, TaskList, TaskStatus
 
 __version__: str = _ffi_module_ffi.string(_lib.x0x_version()).decode("ascii")
-"""The version of the native x0x library in use, e.g. ``"0.1.0"``."""
+"""The version of x0x, e.g. ``"0.3.0"``: the native library's (``x0x_version()``), which is
+Cargo.toml's, as is the installed distribution's (``importlib.metadata``)."""
 
 __all__ = [
     "Agent",

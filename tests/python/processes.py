@@ -1,10 +1,14 @@
 """Python processes that tests drive line by line over stdin/stdout, as a user's shells would."""
 
 import asyncio
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 
 def python(*argv: str, cwd: Optional[Path] = None) -> "subprocess.Popen[str]":
@@ -17,6 +21,29 @@ def python(*argv: str, cwd: Optional[Path] = None) -> "subprocess.Popen[str]":
         text=True,
         cwd=cwd,
     )
+
+
+def x0x(*argv: str, env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[str]":
+    """Starts the installed ``x0x`` command (the console script of this interpreter's
+    environment) with ``env`` added to the environment, stdin closed, stdout and stderr piped."""
+    # Where pip put the script: make test-python runs .venv/bin/python without .venv/bin on PATH.
+    command = shutil.which("x0x", path=sysconfig.get_path("scripts"))
+    assert command, f"no x0x command in {sysconfig.get_path('scripts')}: is the package installed?"
+    return subprocess.Popen(
+        [command, *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def free_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to (at the time of asking)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def read_line(proc: "subprocess.Popen[str]", timeout: float = 30) -> str:

@@ -5,7 +5,6 @@ keeps an agent itself across restarts, one agent running twice, and joins that w
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from processes import exit_code, python, read_line, send
+from processes import exit_code, free_port, python, read_line, send
 
 import x0x
 from x0x import Agent, TaskStatus
@@ -23,12 +22,6 @@ HERE = Path(__file__).parent
 
 def spawn(script: str, *args: str) -> "subprocess.Popen[str]":
     return python(str(HERE / script), *args)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_three_processes_with_the_default_builder_form_one_network() -> None:

@@ -1,6 +1,8 @@
 """The public API (``x0x.__all__``): present, documented, fully annotated, and API.md current."""
 
+import importlib.metadata
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +93,14 @@ def test_exceptions_derive_from_x0x_error() -> None:
     assert x0x.X0xError in exceptions
     strays = [cls.__name__ for cls in exceptions if not issubclass(cls, x0x.X0xError)]
     assert not strays, f"exceptions not derived from X0xError: {strays}"
+
+
+def test_the_version_is_cargo_tomls_everywhere() -> None:
+    cargo = (ROOT / "Cargo.toml").read_text(encoding="utf-8").split("\n[", 1)[0]  # [package]
+    match = re.search(r'^version = "([^"]+)"', cargo, re.M)
+    assert match, "Cargo.toml's [package] has no version"
+    assert x0x.__version__ == match.group(1)
+    assert importlib.metadata.version("agent-x0x") == x0x.__version__
 
 
 def test_py_typed_is_installed() -> None:
