@@ -21,7 +21,7 @@
 #define X0X_VERSION_MAJOR 0
 
 // Minor version of the library this header belongs to.
-#define X0X_VERSION_MINOR 1
+#define X0X_VERSION_MINOR 3
 
 // Patch version of the library this header belongs to.
 #define X0X_VERSION_PATCH 0

@@ -44,7 +44,7 @@ pub mod tasklist;
 /// Major version of the library this header belongs to.
 pub const X0X_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library this header belongs to.
-pub const X0X_VERSION_MINOR: u32 = 1;
+pub const X0X_VERSION_MINOR: u32 = 3;
 /// Patch version of the library this header belongs to.
 pub const X0X_VERSION_PATCH: u32 = 0;
 
