@@ -1,7 +1,6 @@
 //! The public façade: [`AgentBuilder`] and [`Agent`].
 
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -182,9 +181,7 @@ impl AgentBuilder {
         };
         let mut locks = Vec::new();
         if let Some(dir) = &self.data_dir {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
+            crate::private_files::dir_builder()
                 .create(dir)
                 .map_err(|e| Error::io(format_args!("cannot create {}", dir.display()), &e))?;
             locks.push(InstanceLock::acquire(

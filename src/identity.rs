@@ -20,9 +20,8 @@
 //! The seed is the whole secret: ML-DSA-65 expands it deterministically into the key pair.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{self, SHA256};
@@ -370,10 +369,7 @@ fn write_new_key_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    crate::private_files::dir_builder().create(dir)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::new(IoErrorKind::InvalidInput, "the path names no file"))?;
@@ -385,10 +381,9 @@ fn write_new_key_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp_name.push(format!(".tmp-{}-{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_files::open_options()
             .write(true)
             .create_new(true)
-            .mode(0o600)
             .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;

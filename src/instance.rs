@@ -5,9 +5,8 @@
 //! is an advisory `flock` on a small file that also names the holder's process id; the kernel
 //! drops it when its holder exits, however it exits, so a stale file never blocks anyone.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -24,12 +23,11 @@ impl InstanceLock {
     /// holding process while another agent holds it.
     pub fn acquire(path: &Path, what: &str) -> Result<Self> {
         let io = |e: std::io::Error| Error::io(format_args!("cannot lock {}", path.display()), &e);
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_files::open_options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
             .open(path)
             .map_err(io)?;
         match file.try_lock() {

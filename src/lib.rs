@@ -32,6 +32,8 @@ pub(crate) mod overlay;
 /// cbindgen:ignore
 pub(crate) mod penalties;
 /// cbindgen:ignore
+pub(crate) mod private_files;
+/// cbindgen:ignore
 pub mod pubsub;
 /// cbindgen:ignore
 pub(crate) mod queue;
