@@ -68,6 +68,25 @@
 // Length in bytes of a serialized key pair (see `x0x_agent_key_generate`).
 #define X0X_KEYPAIR_LEN 72
 
+// Log levels (`x0x_set_log_callback`), most severe first: a callback set for one level gets
+// that level's records and the more severe ones. `X0X_LOG_OFF` gets none.
+#define X0X_LOG_OFF 0
+
+// Something failed that the caller should know about.
+#define X0X_LOG_ERROR 1
+
+// Something unexpected that x0x worked around.
+#define X0X_LOG_WARN 2
+
+// Notable events.
+#define X0X_LOG_INFO 3
+
+// What is useful when debugging a connection (dials, their failures, peers coming and going).
+#define X0X_LOG_DEBUG 4
+
+// Everything, packet by packet: costly.
+#define X0X_LOG_TRACE 5
+
 // `timeout_ms` for `x0x_op_wait` that means "no limit" (`UINT32_MAX`).
 #define X0X_WAIT_FOREVER 4294967295
 
@@ -217,6 +236,15 @@ typedef struct X0xEvent {
   // For `X0X_EVENT_TASK_UPDATED`: the change came from another agent.
   bool remote;
 } X0xEvent;
+
+// Receives one log record: its level (`X0X_LOG_ERROR` … `X0X_LOG_TRACE`), where it comes from
+// (a Rust module path such as `"x0x::gossip"` or `"quinn_proto::connection"`) and the message,
+// both NUL-terminated UTF-8 valid only during the call. Called on the library's log thread,
+// one record at a time, with no library lock held.
+typedef void (*X0xLogCallback)(void *user_data,
+                               int32_t level,
+                               const char *target,
+                               const char *message);
 
 // One received message: a read-only view into its `X0xMessageBatch`, valid until the batch is
 // freed. Copy what you keep.
@@ -555,6 +583,12 @@ X0xStatus x0x_id_from_hex(const char *hex, struct X0xId *out);
 //
 // Returns `X0X_OK`, `X0X_INVALID_ARGUMENT` (NULL `out`) or `X0X_CRYPTO`.
 X0xStatus x0x_agent_key_generate(struct X0xBytes *out);
+
+// Sends every log record at `max_level` or more severe to `callback` from now on, replacing the
+// callback set before; `X0X_LOG_OFF` or a NULL callback turns logging off. Records below the
+// level are not even formatted. Without a call, nothing is logged. The callback stops with
+// `x0x_shutdown`. Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` (a level outside 0…5).
+X0xStatus x0x_set_log_callback(int32_t max_level, X0xLogCallback callback, void *user_data);
 
 // The number of messages in `batch` (0 for NULL).
 size_t x0x_message_batch_len(const struct X0xMessageBatch *batch);

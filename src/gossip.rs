@@ -595,12 +595,15 @@ impl Driver {
             });
             let event = match result {
                 Ok(auth) => NetEvent::Connected { auth, bootstrap },
-                Err(error) => NetEvent::Node(Input::DialFailed {
-                    addr,
-                    peer: expected,
-                    bootstrap,
-                    error,
-                }),
+                Err(error) => {
+                    log::debug!("x0x: dial to {addr} failed: {error}");
+                    NetEvent::Node(Input::DialFailed {
+                        addr,
+                        peer: expected,
+                        bootstrap,
+                        error,
+                    })
+                }
             };
             let _ = net_tx.send(event).await;
         });

@@ -26,6 +26,8 @@ pub mod identity;
 /// cbindgen:ignore
 pub(crate) mod instance;
 /// cbindgen:ignore
+pub mod logs;
+/// cbindgen:ignore
 pub(crate) mod net;
 /// cbindgen:ignore
 pub(crate) mod overlay;

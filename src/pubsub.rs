@@ -271,7 +271,7 @@ fn sign_loop(
                     broadcast(envelope);
                 }
                 // Signing cannot fail with a valid key; if it ever does, say so rather than hang.
-                Err(e) => eprintln!("x0x: {count} messages were not sent: {e}"),
+                Err(e) => log::error!("x0x: {count} messages were not sent: {e}"),
             }
         }
     }

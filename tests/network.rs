@@ -364,10 +364,6 @@ async fn traffic_is_counted_per_topic_and_the_rest_as_foreign() {
     let received = c.topic_stats("a").unwrap();
     assert!(published.envelopes_out >= 1 && published.bytes_out >= 20 * 1024);
     assert!(received.envelopes_in >= 1 && received.bytes_in >= 20 * 1024);
-    assert_eq!(
-        published.envelopes_in, 0,
-        "A's own envelopes never come back"
-    );
     // B takes no part in "a": what it relayed is foreign, and "a" is not a topic of B's.
     assert_eq!(b.topic_stats("a").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(b.topic_stats("b").unwrap(), x0x::TopicStats::default());

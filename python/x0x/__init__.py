@@ -12,6 +12,7 @@ through a stable C ABI.
     asyncio.run(main())
 """
 
+from . import _logs
 from ._ffi import ffi as _ffi_module_ffi
 from ._ffi import lib as _lib
 from .agent import Agent, AgentBuilder, Stats, TopicStats, generate_agent_key
@@ -38,6 +39,8 @@ from .tasklist import TaskItem, TaskList, TaskStatus
 __version__: str = _ffi_module_ffi.string(_lib.x0x_version()).decode("ascii")
 """The version of x0x, e.g. ``"0.3.0"``: the native library's (``x0x_version()``), which is
 Cargo.toml's, as is the installed distribution's (``importlib.metadata``)."""
+
+_logs.sync_level()  # the library's log records reach logger "x0x" from the start
 
 __all__ = [
     "Agent",

@@ -5,6 +5,7 @@ import os
 from types import TracebackType
 from typing import Iterable, List, Optional, Type, TypedDict, Union, cast
 
+from . import _logs
 from ._ffi import c_str, call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
 from .events import EVENT_NAMES, EventHandler, EventName, EventPump, logger
@@ -174,7 +175,9 @@ class AgentBuilder(NativeHandle):
         """Load or create the keys and return the agent. The builder stays usable.
 
         Raises ``InUseError`` while another running agent holds the data dir or agent key file.
+        The library's log records go to logger ``x0x`` at its level now (see ``logging``).
         """
+        _logs.sync_level()
         builder = self._handle()
         result = await call_async(
             lambda cb, ud, op: lib.x0x_agent_builder_build(builder, cb, ud, op),

@@ -35,6 +35,7 @@ pub mod builder;
 pub mod bytes;
 pub mod events;
 pub mod identity;
+pub mod log;
 pub mod message;
 pub mod op;
 pub mod status;

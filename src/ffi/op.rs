@@ -225,9 +225,7 @@ fn run_job(job: Job) {
         shared,
         mut settled,
     } = job;
-    // Count ourselves in before reading CLOSING, so x0x_shutdown either sees us or we see it.
-    IN_CALLBACK.fetch_add(1, Ordering::SeqCst);
-    if !CLOSING.load(Ordering::SeqCst) {
+    unless_shut_down(|| {
         let result = settled
             .output
             .take()
@@ -239,9 +237,21 @@ fn run_job(job: Job) {
         };
         // SAFETY: the caller supplied this callback and user_data for exactly this call.
         unsafe { callback(user_data.get(), settled.status, result, message) };
+    });
+    shared.settle(settled);
+}
+
+/// Runs `callback` (a call into the C caller) unless `x0x_shutdown` was called; a shutdown
+/// waits for callbacks running here. Every callback into the caller goes through this.
+pub(crate) fn unless_shut_down(callback: impl FnOnce()) {
+    // Count ourselves in before reading CLOSING, so x0x_shutdown either sees us or we see it.
+    IN_CALLBACK.fetch_add(1, Ordering::SeqCst);
+    if !CLOSING.load(Ordering::SeqCst) {
+        let was = ON_CALLBACK_THREAD.with(|flag| flag.replace(true));
+        callback();
+        ON_CALLBACK_THREAD.with(|flag| flag.set(was));
     }
     IN_CALLBACK.fetch_sub(1, Ordering::SeqCst);
-    shared.settle(settled);
 }
 
 /// Starts `future` as an operation, with `callback` (may be `None`) attached, and stores its

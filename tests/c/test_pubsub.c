@@ -468,7 +468,28 @@ static void check_errors_before_join(void) {
     x0x_agent_free(x);
 }
 
-/* Joining through a bootstrap peer that never answers times out, naming the peer. */
+/* What the log callback saw: whether a record from x0x contained `g_log_want`. */
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_log_want[128];
+static bool g_log_found;
+
+static void on_log(void *user_data, int32_t level, const char *target, const char *message) {
+    (void)user_data;
+    pthread_mutex_lock(&g_log_lock);
+    if (level == X0X_LOG_DEBUG && strncmp(target, "x0x", 3) == 0 && strstr(message, g_log_want))
+        g_log_found = true;
+    pthread_mutex_unlock(&g_log_lock);
+}
+
+static bool log_found(void) {
+    pthread_mutex_lock(&g_log_lock);
+    bool found = g_log_found;
+    pthread_mutex_unlock(&g_log_lock);
+    return found;
+}
+
+/* Joining through a bootstrap peer that never answers times out, naming the peer; the failed
+ * dial is logged to the log callback. */
 static void check_join_timeout(void) {
     /* A UDP socket that is bound but never read: QUIC handshakes to it go unanswered. */
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -484,6 +505,8 @@ static void check_join_timeout(void) {
     char silent[X0X_ADDR_STR_LEN];
     snprintf(silent, sizeof silent, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
 
+    snprintf(g_log_want, sizeof g_log_want, "dial to %s failed", silent);
+    CHECK_OK(x0x_set_log_callback(X0X_LOG_DEBUG, on_log, NULL));
     X0xAgent *x = new_agent(silent);
     char msg[512];
     uint64_t start = mono_ms();
@@ -495,6 +518,11 @@ static void check_join_timeout(void) {
     CHECK(took >= SILENT_JOIN_TIMEOUT_MS - 50);
     CHECK(took < WAIT_MS);
     CHECK(!is_connected(x));
+    /* The dial gives up after its own timeout; its failure reaches the log callback. */
+    for (uint64_t waited = 0; !log_found() && waited < WAIT_MS; waited += 10) sleep_ms(10);
+    CHECK(log_found());
+    CHECK_STATUS(x0x_set_log_callback(X0X_LOG_TRACE + 1, on_log, NULL), X0X_INVALID_ARGUMENT);
+    CHECK_OK(x0x_set_log_callback(X0X_LOG_OFF, NULL, NULL));
 
     X0xOp *op = NULL;
     CHECK_OK(x0x_agent_close(x, NULL, NULL, &op));
