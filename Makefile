@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability test-fuzz reliability simulate header docs bench clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,12 @@ bench: $(STAMP)
 	$(PY) bench/ffi_overhead.py
 	$(PY) bench/pubsub.py
 	$(PY) bench/tasklist_convergence.py
+
+# What agents receive for topics they are not on, and N agent processes' idle cost and latency
+# (bench/README.md). Not in `bench`: the scale runs start up to 50 agent processes.
+bench-topics: $(STAMP)
+	$(PY) bench/topics.py --scenario split
+	$(PY) bench/topics.py --scenario scale
 
 clean:
 	rm -rf build dist target $(VENV) python/x0x/_x0x_cffi.* tests/c/build examples/c/build
