@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels test-reliability test-fuzz
+test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels wheels test-reliability test-fuzz
 
 lint: $(STAMP)
 	cargo fmt --check
