@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels test-reliability test-fuzz
+test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels wheels test-reliability test-fuzz
 
 lint: $(STAMP)
 	cargo fmt --check
@@ -64,6 +64,10 @@ test-pypy: $(STAMP)
 
 test-wheels: $(STAMP)
 	$(call need_pypy,scripts/test_wheels.sh)
+
+# The PyPI wheel, cp38-abi3-manylinux2014_x86_64 (glibc 2.17 via zig, no Docker), into dist/.
+wheels:
+	scripts/build_wheels.sh
 
 # Fuzzing: every network-reachable decoder and the C ABI's input parsing (fuzz/), each target
 # for FUZZ_SECONDS after replaying fuzz/regressions (inputs that once crashed x0x). Installs
@@ -116,7 +120,7 @@ bench-topics: $(STAMP)
 	$(PY) bench/topics.py --scenario scale
 
 clean:
-	rm -rf build dist target $(VENV) python/x0x/_x0x_cffi.* tests/c/build examples/c/build
+	rm -rf build dist target $(VENV) .venv-wheels python/x0x/_x0x_cffi.* tests/c/build examples/c/build
 
 # make install [PREFIX=/usr/local] [DESTDIR=] [NO_BUILD=1]
 #   builds the library (cargo build --release --lib; NO_BUILD=1 skips it) and installs

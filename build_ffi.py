@@ -6,6 +6,7 @@ cdef against the real header: a drifted signature is a build error, not a silent
 ``setup.py`` links the Rust static library in (``extra_objects``) once cargo has built it.
 """
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -49,6 +50,10 @@ if sys.platform.startswith("linux"):
     # From `cargo rustc -- --print native-static-libs`; export only PyInit_* from the module.
     LIBRARIES = ["pthread", "dl", "m", "rt", "util"]
     LINK_ARGS = ["-Wl,--exclude-libs,ALL", "-Wl,--gc-sections"]
+    if os.environ.get("X0X_ZIG_TARGET"):  # setup.py's manylinux mode, linked by zig cc
+        LIBRARIES = [*LIBRARIES, "unwind"]  # else _Unwind_GetIP is undefined at import
+        # zig rejects --exclude-libs, so a version script hides all but PyInit_*; -s strips.
+        LINK_ARGS = [f"-Wl,--version-script={ROOT / 'x0x_cffi.map'}", "-Wl,--gc-sections", "-s"]
 elif sys.platform == "darwin":
     LIBRARIES, LINK_ARGS = [], ["-framework", "CoreFoundation", "-framework", "Security"]
 else:

@@ -4,10 +4,14 @@ Two setuptools-rust defaults do not fit a cffi extension, so two small command s
 them (see shared notes/ffi-build-recipe.md for the measurements behind this):
 * ``build_rust`` would run after ``build_ext``; cffi's ``pre_run`` hook runs it first instead.
 * ``build_rust`` would install the cdylib into the package; we keep ``libx0x.a`` to link instead.
+
+``X0X_ZIG_TARGET`` (off by default) selects the manylinux wheel build of scripts/build_wheels.sh.
 """
 
+import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -15,6 +19,8 @@ from setuptools.command.build_ext import build_ext
 from setuptools_rust import Binding, RustExtension, build_rust
 
 IS_CPYTHON = platform.python_implementation() == "CPython"
+# e.g. x86_64-unknown-linux-gnu.2.17: cargo-zigbuild + zig cc build for that glibc, not the host's.
+ZIG_TARGET = os.environ.get("X0X_ZIG_TARGET", "")
 
 
 def cargo_version() -> str:
@@ -34,6 +40,15 @@ class build_rust_staticlib(build_rust):  # noqa: N801 (setuptools command naming
 
     staticlib = None
 
+    def finalize_options(self):
+        super().finalize_options()
+        if ZIG_TARGET:
+            self.cargo, self.target = "cargo-zigbuild", ZIG_TARGET
+
+    def _config_specific_rust_args(self, ext):
+        # rustc --print cfg rejects the ".2.17" suffix; none of these (macOS, musl, wasm) apply.
+        return ([], []) if ZIG_TARGET else super()._config_specific_rust_args(ext)
+
     def run(self):
         # setuptools-rust's own build_ext hook calls run() a second time; build once.
         if self.staticlib is None:
@@ -52,6 +67,16 @@ class build_ext_rust_first(build_ext):  # noqa: N801
         staticlib = self.get_finalized_command("build_rust").staticlib
         ext.extra_objects = [staticlib]
         ext.depends = [staticlib]
+
+    def build_extensions(self):
+        if ZIG_TARGET:
+            # zig cc links against its glibc stubs; no LDSHARED, so no RUNPATH into this Python.
+            arch, _vendor, rest = ZIG_TARGET.split("-", 2)
+            zig = [sys.executable, "-m", "ziglang", "cc", "-target", f"{arch}-{rest}"]
+            self.compiler.set_executables(
+                compiler_so=zig + self.compiler.compiler_so[1:], linker_so=[*zig, "-shared"]
+            )
+        super().build_extensions()
 
 
 setup(

@@ -4,13 +4,14 @@
 #   * PyPy: one ppXY-pypyXY_ppNN wheel, built with `pypy3`.
 # For each interpreter: a fresh venv, `pip wheel --no-deps .`, the tag checked, the wheel
 # installed into that venv (with its runtime deps: cffi from PyPI on CPython, built in on PyPy),
-# then a smoke test run from a temp dir: two agents on 127.0.0.1 join, one publishes, the other
-# receives the message, both close.
+# then a smoke test run from a temp dir: two agents in two processes join, one publishes, the
+# other receives the message, both close.
 #
 #   scripts/test_wheels.sh              # both interpreters; wheels end up in dist/wheels
 #   scripts/test_wheels.sh cpython      # or just one: cpython | pypy
 #
 # Env: PYTHON (default python3), PYPY (default pypy3), WHEEL_DIR (default dist/wheels),
+# X0X_WHEEL: test this CPython wheel instead of building one (scripts/build_wheels.sh's),
 # STEP_TIMEOUT seconds per build or smoke test (default 900: a cold cargo build takes minutes).
 # PyPy on Debian: apt-get install -y pypy3 pypy3-dev pypy3-venv.
 set -euo pipefail
@@ -40,6 +41,7 @@ from x0x import Agent
 
 here = os.path.dirname(os.path.abspath(x0x.__file__))
 assert here.startswith(sys.prefix), f"x0x imported from {here}, not from the venv {sys.prefix}"
+PAYLOAD = b"hello from the wheel"
 
 
 async def agent(bootstrap: str = "") -> Agent:
@@ -51,27 +53,49 @@ async def agent(bootstrap: str = "") -> Agent:
     return built
 
 
+async def publisher(bootstrap: str) -> None:
+    """The second process: joins, prints its id, publishes, stays until stdin closes."""
+    bob = await agent(bootstrap=bootstrap)
+    try:
+        assert bob.is_connected(), "bob did not connect to alice"
+        print(bob.agent_id.to_hex(), flush=True)
+        await bob.publish("smoke", PAYLOAD)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    finally:
+        await bob.close()
+    assert bob.closed
+
+
 async def main() -> None:
     alice = await agent()
     try:
         inbox = alice.subscribe("smoke")
-        bob = await agent(bootstrap=alice.local_addr)
+        bob = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, alice.local_addr,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
-            assert bob.is_connected(), "bob did not connect to alice"
-            await bob.publish("smoke", b"hello from the wheel")
+            bob_id = (await asyncio.wait_for(bob.stdout.readline(), timeout=30)).decode().strip()
+            assert bob_id, "the publisher process printed no agent id"
             message = await asyncio.wait_for(inbox.__anext__(), timeout=20)
-            assert message.payload == b"hello from the wheel", message
-            assert message.sender == bob.agent_id, message
+            assert message.payload == PAYLOAD, message
+            assert message.sender.to_hex() == bob_id, (message, bob_id)
+            bob.stdin.close()
+            assert await asyncio.wait_for(bob.wait(), timeout=20) == 0, "the publisher failed"
         finally:
-            await bob.close()
+            if bob.returncode is None:
+                bob.kill()
+                await bob.wait()
     finally:
         await alice.close()
-    assert alice.closed and bob.closed
+    assert alice.closed
 
 
+if len(sys.argv) > 1:  # the publisher, started by main() below
+    asyncio.run(publisher(sys.argv[1]))
+    sys.exit()
 asyncio.run(main())
-print(f"  smoke test ok: {platform.python_implementation()} {platform.python_version()},"
-      f" x0x {x0x.__version__} from {here}")
+print(f"  smoke test ok (two processes): {platform.python_implementation()}"
+      f" {platform.python_version()}, x0x {x0x.__version__} from {here}")
 EOF
 
 # A step whose output goes to a log, shown only when it fails or times out.
@@ -97,7 +121,11 @@ test_wheel() {
     echo "  venv: $((SECONDS - start)) s"
 
     start=$SECONDS
-    run_logged "$work/$name-build.log" "$venv/bin/python" -m pip wheel --no-deps -w "$out" "$ROOT"
+    if [[ $name == cpython && -n ${X0X_WHEEL:-} ]]; then
+        mkdir -p "$out" && cp "$X0X_WHEEL" "$out/"
+    else
+        run_logged "$work/$name-build.log" "$venv/bin/python" -m pip wheel --no-deps -w "$out" "$ROOT"
+    fi
     local wheels=("$out"/agent_x0x-*.whl)
     [[ ${#wheels[@]} -eq 1 && -f ${wheels[0]} ]] || { echo "expected one wheel in $out" >&2; return 1; }
     local wheel=${wheels[0]} file
