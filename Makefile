@@ -10,9 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.x0x-installed
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(shell find python/x0x -name '*.py') build_ffi.py setup.py pyproject.toml
-PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api.py build_ffi.py setup.py
+PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api.py scripts/wheel_smoke.py build_ffi.py setup.py
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
-MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py
+MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py scripts/wheel_smoke.py
 
 .PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
 
