@@ -65,12 +65,16 @@ else
 fi
 
 HEADER=$ROOT/include/x0x.h
-STATIC=$ROOT/target/release/libx0x.a
+CARGO_STATIC=$ROOT/target/release/libx0x.a
 SHARED=$ROOT/target/release/libx0x.so
 TEMPLATE=$ROOT/x0x.pc.in
-for f in "$HEADER" "$STATIC" "$SHARED" "$TEMPLATE"; do
+for f in "$HEADER" "$CARGO_STATIC" "$SHARED" "$TEMPLATE"; do
     [ -f "$f" ] || die "missing $f (run without NO_BUILD=1 to build it)"
 done
+# The static library as shipped: only the C ABI's x0x_* symbols global (see static_lib.sh).
+STATIC=$ROOT/target/release/dist/libx0x.a
+mkdir -p "$(dirname "$STATIC")"
+"$ROOT/scripts/static_lib.sh" "$CARGO_STATIC" "$STATIC"
 
 # Generate x0x.pc next to the build output, then check that every placeholder was filled.
 PC=$ROOT/target/release/x0x.pc
