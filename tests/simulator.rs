@@ -257,32 +257,24 @@ fn every_subscriber_of_each_topic_gets_its_messages() {
 
 #[test]
 fn bad_configurations_are_refused_with_the_reason() {
-    let error = sim::run(
-        &Config {
-            publishers: 30,
-            ..Config::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("no more publishers or task list holders than agents"),
-        "{error}"
-    );
-    let error = sim::run(
-        &Config {
-            topics: 3,
-            ..Config::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("topics and subscribers go together"),
-        "{error}"
-    );
+    let refused = [
+        (
+            Config {
+                publishers: 30,
+                ..Config::default()
+            },
+            "no more publishers or task list holders than agents",
+        ),
+        (
+            Config {
+                topics: 3,
+                ..Config::default()
+            },
+            "topics and subscribers go together",
+        ),
+    ];
+    for (config, reason) in refused {
+        let error = sim::run(&config, &mut |_| {}).unwrap_err();
+        assert!(error.to_string().contains(reason), "{error}");
+    }
 }
