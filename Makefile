@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py scripts/wheel_smoke.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-sdist test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels wheels test-sdist test-reliability test-fuzz
+test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz
 
 lint: $(STAMP)
 	cargo fmt --check
@@ -64,6 +64,10 @@ test-pypy: $(STAMP)
 
 test-wheels: $(STAMP)
 	$(call need_pypy,scripts/test_wheels.sh)
+
+# The manylinux2014 wheel installs and works inside Debian 11 (debootstrap + chroot; root only).
+test-old-distro: wheels
+	scripts/test_old_distro.sh
 
 # The sdist builds and installs in a fresh venv from its own files (the cargo target dir shared).
 test-sdist:
