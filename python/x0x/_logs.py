@@ -10,7 +10,7 @@ arrives as level 5 (below ``DEBUG``).
 import logging
 from typing import Any
 
-from ._ffi import check, ffi, lib
+from ._ffi import _decode, check, ffi, lib
 
 TRACE = 5
 """The Python level of the library's trace records (Python has none of its own)."""
@@ -36,9 +36,8 @@ def logger_name(target: str) -> str:
 
 def _on_log(_user_data: Any, level: int, target: Any, message: Any) -> None:
     # Runs on the library's log thread; cffi holds the GIL for us. The strings live only now.
-    name = logger_name(ffi.string(target).decode("utf-8", "replace"))
-    text = ffi.string(message).decode("utf-8", "replace")
-    logging.getLogger(name).log(_LEVELS.get(level, logging.DEBUG), "%s", text)
+    name = logger_name(_decode(target))
+    logging.getLogger(name).log(_LEVELS.get(level, logging.DEBUG), "%s", _decode(message))
 
 
 # Registered by call rather than as a decorator: ffi is untyped (see _ffi.py).

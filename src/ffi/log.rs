@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
 use super::boundary::ffi_status;
-use super::op::unless_shut_down;
+use super::op::{unless_shut_down, UserData};
 use super::status::X0xStatus;
 use crate::error::Error;
 use crate::logs::{self, Level, LevelFilter, LogRecord};
@@ -36,20 +36,6 @@ pub type X0xLogCallback = Option<
         message: *const c_char,
     ),
 >;
-
-/// A raw `user_data` pointer, carried to the log thread for the C caller, who vouches for it.
-struct UserData(*mut c_void);
-// SAFETY: x0x never dereferences user_data; it only hands it back to the caller's callback.
-unsafe impl Send for UserData {}
-// SAFETY: as above; the callback runs on one thread at a time.
-unsafe impl Sync for UserData {}
-
-impl UserData {
-    // A method, so closures capture the wrapper rather than its raw field.
-    fn get(&self) -> *mut c_void {
-        self.0
-    }
-}
 
 fn level_number(level: Level) -> i32 {
     match level {

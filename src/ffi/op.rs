@@ -114,14 +114,17 @@ impl OpShared {
     }
 }
 
-/// A raw `user_data` pointer, carried across threads for the C caller, who vouches for it.
-struct UserData(*mut c_void);
+/// A raw `user_data` pointer, carried across threads for the C caller, who vouches for it
+/// (completion callbacks here, the log callback in `ffi::log`).
+pub(crate) struct UserData(pub(crate) *mut c_void);
 // SAFETY: x0x never dereferences user_data; it only hands it back to the caller's callback.
 unsafe impl Send for UserData {}
+// SAFETY: as above; x0x only copies the pointer, whichever thread holds a reference.
+unsafe impl Sync for UserData {}
 
 impl UserData {
     // A method, so closures capture the Send wrapper rather than its !Send field.
-    fn get(&self) -> *mut c_void {
+    pub(crate) fn get(&self) -> *mut c_void {
         self.0
     }
 }

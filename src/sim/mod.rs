@@ -435,8 +435,8 @@ struct SimAgent {
     incarnation: u64,
     node: Option<Node>,
     context: Arc<AgentContext>,
-    /// Its subscriptions, each with its topic's number.
-    subscriptions: Vec<(usize, Subscription)>,
+    /// Its subscriptions (one per topic it subscribes to).
+    subscriptions: Vec<Subscription>,
     events: EventStream,
     /// Connection id → (link, which side of it this agent is).
     conns: HashMap<u64, (usize, usize)>,
@@ -550,8 +550,7 @@ impl World {
         let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 9, 0));
         let topic_subscribers: Vec<BTreeSet<usize>> = (0..config.topics)
             .map(|_| {
-                let count = config.subscribers.min(config.agents);
-                rand::seq::index::sample(&mut pick, config.agents, count)
+                rand::seq::index::sample(&mut pick, config.agents, config.subscribers)
                     .into_iter()
                     .collect()
             })
@@ -572,12 +571,12 @@ impl World {
             let registry = Arc::new(Registry::default());
             let mut subscriptions = Vec::new();
             if config.topics == 0 {
-                subscriptions.push((0, registry.subscribe(TOPIC, usize::MAX >> 1)?));
+                subscriptions.push(registry.subscribe(TOPIC, usize::MAX >> 1)?);
             }
             for (topic, subscribers) in topic_subscribers.iter().enumerate() {
                 if subscribers.contains(&i) {
                     let name = topic_name(config, topic);
-                    subscriptions.push((topic, registry.subscribe(&name, usize::MAX >> 1)?));
+                    subscriptions.push(registry.subscribe(&name, usize::MAX >> 1)?);
                 }
             }
             let context = Arc::new(AgentContext::new(Arc::new(Counters::default()), registry));
@@ -1463,7 +1462,7 @@ impl World {
         let batch: Vec<_> = self.agents[agent]
             .subscriptions
             .iter()
-            .filter_map(|(_, subscription)| subscription.try_next_batch(usize::MAX))
+            .filter_map(|subscription| subscription.try_next_batch(usize::MAX))
             .flatten()
             .collect();
         for message in batch {
@@ -1535,29 +1534,28 @@ impl World {
             let count = values.len().max(1) as f64;
             values.iter().sum::<u64>() as f64 / count
         };
-        let own: Vec<u64> = live
-            .iter()
-            .map(|&i| self.agents[i].context.registry.traffic().own_bytes_in())
-            .filter(|&bytes| bytes > 0)
-            .collect();
-        let foreign: Vec<u64> = live
+        // Per live agent: bytes received on its own topics, on others, and in all.
+        let traffic: Vec<(u64, u64, u64)> = live
             .iter()
             .map(|&i| {
-                self.agents[i]
-                    .context
-                    .counters
-                    .snapshot(0, 0)
-                    .foreign_bytes_in
+                let context = &self.agents[i].context;
+                let read = |counter: &std::sync::atomic::AtomicU64| {
+                    counter.load(std::sync::atomic::Ordering::Relaxed)
+                };
+                let counters = &context.counters;
+                (
+                    context.registry.traffic().own_bytes_in(),
+                    read(&counters.foreign_bytes_in),
+                    read(&counters.bytes_in),
+                )
             })
             .collect();
-        let mut in_over_own: Vec<f64> = live
+        let own: Vec<u64> = traffic.iter().map(|t| t.0).filter(|&own| own > 0).collect();
+        let foreign: Vec<u64> = traffic.iter().map(|t| t.1).collect();
+        let mut in_over_own: Vec<f64> = traffic
             .iter()
-            .filter_map(|&i| {
-                let context = &self.agents[i].context;
-                let own = context.registry.traffic().own_bytes_in();
-                let all = context.counters.snapshot(0, 0).bytes_in;
-                (own > 0).then(|| all as f64 / own as f64)
-            })
+            .filter(|t| t.0 > 0)
+            .map(|&(own, _, all)| all as f64 / own as f64)
             .collect();
         in_over_own.sort_unstable_by(f64::total_cmp);
         Report {
