@@ -192,8 +192,9 @@ typedef struct X0xStats {
   uint64_t connections;
   // Times an agent id was seen live in two processes at once (an agent key running twice).
   uint64_t identity_conflicts;
-  // Envelope copies received on topics this agent neither subscribes to nor publishes on
-  // (relayed for others), duplicates included.
+  // Envelope copies received on topics this agent neither subscribes to nor publishes on,
+  // duplicates included: each topic travels in a swarm of its own, so only copies already on
+  // their way when the agent left a topic's swarm.
   uint64_t foreign_envelopes_in;
   // The bytes of those envelope copies.
   uint64_t foreign_bytes_in;

@@ -510,6 +510,12 @@ impl Agent {
             .subscribe(DEFAULT_EVENT_CAPACITY))
     }
 
+    /// What the agent's parts share (for `testing`).
+    #[cfg(any(feature = "testing", fuzzing))]
+    pub(crate) fn context(&self) -> &crate::context::AgentContext {
+        self.network.context()
+    }
+
     /// A snapshot of the agent's traffic counters.
     pub fn stats(&self) -> Stats {
         let context = self.network.context();

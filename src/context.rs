@@ -3,8 +3,9 @@
 //! lists and the simulator read it. Network-private state (send backlog, penalties, keys to
 //! announce) stays with the driver (`gossip::Shared`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::events::EventHub;
 use crate::pubsub::Registry;
@@ -28,6 +29,8 @@ pub struct AgentContext {
     /// Event streams.
     pub events: EventHub,
     neighbours: AtomicUsize,
+    /// Neighbours in each topic swarm the agent takes part in (for tests and the simulator).
+    swarm_neighbours: Mutex<HashMap<Arc<str>, usize>>,
     mode: AtomicU8,
     /// Whether an identity conflict was logged (once per agent; each is counted).
     conflict_logged: AtomicBool,
@@ -41,6 +44,7 @@ impl AgentContext {
             registry,
             events: EventHub::default(),
             neighbours: AtomicUsize::new(0),
+            swarm_neighbours: Mutex::default(),
             mode: AtomicU8::new(Mode::Left as u8),
             conflict_logged: AtomicBool::new(false),
         }
@@ -53,6 +57,27 @@ impl AgentContext {
 
     pub(crate) fn set_neighbours(&self, neighbours: usize) {
         self.neighbours.store(neighbours, Ordering::Release);
+    }
+
+    /// Neighbours in `topic`'s swarm (0 when the agent takes no part in it).
+    pub fn swarm_neighbours(&self, topic: &str) -> usize {
+        let swarms = self
+            .swarm_neighbours
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        swarms.get(topic).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn set_swarm_neighbours(&self, topic: &Arc<str>, neighbours: usize) {
+        let mut swarms = self
+            .swarm_neighbours
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if neighbours == 0 {
+            swarms.remove(topic);
+        } else {
+            swarms.insert(Arc::clone(topic), neighbours);
+        }
     }
 
     pub(crate) fn mode(&self) -> Mode {

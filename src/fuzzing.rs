@@ -15,11 +15,12 @@ use tokio::time::Instant;
 use crate::context::AgentContext;
 use crate::error::Result;
 use crate::identity::{AgentId, PublicKey};
+use crate::overlay::links::Outgoing;
 use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::pubsub::{Message, Registry, Subscription};
 use crate::replica::{Replica, SyncMessage};
 use crate::stats::Counters;
-use crate::streams::{KeyStore, Received, StreamReader};
+use crate::streams::{Incoming, KeyStore, Received, StreamReader};
 use crate::tasklist::{TaskId, TaskListState};
 use crate::tasklists::{PersistedList, Store};
 
@@ -216,7 +217,10 @@ impl NodeHarness {
         };
         match self.reader.read(frame, &self.keys) {
             Ok(None) => {}
-            Ok(Some(received)) => {
+            Ok(Some(Incoming::Directory(message))) => {
+                self.input(Input::Directory { peer, message })
+            }
+            Ok(Some(Incoming::Gossip(received))) => {
                 check(&received);
                 let rtt = if received.payload.is_none() && received.ihave_round.is_some() {
                     RTT
@@ -276,7 +280,8 @@ impl NodeHarness {
         }
     }
 
-    /// The frames the node sent (`Action::Send`: encoded gossip messages) since the last call.
+    /// The gossip frames the node sent (`Action::Send`: encoded gossip messages) since the last
+    /// call.
     pub fn take_sent(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.sent)
     }
@@ -306,7 +311,15 @@ impl NodeHarness {
     fn carry_out(&mut self) {
         while let Some(action) = self.node.poll_action() {
             match action {
-                Action::Send { frame, .. } => self.sent.push(frame),
+                Action::Send {
+                    frame: Outgoing::Gossip(frame),
+                    ..
+                } => self.sent.push(frame),
+                // The harness has one peer; lookups it starts go nowhere.
+                Action::Send {
+                    frame: Outgoing::Directory(_),
+                    ..
+                } => {}
                 Action::Adopt { conn_id } if conn_id == CONN_ID => {
                     self.open = !self.closed_by_us;
                 }

@@ -24,12 +24,13 @@ use crate::context::AgentContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{AgentId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
+use crate::overlay::links::Outgoing;
 use crate::overlay::node::{Action, Connected, Input, Node};
 pub use crate::overlay::node::{JoinFailure, JoinOutcome};
 use crate::penalties::Penalties;
 use crate::pubsub::Registry;
 use crate::stats::Counters;
-use crate::streams::{ConnectionWriter, KeyStore, StreamReader, LANES};
+use crate::streams::{ConnectionWriter, Incoming, KeyStore, StreamReader, LANES};
 use crate::wire::{Credentials, Rejection};
 
 /// A peer whose unsent backlog passes this many bytes is treated as dead.
@@ -326,7 +327,7 @@ async fn accept_loop(
 
 /// An adopted connection: where its frames go, and how much of them is unsent.
 struct DriverLink {
-    frames: mpsc::UnboundedSender<Bytes>,
+    frames: mpsc::UnboundedSender<Outgoing>,
     queued: Arc<AtomicUsize>,
     connection: Connection,
     peer: AgentId,
@@ -371,6 +372,7 @@ impl Driver {
         let timer = tokio::time::sleep_until(far());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let registry = Arc::clone(&self.shared.context.registry);
         loop {
             let deadline = self.node.poll_timeout();
             if deadline != armed {
@@ -394,6 +396,7 @@ impl Driver {
                     }
                 },
                 Some(event) = net_rx.recv() => self.on_net(event),
+                () = registry.interest_changed() => self.node.sync_topics(Instant::now()),
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     self.node.handle_timeout(Instant::now());
@@ -554,7 +557,7 @@ impl Driver {
         }
     }
 
-    fn send(&mut self, conn_id: u64, frame: Bytes) {
+    fn send(&mut self, conn_id: u64, frame: Outgoing) {
         let Some(link) = self.links.get(&conn_id) else {
             return; // closed meanwhile: the node hears of it
         };
@@ -757,7 +760,14 @@ async fn read_frames(
         counters.add(&counters.bytes_in, frame.len() as u64 + 4);
         // Decode and verify here, off the driver: the node only ever sees valid messages.
         let received = match reader.read(&frame, &shared.keys) {
-            Ok(Some(received)) => received,
+            Ok(Some(Incoming::Gossip(received))) => received,
+            Ok(Some(Incoming::Directory(message))) => {
+                let input = Input::Directory { peer, message };
+                if net_tx.send(NetEvent::Node(input)).await.is_err() {
+                    return false;
+                }
+                continue;
+            }
             Ok(None) => continue,
             Err(rejection) => {
                 counters.add(
@@ -805,7 +815,7 @@ async fn read_frames(
 async fn write_loop(
     control: SendStream,
     connection: Connection,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: mpsc::UnboundedReceiver<Outgoing>,
     queued: Arc<AtomicUsize>,
     shared: Arc<Shared>,
 ) {
@@ -815,11 +825,16 @@ async fn write_loop(
     let mut writer = ConnectionWriter::default();
     let mut batch = Vec::with_capacity(256);
     while frames.recv_many(&mut batch, 256).await > 0 {
-        let payload: usize = batch.iter().map(Bytes::len).sum();
+        let payload: usize = batch.iter().map(Outgoing::len).sum();
         for frame in batch.drain(..) {
-            // Not sent only if the publisher's key left the store (unused for a minute, or
-            // over 4,096 publishers): the peer can still graft the payload from another.
-            writer.put(&mut bufs, &frame, &shared.keys);
+            match frame {
+                // Not sent only if the publisher's key left the store (unused for a minute,
+                // or over 4,096 publishers): the peer can still graft the payload from another.
+                Outgoing::Gossip(frame) => {
+                    writer.put(&mut bufs, &frame, &shared.keys);
+                }
+                Outgoing::Directory(body) => writer.put_directory(&mut bufs, &body),
+            }
         }
         let mut failed = false;
         for (lane, buf) in bufs.iter_mut().enumerate() {

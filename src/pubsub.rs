@@ -52,6 +52,10 @@ pub struct Registry {
     topics: Mutex<Topics>,
     next_id: AtomicU64,
     traffic: TopicTraffic,
+    /// Bumped when a topic gains its first subscription or loses its last: the network layer
+    /// joins and leaves topic swarms by it.
+    interest_version: AtomicU64,
+    interest_changed: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -66,10 +70,15 @@ impl Registry {
         let queue = Arc::new(BoundedQueue::new(capacity));
         self.traffic.take_part(topic, true);
         let topic: Arc<str> = Arc::from(topic);
-        self.lock()
-            .entry(Arc::clone(&topic))
-            .or_default()
-            .push((id, Arc::clone(&queue)));
+        let first = {
+            let mut topics = self.lock();
+            let subs = topics.entry(Arc::clone(&topic)).or_default();
+            subs.push((id, Arc::clone(&queue)));
+            subs.len() == 1
+        };
+        if first {
+            self.interest_moved();
+        }
         Ok(Subscription {
             topic,
             id,
@@ -79,14 +88,42 @@ impl Registry {
     }
 
     fn unsubscribe(&self, topic: &str, id: u64) {
-        let mut topics = self.lock();
-        if let Some(subs) = topics.get_mut(topic) {
+        let last = {
+            let mut topics = self.lock();
+            let Some(subs) = topics.get_mut(topic) else {
+                return;
+            };
             subs.retain(|(sub_id, _)| *sub_id != id);
-            if subs.is_empty() {
+            let last = subs.is_empty();
+            if last {
                 topics.remove(topic);
                 self.traffic.unsubscribed(topic);
             }
+            last
+        };
+        if last {
+            self.interest_moved();
         }
+    }
+
+    fn interest_moved(&self) {
+        self.interest_version.fetch_add(1, Ordering::AcqRel);
+        self.interest_changed.notify_one();
+    }
+
+    /// Changes with every topic gaining its first or losing its last subscription.
+    pub(crate) fn interest_version(&self) -> u64 {
+        self.interest_version.load(Ordering::Acquire)
+    }
+
+    /// Completes after the next such change (or at once if one came since the last wait).
+    pub(crate) async fn interest_changed(&self) {
+        self.interest_changed.notified().await;
+    }
+
+    /// The topics with at least one subscription.
+    pub(crate) fn subscribed_topics(&self) -> Vec<Arc<str>> {
+        self.lock().keys().cloned().collect()
     }
 
     /// Delivers a verified batch on `topic` to each of its subscribers; returns how many

@@ -76,7 +76,8 @@ counters! {
         /// agent key running twice); the later connection is refused.
         identity_conflicts,
         /// Envelope copies received on topics this agent takes part in neither as a subscriber
-        /// nor as a publisher (relayed for others), duplicates included.
+        /// nor as a publisher, duplicates included: each topic travels in a swarm of its own,
+        /// so only copies already on their way when the agent left a topic's swarm.
         foreign_envelopes_in,
         /// The bytes of those envelope copies.
         foreign_bytes_in,

@@ -22,6 +22,7 @@ use iroh_gossip::proto;
 
 use crate::identity::{AgentId, PublicKey};
 use crate::net;
+use crate::overlay::directory;
 use crate::wire::{self, FrameKind, Rejection, MAX_GOSSIP_ROUND};
 
 /// Payload streams per connection (besides the control stream).
@@ -190,6 +191,8 @@ pub struct Payload {
 /// A gossip message that passed the reader's checks.
 #[derive(Debug)]
 pub struct Received {
+    /// The swarm (gossip topic) the message belongs to.
+    pub topic: [u8; 32],
     /// The decoded message.
     pub message: proto::Message<AgentId>,
     /// For a data message: its verified envelope's id and sender.
@@ -209,12 +212,20 @@ impl StreamReader {
     /// Reads the next frame of the stream: `Ok(None)` for a key frame, which the reader keeps
     /// for the envelopes after it; the message for a gossip frame; or why the frame is rejected.
     /// Keys that verify an envelope go into `store`.
-    pub fn read(&mut self, frame: &[u8], store: &KeyStore) -> Result<Option<Received>, Rejection> {
+    pub(crate) fn read(
+        &mut self,
+        frame: &[u8],
+        store: &KeyStore,
+    ) -> Result<Option<Incoming>, Rejection> {
         let (kind, body) = wire::split_frame(frame).ok_or(Rejection::Malformed)?;
-        if kind == FrameKind::Key {
-            let key = PublicKey::from_bytes(body).map_err(|_| Rejection::Malformed)?;
-            self.keys.insert(key.agent_id(), Arc::new(key));
-            return Ok(None);
+        match kind {
+            FrameKind::Key => {
+                let key = PublicKey::from_bytes(body).map_err(|_| Rejection::Malformed)?;
+                self.keys.insert(key.agent_id(), Arc::new(key));
+                return Ok(None);
+            }
+            FrameKind::Directory => return decode_directory(body).map(Some),
+            FrameKind::Gossip => {}
         }
         decode_gossip(body, |publisher, _, envelope| {
             // The writer touched this key for this frame too (every frame an honest writer
@@ -224,8 +235,23 @@ impl StreamReader {
             store.remember(publisher, &key);
             Ok(())
         })
-        .map(Some)
+        .map(|received| Some(Incoming::Gossip(received)))
     }
+}
+
+/// What a reader passes on: a gossip message, or a directory message.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // gossip frames are the hot path: no allocation per frame
+pub(crate) enum Incoming {
+    Gossip(Received),
+    Directory(directory::Message),
+}
+
+/// Decodes a directory frame's body.
+pub(crate) fn decode_directory(body: &[u8]) -> Result<Incoming, Rejection> {
+    postcard::from_bytes(body)
+        .map(Incoming::Directory)
+        .map_err(|_| Rejection::Malformed)
 }
 
 /// Decodes an encoded gossip message; a data message's envelope must pass `verify` (given its
@@ -242,6 +268,11 @@ pub(crate) fn decode_gossip(
                 return Err(Rejection::Malformed);
             }
             let envelope = wire::parse(content)?;
+            // A topic's envelopes travel in its own swarm only: one in another swarm would
+            // reach agents that never asked for its topic.
+            if body.get(..32) != Some(&wire::topic_swarm(envelope.topic())[..]) {
+                return Err(Rejection::Malformed);
+            }
             let publisher = envelope.sender();
             let topic = Arc::from(envelope.topic());
             let id = *blake3::hash(content).as_bytes();
@@ -262,7 +293,12 @@ pub(crate) fn decode_gossip(
         None => wire::ihave_min_round(body),
         Some(_) => None,
     };
+    let topic = body
+        .get(..32)
+        .and_then(|topic| topic.try_into().ok())
+        .ok_or(Rejection::Malformed)?;
     Ok(Received {
+        topic,
         message,
         payload,
         ihave_round,
@@ -306,6 +342,11 @@ impl ConnectionWriter {
         net::put_frame_of(&mut streams[lane], FrameKind::Gossip, frame);
         true
     }
+
+    /// Appends a directory message's body to the control stream.
+    pub fn put_directory(&mut self, streams: &mut [BytesMut], body: &[u8]) {
+        net::put_frame_of(&mut streams[0], FrameKind::Directory, body);
+    }
 }
 
 #[cfg(test)]
@@ -316,14 +357,21 @@ mod tests {
 
     use super::*;
     use crate::identity::Keypair;
-    use crate::overlay::node::testing::{data_frame, joined_pair, ProtoState};
+    use crate::overlay::node::testing::{data_frame, joined_pair, ProtoState, TEST_TOPIC};
+
+    fn gossip(incoming: Incoming) -> Received {
+        match incoming {
+            Incoming::Gossip(received) => received,
+            Incoming::Directory(message) => panic!("not a gossip message: {message:?}"),
+        }
+    }
 
     fn envelope(publisher: &Keypair, seq: u64) -> Bytes {
         let items = vec![wire::Item {
             timestamp_ms: 1,
             payload: Bytes::from_static(b"x"),
         }];
-        wire::seal(publisher, seq, "t", items).unwrap()
+        wire::seal(publisher, seq, TEST_TOPIC, items).unwrap()
     }
 
     /// Splits one stream's bytes into its frames.
@@ -372,7 +420,7 @@ mod tests {
             for frame in frames_of(stream) {
                 match reader.read(&frame, &store).unwrap() {
                     None => keys += 1,
-                    Some(received) => publishers.push(received.payload.unwrap().publisher),
+                    Some(received) => publishers.push(gossip(received).payload.unwrap().publisher),
                 }
             }
         }
@@ -454,7 +502,7 @@ mod tests {
         let mut reader = StreamReader::default();
         for frame in &control {
             let received = reader.read(&tagged(FrameKind::Gossip, frame), &store);
-            assert!(matches!(received, Ok(Some(r)) if r.payload.is_none()));
+            assert!(matches!(received, Ok(Some(Incoming::Gossip(r))) if r.payload.is_none()));
         }
         let data = data_frame(&mut a, &mut b, envelope(&publisher, 1));
         let data = tagged(FrameKind::Gossip, &data);
@@ -483,7 +531,7 @@ mod tests {
             .read(&announce(&publisher), &store)
             .unwrap()
             .is_none());
-        let received = reader.read(&data, &store).unwrap().unwrap();
+        let received = gossip(reader.read(&data, &store).unwrap().unwrap());
         assert_eq!(
             received.payload.map(|p| p.publisher),
             Some(publisher.public_key().agent_id())

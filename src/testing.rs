@@ -25,6 +25,11 @@ pub mod replay {
 pub use crate::gossip::MAX_STRIKES;
 pub use crate::overlay::node::network_topic;
 
+/// How many neighbours `agent` has in `topic`'s swarm (0 if it takes no part in the topic).
+pub fn swarm_neighbours(agent: &crate::Agent, topic: &str) -> usize {
+    agent.context().swarm_neighbours(topic)
+}
+
 /// A task list's sync messages, and the topic and key its id grants.
 pub mod replica {
     pub use crate::replica::{ListChannel, SyncMessage};

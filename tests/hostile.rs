@@ -39,6 +39,11 @@ const WAIT: Duration = Duration::from_secs(10);
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 const TOPIC: &str = "hostile";
 
+/// The swarm that carries [`TOPIC`].
+fn topic_swarm() -> proto::TopicId {
+    proto::TopicId::from_bytes(wire::topic_swarm(TOPIC))
+}
+
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     timeout(WAIT, future)
         .await
@@ -115,7 +120,7 @@ fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
 fn gossip_body(frame: Bytes) -> Option<Bytes> {
     match wire::split_frame(&frame) {
         Some((FrameKind::Gossip, _)) => Some(frame.slice(1..)),
-        Some((FrameKind::Key, _)) => None,
+        Some((FrameKind::Key | FrameKind::Directory, _)) => None,
         None => panic!("the honest agent sent a frame of no known kind"),
     }
 }
@@ -239,20 +244,26 @@ impl Rogue {
             lane: None,
             announced: [false; 2],
         };
-        let join = InEvent::Command(network_topic(), Command::Join(vec![peer]));
-        for frame in rogue.step(join) {
-            rogue.write_frame(&frame).await.unwrap();
-        }
-        within("the rogue becomes a neighbour", async {
-            while !rogue.neighbour_up {
-                let frame = rogue
-                    .frames
-                    .recv()
-                    .await
-                    .expect("the honest agent hung up during the join");
-                rogue.receive(frame).await;
+        // Into the membership swarm, as every agent, and the swarm of TOPIC, which carries it.
+        for topic in [network_topic(), topic_swarm()] {
+            let join = InEvent::Command(topic, Command::Join(vec![peer]));
+            for frame in rogue.step(join) {
+                rogue.write_frame(&frame).await.unwrap();
             }
-        })
+        }
+        within(
+            "the rogue becomes a neighbour in the topic's swarm",
+            async {
+                while !rogue.neighbour_up {
+                    let frame = rogue
+                        .frames
+                        .recv()
+                        .await
+                        .expect("the honest agent hung up during the join");
+                    rogue.receive(frame).await;
+                }
+            },
+        )
         .await;
         rogue
     }
@@ -271,10 +282,14 @@ impl Rogue {
                 OutEvent::SendMessage(to, message) if to == self.honest => {
                     frames.push(wire::encode(&message).unwrap());
                 }
-                OutEvent::EmitEvent(_, proto::Event::NeighborUp(peer)) if peer == self.honest => {
+                OutEvent::EmitEvent(topic, proto::Event::NeighborUp(peer))
+                    if peer == self.honest && topic == topic_swarm() =>
+                {
                     self.neighbour_up = true;
                 }
-                OutEvent::EmitEvent(_, proto::Event::NeighborDown(peer)) if peer == self.honest => {
+                OutEvent::EmitEvent(topic, proto::Event::NeighborDown(peer))
+                    if peer == self.honest && topic == topic_swarm() =>
+                {
                     self.neighbour_up = false;
                 }
                 // Timers are never fired: the rogue lives for seconds.
@@ -339,7 +354,7 @@ impl Rogue {
         );
         let broadcast = Command::Broadcast(content.clone(), Scope::Swarm);
         let mut data = None;
-        for frame in self.step(InEvent::Command(network_topic(), broadcast)) {
+        for frame in self.step(InEvent::Command(topic_swarm(), broadcast)) {
             if wire::gossip_data_content(&frame) == Some(&content[..]) {
                 assert!(data.is_none(), "one broadcast made two data frames");
                 data = Some(frame);
@@ -865,8 +880,8 @@ async fn a_stopped_lane_closes_the_connection() {
                 break;
             }
             let payload = Bytes::from(format!("into a stopped lane {i}"));
-            // Another topic: the honest agent's own subscription stays empty.
-            honest.publish("elsewhere", payload).await.unwrap();
+            // On the topic whose swarm the rogue is in (the agent's own copies are drained below).
+            honest.publish(TOPIC, payload).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (code, reason) = rogue.closed_by_peer().await;
@@ -878,6 +893,10 @@ async fn a_stopped_lane_closes_the_connection() {
             honest.stats().neighbours == 0
         })
         .await;
+        while sub
+            .try_next_batch(1024)
+            .is_some_and(|batch| !batch.is_empty())
+        {}
         close_cleanly(honest, sub).await;
     })
     .await;

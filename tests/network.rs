@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use x0x::testing::swarm_neighbours;
 use x0x::{Agent, ErrorKind};
 
 const JOIN: Duration = Duration::from_secs(10);
@@ -161,11 +162,13 @@ async fn duplicates_are_counted_and_pruned_away() {
     let c = agent(&[a.local_addr(), b.local_addr()]).await;
     c.join_network(JOIN).await.unwrap();
     let agents = [&a, &b, &c];
-    eventually("a triangle", || {
-        agents.iter().all(|x| x.stats().neighbours == 2)
+    // All three take part in "t" (a as its publisher), and its swarm is the triangle.
+    let subs: Vec<_> = [&b, &c].iter().map(|x| x.subscribe("t").unwrap()).collect();
+    let _publisher = a.subscribe("t").unwrap();
+    eventually("a triangle in the topic's swarm", || {
+        agents.iter().all(|x| swarm_neighbours(x, "t") == 2)
     })
     .await;
-    let subs: Vec<_> = [&b, &c].iter().map(|x| x.subscribe("t").unwrap()).collect();
     let received = || -> (u64, u64) {
         agents.iter().fold((0, 0), |(r, d), x| {
             let s = x.stats();
@@ -339,9 +342,10 @@ async fn a_settled_overlay_keeps_its_neighbours() {
 }
 
 /// Every envelope copy an agent receives is counted once: under the topic it takes part in, or
-/// as foreign. Three agents; A and C subscribe to "a", B to "b". The figure today's one swarm
-/// gives (B's foreign bytes against a subscriber's: all of them) is printed; topic-scoped
-/// traffic is what brings it down.
+/// as foreign; and a topic's traffic reaches only its swarm. Three agents in a line; A and C
+/// subscribe to "a", B (in the middle) to "b". With one swarm for the whole network B received
+/// all of "a"'s bytes (100% of C's); now A and C find each other through the directory and B
+/// carries none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_is_counted_per_topic_and_the_rest_as_foreign() {
     let agents = agents_in_a_line(3).await;
@@ -381,10 +385,49 @@ async fn traffic_is_counted_per_topic_and_the_rest_as_foreign() {
     }
     let foreign = b.stats().foreign_bytes_in;
     eprintln!(
-        "bytes in: subscriber C {}, non-subscriber B {foreign} ({:.0}% of C's)",
+        "bytes in: subscriber C {}, non-subscriber B {foreign} ({:.1}% of C's)",
         received.bytes_in,
         100.0 * foreign as f64 / received.bytes_in as f64
     );
+    assert_eq!(
+        foreign, 0,
+        "B takes no part in \"a\" and carries none of it"
+    );
+    for agent in agents {
+        agent.close().await.unwrap();
+    }
+}
+
+/// A message published the moment an agent has joined, before its topic's swarm has a
+/// neighbour, is kept and sent to the first one: the subscriber at the far end of a line is
+/// found through the directory and gets it, and the agents in between carry none of it. Then
+/// publishers that come, publish once and leave (as `x0x publish` does) each reach it too:
+/// a publisher that left takes its member records back, so the next one does not try it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_right_after_joining_reaches_a_subscriber_found_through_the_directory() {
+    let agents = agents_in_a_line(4).await;
+    let far = &agents[3];
+    // No wait: a publisher whose lookup finds no member yet looks again a second later.
+    let sub = far.subscribe("far").unwrap();
+    for round in 0..3u8 {
+        let publisher = agent(&[agents[0].local_addr()]).await;
+        publisher.join_network(JOIN).await.unwrap();
+        let payload = Bytes::from(vec![round; 16]);
+        publisher.publish("far", payload.clone()).await.unwrap();
+        let got = tokio::time::timeout(WAIT, sub.next_batch(4))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the subscriber got nothing"))
+            .unwrap();
+        assert_eq!(got[0].payload, payload, "round {round}");
+        publisher.close().await.unwrap();
+    }
+    for (i, agent) in agents[..3].iter().enumerate() {
+        assert_eq!(
+            agent.stats().foreign_bytes_in,
+            0,
+            "agent {i} carried none of it"
+        );
+    }
     for agent in agents {
         agent.close().await.unwrap();
     }

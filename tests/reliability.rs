@@ -29,7 +29,6 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use x0x::pubsub::{Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use x0x::testing::net::{self, Authenticated};
-use x0x::testing::network_topic;
 use x0x::testing::wire::{self, Credentials, FrameKind, Rejection};
 use x0x::{Agent, AgentId, Keypair};
 
@@ -305,15 +304,17 @@ fn pump(
 /// `sets` ready-to-write buffers, each `MAX_STRIKES + EXTRA_PER_CONNECTION` length-prefixed data
 /// frames with invalid contents; and what the first `MAX_STRIKES` of a buffer add to the drops.
 fn flood_buffers(sets: usize) -> (Vec<Bytes>, Drops) {
+    // The swarm that carries TOPIC: an envelope in any other is rejected before its signature.
+    let swarm = proto::TopicId::from_bytes(wire::topic_swarm(TOPIC));
     let (mut a, mut b) = (proto_state(), proto_state());
     let _: Vec<_> = b
         .handle(
-            InEvent::Command(network_topic(), ProtoCommand::Join(vec![])),
+            InEvent::Command(swarm, ProtoCommand::Join(vec![])),
             Instant::now(),
             None,
         )
         .collect();
-    let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
+    let join = InEvent::Command(swarm, ProtoCommand::Join(vec![*b.me()]));
     pump(&mut a, &mut b, join);
 
     let key = Keypair::generate().unwrap();
@@ -329,7 +330,7 @@ fn flood_buffers(sets: usize) -> (Vec<Bytes>, Drops) {
         for i in 0..MAX_STRIKES + EXTRA_PER_CONNECTION {
             let (content, rejection) = invalid_content(&key, &other, victim, set, i);
             let broadcast = ProtoCommand::Broadcast(content.clone(), proto::Scope::Swarm);
-            let frames = pump(&mut a, &mut b, InEvent::Command(network_topic(), broadcast));
+            let frames = pump(&mut a, &mut b, InEvent::Command(swarm, broadcast));
             let frame = frames
                 .iter()
                 .find(|f| wire::gossip_data_content(f) == Some(&content[..]))

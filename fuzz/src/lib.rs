@@ -408,31 +408,38 @@ fn pump(
 fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut node = proto_state(NODE, 5483);
     let mut peer = proto_state(PEER, 5484);
-    let topic = network_topic();
-    let _: Vec<_> = node
-        .handle(
-            InEvent::Command(topic, Command::Join(vec![])),
-            Instant::now(),
-            None,
-        )
-        .collect();
-    let (mut from_peer, mut from_node) = pump(
-        &mut peer,
-        &mut node,
-        InEvent::Command(topic, Command::Join(vec![NODE])),
-    );
+    // The membership swarm, and the swarm of each seed topic (envelopes travel in their own).
+    let swarm = |topic: &str| proto::TopicId::from_bytes(wire::topic_swarm(topic));
+    let (mut from_peer, mut from_node) = (Vec::new(), Vec::new());
+    for topic in [network_topic(), swarm(SEED_TOPICS[0]), swarm(SEED_TOPICS[1])] {
+        let _: Vec<_> = node
+            .handle(
+                InEvent::Command(topic, Command::Join(vec![])),
+                Instant::now(),
+                None,
+            )
+            .collect();
+        let (a, b) = pump(
+            &mut peer,
+            &mut node,
+            InEvent::Command(topic, Command::Join(vec![NODE])),
+        );
+        from_peer.extend(a);
+        from_node.extend(b);
+    }
     let contents = [
-        sealed(3, 1, "chat", vec![item(b"hello")]),
-        sealed(3, 2, "chat", vec![item(b"two"), item(b"three")]),
-        sealed(3, 3, "x0x/tasklist/00", vec![item(b"")]),
-        sealed(4, u64::MAX, "chat", vec![]),
+        (SEED_TOPICS[0], sealed(3, 1, SEED_TOPICS[0], vec![item(b"hello")])),
+        (SEED_TOPICS[0], sealed(3, 2, SEED_TOPICS[0], vec![item(b"two"), item(b"three")])),
+        (SEED_TOPICS[1], sealed(3, 3, SEED_TOPICS[1], vec![item(b"")])),
+        (SEED_TOPICS[0], sealed(4, u64::MAX, SEED_TOPICS[0], vec![])),
     ];
-    for (i, content) in contents.into_iter().enumerate() {
+    for (i, (topic, content)) in contents.into_iter().enumerate() {
         let scope = if i == 1 {
             proto::Scope::Neighbors
         } else {
             proto::Scope::Swarm
         };
+        let topic = swarm(topic);
         let command = Command::Broadcast(Bytes::from(content), scope);
         let (a, b) = pump(&mut peer, &mut node, InEvent::Command(topic, command));
         from_peer.extend(a);

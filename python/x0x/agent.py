@@ -57,8 +57,9 @@ class Stats(TypedDict):
     """Times an agent id was seen live in two processes at once (the same agent key running
     twice); the later connection is refused."""
     foreign_envelopes_in: int
-    """Envelope copies received on topics this agent neither subscribes to nor publishes on
-    (relayed for others), duplicates included."""
+    """Envelope copies received on topics this agent neither subscribes to nor publishes on,
+    duplicates included: each topic travels in a swarm of its own, so only copies already on
+    their way when the agent left a topic's swarm."""
     foreign_bytes_in: int
     """The bytes of those envelope copies."""
 

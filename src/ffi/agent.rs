@@ -63,8 +63,9 @@ pub struct X0xStats {
     pub connections: u64,
     /// Times an agent id was seen live in two processes at once (an agent key running twice).
     pub identity_conflicts: u64,
-    /// Envelope copies received on topics this agent neither subscribes to nor publishes on
-    /// (relayed for others), duplicates included.
+    /// Envelope copies received on topics this agent neither subscribes to nor publishes on,
+    /// duplicates included: each topic travels in a swarm of its own, so only copies already on
+    /// their way when the agent left a topic's swarm.
     pub foreign_envelopes_in: u64,
     /// The bytes of those envelope copies.
     pub foreign_bytes_in: u64,

@@ -6,11 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
+use iroh_gossip::proto::TopicId;
 use tokio::time::Instant;
 
 use crate::duplicates::{Duplicates, Verdict};
 use crate::identity::AgentId;
-use crate::overlay::node::network_topic;
 use crate::replay::ReplayGuard;
 use crate::streams::Payload;
 use crate::wire;
@@ -90,7 +90,7 @@ impl Tuning {
     /// neighbours were killed: it notices at the idle timeout) never gets what was published
     /// meanwhile, and its own payloads from that time reach nobody (R3: a publisher whose
     /// neighbours all died lost ~3 s of its messages).
-    pub(crate) fn recent_announcement(&mut self, now: Instant) -> Option<Bytes> {
+    pub(crate) fn recent_announcement(&mut self, topic: TopicId, now: Instant) -> Option<Bytes> {
         while self
             .recent
             .front()
@@ -106,10 +106,7 @@ impl Tuning {
             .iter()
             .map(|&(_, id, round)| (id, round))
             .collect();
-        Some(Bytes::from(wire::ihave_frame(
-            network_topic().as_bytes(),
-            &ihaves,
-        )))
+        Some(Bytes::from(wire::ihave_frame(topic.as_bytes(), &ihaves)))
     }
 
     /// How long to hold an IHave (from a link with round-trip time `rtt`) announcing payloads

@@ -12,6 +12,24 @@ use crate::identity::AgentId;
 /// Frames kept for a peer we are still dialing.
 const PENDING_CAP: usize = 4096;
 
+/// A frame the node sends; its kind decides the stream it goes on and how the reader reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    /// An encoded gossip message.
+    Gossip(Bytes),
+    /// An encoded directory message (`overlay::directory::Message`).
+    Directory(Bytes),
+}
+
+impl Outgoing {
+    /// The encoded message's length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Outgoing::Gossip(frame) | Outgoing::Directory(frame) => frame.len(),
+        }
+    }
+}
+
 /// A connection the node adopted.
 #[derive(Debug)]
 pub(crate) struct Link {
@@ -26,7 +44,7 @@ pub(crate) struct Link {
 /// What [`Links::add`] made of a new connection.
 pub(crate) enum Added {
     /// The peer's link: send these frames, queued while it was being dialed.
-    Primary(Vec<Bytes>),
+    Primary(Vec<Outgoing>),
     /// The peer has a link already: kept open and read, promoted if that one ends.
     Spare,
 }
@@ -49,7 +67,7 @@ pub(crate) struct Links {
     links: BTreeMap<AgentId, Link>,
     /// Extra connections from simultaneous dials: read from, kept open, promoted if needed.
     spares: Vec<Link>,
-    pending: HashMap<AgentId, Vec<Bytes>>,
+    pending: HashMap<AgentId, Vec<Outgoing>>,
 }
 
 impl Links {
@@ -135,7 +153,7 @@ impl Links {
 
     /// Queues `frame` for `peer`, which has no link yet (at most [`PENDING_CAP`]); true if it
     /// is the first, so that the peer must be dialed.
-    pub(crate) fn queue(&mut self, peer: AgentId, frame: Bytes) -> bool {
+    pub(crate) fn queue(&mut self, peer: AgentId, frame: Outgoing) -> bool {
         let queue = self.pending.entry(peer).or_default();
         if queue.len() < PENDING_CAP {
             queue.push(frame);
@@ -165,10 +183,14 @@ mod tests {
     #[test]
     fn frames_wait_for_the_link_and_a_spare_takes_over_when_it_ends() {
         let peer = AgentId([1; 32]);
-        assert!(Links::default().queue(peer, Bytes::from_static(b"a")));
+        let frame = |bytes: &'static [u8]| Outgoing::Gossip(Bytes::from_static(bytes));
+        assert!(Links::default().queue(peer, frame(b"a")));
         let mut links = Links::default();
-        assert!(links.queue(peer, Bytes::from_static(b"a")));
-        assert!(!links.queue(peer, Bytes::from_static(b"b")), "dialed once");
+        assert!(links.queue(peer, frame(b"a")));
+        assert!(
+            !links.queue(peer, Outgoing::Directory(Bytes::from_static(b"b"))),
+            "dialed once"
+        );
         match links.add(link(1, 10)) {
             Added::Primary(frames) => assert_eq!(frames.len(), 2),
             Added::Spare => panic!("the first connection is the link"),

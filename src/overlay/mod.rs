@@ -2,6 +2,7 @@
 //! tasks or clocks; `crate::gossip` drives them on tokio and quinn).
 
 pub(crate) mod broadcast;
+pub(crate) mod directory;
 pub(crate) mod links;
 pub(crate) mod membership;
 pub(crate) mod node;

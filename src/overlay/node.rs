@@ -8,9 +8,12 @@
 //! [`Node::handle_timeout`] when [`Node::poll_timeout`] is due. The tokio driver
 //! (`crate::gossip`) is one such caller; tests and the simulator are others.
 //!
-//! Every agent joins one swarm, the network topic; application topics travel inside the signed
-//! envelopes and are filtered locally. Frames reach the node already verified (the driver's
-//! readers check every signature), so nothing unverified is ever delivered or forwarded.
+//! Every agent joins one membership swarm, the network topic, which carries no payloads. Each
+//! application topic has a swarm of its own (`wire::topic_swarm`), joined only by agents that
+//! subscribe to the topic or publish on it; they find each other through the directory
+//! (`overlay::directory`). Frames reach the node already verified (the driver's readers check
+//! every signature, and that an envelope travels in its topic's swarm), so nothing unverified
+//! is ever delivered or forwarded.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -30,7 +33,8 @@ use crate::events::Event;
 use crate::identity::AgentId;
 use crate::net;
 use crate::overlay::broadcast::Tuning;
-use crate::overlay::links::{Added, Ended, Link, Links};
+use crate::overlay::directory::{self, Directory, Purpose};
+use crate::overlay::links::{Added, Ended, Link, Links, Outgoing};
 use crate::overlay::membership::{Membership, Repair, REPAIR_DIAL_TIMEOUT};
 use crate::streams::Received;
 use crate::wire::{self, GOSSIP_MAX_MESSAGE_SIZE};
@@ -56,7 +60,23 @@ const SHUFFLE_INTERVAL: Duration = Duration::from_secs(10);
 /// [`MIN_SHUFFLE_GAP`].
 const KNOWN_BELOW: usize = 4;
 const MIN_SHUFFLE_GAP: Duration = Duration::from_secs(1);
-/// The gossip topic every agent joins (application topics travel inside envelopes).
+/// A connection that is nobody's neighbour in any swarm and carried no directory message for
+/// this long is closed: lookups reach many peers once, and every open connection costs
+/// keep-alives.
+const LINK_IDLE: Duration = Duration::from_secs(10);
+/// Envelopes published on a topic whose swarm has no neighbour yet are kept for the first one
+/// (at most this many per topic, none older than [`WAITING_MAX_AGE`]).
+const WAITING_CAP: usize = 1024;
+const WAITING_MAX_AGE: Duration = Duration::from_secs(10);
+/// Swarm neighbours an agent wants before it stops joining through the members it finds (the
+/// rest of the swarm reaches it through HyParView's walks).
+const SWARM_JOIN_VIA: usize = 3;
+/// Members an agent without swarm neighbours joins through at once: records of members that
+/// crashed live on for minutes, and one live member is all it needs.
+const LONELY_JOIN_VIA: usize = 5;
+/// The longest a swarm without neighbours waits between lookups (starting at 1 s, doubling).
+const LONELY_LOOKUP_MAX: Duration = Duration::from_secs(30);
+/// The membership swarm every agent joins; it carries no payloads.
 pub fn network_topic() -> TopicId {
     TopicId::from_bytes(*blake3::hash(b"x0x/network/v1").as_bytes())
 }
@@ -87,7 +107,12 @@ pub(crate) fn proto_config() -> proto::Config {
 /// Whether `timer` is the gossip layer's next shuffle (scheduled [`SHUFFLE_INTERVAL`] ahead).
 /// Timers are opaque; their debug form names the kind (tested against the pinned version).
 fn is_shuffle_timer(delay: Duration, timer: &proto::Timer<AgentId>) -> bool {
-    delay == SHUFFLE_INTERVAL && format!("{timer:?}").contains("Swarm(DoShuffle)")
+    if delay != SHUFFLE_INTERVAL {
+        return false;
+    }
+    let timer = format!("{timer:?}");
+    // Topic swarms shuffle too: only the membership swarm's is fired early.
+    timer.contains("Swarm(DoShuffle)") && timer.contains(&format!("{:?}", network_topic()))
 }
 
 /// How one round of dials to the bootstrap peers ended: a neighbour is up, or every dial
@@ -163,13 +188,18 @@ pub(crate) enum Input {
         peer: AgentId,
         conn_id: u64,
     },
+    /// A directory message from `peer` (decoded by the reader).
+    Directory {
+        peer: AgentId,
+        message: directory::Message,
+    },
 }
 
 /// What the node asks its driver to do.
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Queue `frame` on the connection.
-    Send { conn_id: u64, frame: Bytes },
+    Send { conn_id: u64, frame: Outgoing },
     /// Dial `addr` (expecting `expected` there, if set); report [`Input::Connected`] or
     /// [`Input::DialFailed`] with the same `bootstrap`, within `timeout`.
     Dial {
@@ -210,8 +240,8 @@ struct JoinAttempt {
 enum Timer {
     /// One of the gossip layer's own.
     Proto(proto::Timer<AgentId>),
-    /// An IHave held back (see `ihave_hold`).
-    HeldIhave(AgentId, proto::Message<AgentId>),
+    /// An IHave held back (see `ihave_hold`), from a neighbour in a swarm.
+    HeldIhave(TopicId, AgentId, proto::Message<AgentId>),
     /// Overlay repair, every [`TOP_UP_PERIOD`].
     Repair,
 }
@@ -247,10 +277,40 @@ pub(crate) struct Node {
     join: Option<JoinAttempt>,
     /// Known peers, lost peers and repair dials.
     members: Membership,
-    /// Duplicate filter, IHave holds, recent payloads.
-    tuning: Tuning,
+    /// The topic swarms this agent takes part in, by swarm id.
+    swarms: BTreeMap<TopicId, Swarm>,
+    /// The registry's interest version the swarms were last matched with.
+    interest_version: u64,
+    /// Member records kept for others, and lookups under way.
+    directory: Directory,
+    /// When each link was last of use besides neighbourships: opened, or carried a directory
+    /// message (see [`LINK_IDLE`]).
+    link_used: BTreeMap<AgentId, Instant>,
+    /// Whether this agent looked itself up since it joined.
+    announced: bool,
     /// Our high-priority `Neighbor` request (see [`Node::ask_to_be_neighbour`]).
     neighbour_request: Bytes,
+}
+
+/// One topic swarm this agent takes part in.
+struct Swarm {
+    topic: Arc<str>,
+    /// Where its members register (`wire::rendezvous_key`).
+    key: directory::Key,
+    subscribed: bool,
+    published: bool,
+    neighbours: BTreeSet<AgentId>,
+    /// Our envelopes published before the swarm had a neighbour, oldest first.
+    waiting: VecDeque<(Instant, Bytes)>,
+    /// Duplicate filter, IHave holds, recent payloads.
+    tuning: Tuning,
+    /// When to look its members up next (and register), and the wait before that.
+    next_lookup: Instant,
+    lookup_gap: Duration,
+    /// The agents keeping our record (told when we leave).
+    registered_with: Vec<AgentId>,
+    /// Members joined through since the last lookup ended.
+    tried: BTreeSet<AgentId>,
 }
 
 impl Node {
@@ -291,7 +351,11 @@ impl Node {
             neighbours: BTreeSet::new(),
             join: None,
             members: Membership::default(),
-            tuning: Tuning::default(),
+            swarms: BTreeMap::new(),
+            interest_version: u64::MAX,
+            directory: Directory::default(),
+            link_used: BTreeMap::new(),
+            announced: false,
             neighbour_request,
         };
         node.set_timer(Duration::ZERO, Timer::Repair);
@@ -301,6 +365,7 @@ impl Node {
     /// Handles one input at time `now`; its actions wait in [`Node::poll_action`].
     pub(crate) fn handle(&mut self, input: Input, now: Instant) {
         self.advance(now);
+        self.match_interest();
         match input {
             Input::Join {
                 waiter,
@@ -329,9 +394,17 @@ impl Node {
             Input::LinkFailed { peer, conn_id } => {
                 if self.links.remove_connection(&peer, conn_id).is_some() {
                     self.proto(InEvent::PeerDisconnected(peer));
+                    self.unreachable(peer);
                 }
             }
+            Input::Directory { peer, message } => self.on_directory(peer, message),
         }
+    }
+
+    /// Joins and leaves topic swarms as the agent's subscriptions changed.
+    pub(crate) fn sync_topics(&mut self, now: Instant) {
+        self.advance(now);
+        self.match_interest();
     }
 
     /// Stops a join that is still waiting for its first neighbour. True if it stopped one,
@@ -363,6 +436,7 @@ impl Node {
     /// Fires every timer due at `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        self.match_interest();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > self.now {
                 break;
@@ -376,9 +450,13 @@ impl Node {
                     }
                     self.proto(InEvent::TimerExpired(timer));
                 }
-                Timer::HeldIhave(peer, message) => {
+                Timer::HeldIhave(topic, peer, message) => {
                     // Not from a peer that left meanwhile: the gossip layer would graft from it.
-                    if self.neighbours.contains(&peer) {
+                    if self
+                        .swarms
+                        .get(&topic)
+                        .is_some_and(|swarm| swarm.neighbours.contains(&peer))
+                    {
                         self.proto(InEvent::RecvMessage(peer, message));
                     }
                 }
@@ -387,6 +465,8 @@ impl Node {
                     self.learn_peers();
                     self.probe_lost();
                     self.refresh_peer_sample();
+                    self.tend_swarms();
+                    self.close_idle_links();
                     self.set_timer(TOP_UP_PERIOD, Timer::Repair);
                 }
             }
@@ -442,12 +522,12 @@ impl Node {
                             self.context.registry.traffic().sent(topic, envelope.len());
                         }
                     }
-                    self.send_to(to, Bytes::from(frame));
+                    self.send_to(to, Outgoing::Gossip(Bytes::from(frame)));
                 }
                 Err(e) => log::error!("x0x: cannot encode a gossip message: {e}"),
             },
             OutEvent::EmitEvent(topic, event) if topic == network_topic() => self.on_gossip(event),
-            OutEvent::EmitEvent(..) => {}
+            OutEvent::EmitEvent(topic, event) => self.on_swarm_event(topic, event),
             OutEvent::ScheduleTimer(delay, timer) => {
                 let shuffle = is_shuffle_timer(delay, &timer);
                 let key = self.set_timer(delay, Timer::Proto(timer));
@@ -456,7 +536,28 @@ impl Node {
                 }
             }
             OutEvent::DisconnectPeer(peer) => {
+                // One swarm let the peer go; the connection stays while another keeps it, and
+                // the swarms that do not have it as a neighbour hear it is gone for them.
+                if self.is_neighbour_anywhere(&peer) {
+                    let without: Vec<TopicId> = std::iter::once(network_topic())
+                        .filter(|_| !self.neighbours.contains(&peer))
+                        .chain(
+                            self.swarms
+                                .iter()
+                                .filter(|(_, swarm)| !swarm.neighbours.contains(&peer))
+                                .map(|(id, _)| *id),
+                        )
+                        .collect();
+                    for topic in without {
+                        let frame = wire::disconnect_frame(topic.as_bytes());
+                        if let Ok(message) = postcard::from_bytes(&frame) {
+                            self.proto(InEvent::RecvMessage(peer, message));
+                        }
+                    }
+                    return;
+                }
                 if let Some(link) = self.links.remove(&peer) {
+                    self.link_used.remove(&peer);
                     self.out.push_back(Action::CloseAfterGrace {
                         conn_id: link.conn_id,
                         reason: b"disconnect",
@@ -482,10 +583,6 @@ impl Node {
         match event {
             proto::Event::NeighborUp(peer) => {
                 if self.neighbours.insert(peer) {
-                    if let Some(frame) = self.tuning.recent_announcement(self.now) {
-                        // Those it lacks it grafts (see `Tuning::recent_announcement`).
-                        self.send_to(peer, frame);
-                    }
                     self.context.set_neighbours(self.neighbours.len());
                     self.context.events.emit(Event::PeerJoined(peer));
                     if self.neighbours.len() == 1 {
@@ -496,20 +593,59 @@ impl Node {
                     self.set_mode(Mode::Joined);
                 }
                 self.end_join(Ok(()));
+                self.tend_swarms();
             }
             proto::Event::NeighborDown(peer) => self.lose_neighbour(peer),
+            // The membership swarm carries no payloads (frames naming it are never data).
+            proto::Event::Received(_) => {}
+        }
+    }
+
+    /// An event of a topic swarm.
+    fn on_swarm_event(&mut self, topic: TopicId, event: proto::Event<AgentId>) {
+        let now = self.now;
+        let Some(swarm) = self.swarms.get_mut(&topic) else {
+            return;
+        };
+        match event {
+            proto::Event::NeighborUp(peer) => {
+                if !swarm.neighbours.insert(peer) {
+                    return;
+                }
+                if swarm.neighbours.len() == 1 {
+                    swarm.lookup_gap = Duration::ZERO;
+                }
+                self.context
+                    .set_swarm_neighbours(&swarm.topic, swarm.neighbours.len());
+                let announcement = swarm.tuning.recent_announcement(topic, now);
+                let first = swarm.neighbours.len() == 1;
+                if let Some(frame) = announcement {
+                    // Those it lacks it grafts (see `Tuning::recent_announcement`).
+                    self.send_to(peer, Outgoing::Gossip(frame));
+                }
+                if first {
+                    self.flush_waiting(topic);
+                }
+            }
+            proto::Event::NeighborDown(peer) => {
+                if swarm.neighbours.remove(&peer) {
+                    self.context
+                        .set_swarm_neighbours(&swarm.topic, swarm.neighbours.len());
+                    if swarm.neighbours.is_empty() {
+                        // Alone: find the others again soon.
+                        swarm.next_lookup = now;
+                    }
+                }
+            }
             proto::Event::Received(gossip) => {
-                self.tuning.count_delivery();
+                swarm.tuning.count_delivery();
                 let hops = delivery_hops(gossip.scope);
                 // Verified by the reader before the proto saw it; decode only.
                 match wire::open_verified(&gossip.content) {
                     Ok(envelope)
-                        if !self.tuning.delivered(
-                            envelope.sender,
-                            envelope.seq,
-                            hops,
-                            self.now,
-                        ) =>
+                        if !swarm
+                            .tuning
+                            .delivered(envelope.sender, envelope.seq, hops, now) =>
                     {
                         let counters = &self.context.counters;
                         counters.add(&counters.dropped_replay, 1);
@@ -536,11 +672,47 @@ impl Node {
         if self.mode == Mode::Left {
             return;
         }
-        self.tuning.own(&envelope, self.now);
-        self.proto(InEvent::Command(
-            network_topic(),
-            ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
-        ));
+        let Some(topic) = wire::claimed_topic(&envelope).map(Arc::<str>::from) else {
+            return; // our own signer wrote it: cannot happen
+        };
+        let id = self.take_part(&topic, false);
+        let now = self.now;
+        let Some(swarm) = self.swarms.get_mut(&id) else {
+            return;
+        };
+        if swarm.neighbours.is_empty() {
+            // Nobody to send it to yet: it goes to the first neighbour.
+            if swarm.waiting.len() >= WAITING_CAP {
+                swarm.waiting.pop_front();
+            }
+            swarm.waiting.push_back((now, envelope));
+            return;
+        }
+        self.broadcast_in(id, envelope);
+    }
+
+    fn broadcast_in(&mut self, id: TopicId, envelope: Bytes) {
+        if let Some(swarm) = self.swarms.get_mut(&id) {
+            swarm.tuning.own(&envelope, self.now);
+            self.proto(InEvent::Command(
+                id,
+                ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
+            ));
+        }
+    }
+
+    /// Sends what was published on the swarm's topic before it had a neighbour.
+    fn flush_waiting(&mut self, id: TopicId) {
+        let now = self.now;
+        let Some(swarm) = self.swarms.get_mut(&id) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut swarm.waiting);
+        for (at, envelope) in waiting {
+            if now.duration_since(at) <= WAITING_MAX_AGE {
+                self.broadcast_in(id, envelope);
+            }
+        }
     }
 
     fn lose_neighbour(&mut self, peer: AgentId) {
@@ -556,7 +728,7 @@ impl Node {
         }
     }
 
-    fn send_to(&mut self, to: AgentId, frame: Bytes) {
+    fn send_to(&mut self, to: AgentId, frame: Outgoing) {
         if let Some(link) = self.links.get(&to) {
             self.out.push_back(Action::Send {
                 conn_id: link.conn_id,
@@ -643,7 +815,7 @@ impl Node {
                 ProtoCommand::Join(vec![peer]),
             ));
         } else if !self.neighbours.contains(&peer) {
-            self.send_to(peer, self.neighbour_request.clone());
+            self.send_to(peer, Outgoing::Gossip(self.neighbour_request.clone()));
         }
     }
 
@@ -743,6 +915,13 @@ impl Node {
                 network_topic(),
                 ProtoCommand::Join(vec![]),
             ));
+            let now = self.now;
+            for (id, swarm) in &mut self.swarms {
+                swarm.next_lookup = now;
+                self.state
+                    .handle(InEvent::Command(*id, ProtoCommand::Join(vec![])), now, None)
+                    .for_each(drop);
+            }
         }
         if bootstrap.is_empty() {
             // The first node of a network: there is nobody to wait for.
@@ -781,6 +960,18 @@ impl Node {
         }
         // Quit sends Disconnect to our neighbours, so they drop us at once instead of timing out.
         self.proto(InEvent::Command(network_topic(), ProtoCommand::Quit));
+        self.unregister_all();
+        let ids: Vec<TopicId> = self.swarms.keys().copied().collect();
+        for id in ids {
+            self.proto(InEvent::Command(id, ProtoCommand::Quit));
+            if let Some(swarm) = self.swarms.get_mut(&id) {
+                swarm.neighbours.clear();
+                swarm.waiting.clear();
+                self.context.set_swarm_neighbours(&swarm.topic, 0);
+            }
+        }
+        self.directory.stop();
+        self.announced = false;
         self.set_mode(Mode::Left);
         for peer in self.neighbours.clone() {
             self.lose_neighbour(peer);
@@ -817,6 +1008,7 @@ impl Node {
             self.members.forget(&peer);
             self.remember_lost(peer, addr);
             self.proto(InEvent::PeerDisconnected(peer));
+            self.unreachable(peer);
         }
         if bootstrap {
             self.bootstrap_failed(addr, error);
@@ -825,18 +1017,24 @@ impl Node {
 
     fn on_frame(&mut self, peer: AgentId, received: Received, rtt: Duration) {
         let Received {
+            topic,
             message,
             payload,
             ihave_round,
         } = received;
+        let topic = TopicId::from_bytes(topic);
+        let now = self.now;
         let Some(payload) = payload else {
             // Only IHaves from a peer we send to are held (a spare's are rare and passed on).
             let hold = ihave_round
                 .filter(|_| self.links.contains(&peer))
-                .and_then(|round| self.tuning.ihave_hold(round, rtt, self.now));
+                .and_then(|round| {
+                    let swarm = self.swarms.get(&topic)?;
+                    swarm.tuning.ihave_hold(round, rtt, now)
+                });
             match hold {
                 Some(hold) => {
-                    self.set_timer(hold, Timer::HeldIhave(peer, message));
+                    self.set_timer(hold, Timer::HeldIhave(topic, peer, message));
                 }
                 None => self.proto(InEvent::RecvMessage(peer, message)),
             }
@@ -847,21 +1045,28 @@ impl Node {
         counters.add(&counters.envelopes_received, 1);
         let traffic = self.context.registry.traffic();
         traffic.received(&payload.topic, payload.len, counters);
-        if self.tuning.check(&payload, self.now) == Verdict::Drop {
+        let Some(swarm) = self.swarms.get_mut(&topic) else {
+            // A swarm we left: the gossip layer would drop it too.
+            return;
+        };
+        if swarm.tuning.check(&payload, now) == Verdict::Drop {
             counters.add(&counters.duplicates, 1);
             return;
         }
-        let delivered_before = self.tuning.delivered_count();
+        let delivered_before = swarm.tuning.delivered_count();
         self.proto(InEvent::RecvMessage(peer, message));
+        let Some(swarm) = self.swarms.get_mut(&topic) else {
+            return;
+        };
         // The gossip layer delivers a payload the first time it sees it, at once; one it does
         // not deliver is a duplicate it suppressed (and pruned the link it came on).
-        if self.tuning.delivered_count() == delivered_before {
+        if swarm.tuning.delivered_count() == delivered_before {
             let counters = &self.context.counters;
             counters.add(&counters.duplicates, 1);
         } else if let Some(round) = payload.round {
             // Delivered here: announce it to new neighbours for a while, at the round the
             // gossip layer forwards it with.
-            self.tuning.remember_recent(payload.id, round + 1, self.now);
+            swarm.tuning.remember_recent(payload.id, round + 1, now);
         }
     }
 
@@ -977,6 +1182,7 @@ impl Node {
             self.proto(InEvent::PeerDisconnected(peer));
         }
         self.out.push_back(Action::Adopt { conn_id });
+        self.link_used.insert(peer, self.now);
         let link = Link {
             peer,
             incarnation,
@@ -1038,6 +1244,333 @@ impl Node {
             }
         }
         self.proto(InEvent::PeerDisconnected(peer));
+        self.unreachable(peer);
+    }
+
+    /// Whether `peer` is a neighbour in the membership swarm or any topic swarm.
+    fn is_neighbour_anywhere(&self, peer: &AgentId) -> bool {
+        self.neighbours.contains(peer)
+            || self
+                .swarms
+                .values()
+                .any(|swarm| swarm.neighbours.contains(peer))
+    }
+
+    /// Joins the swarm of every newly subscribed topic, and leaves those of topics no longer
+    /// subscribed (unless this agent publishes on them).
+    fn match_interest(&mut self) {
+        let registry = Arc::clone(&self.context.registry);
+        let version = registry.interest_version();
+        if version == self.interest_version {
+            return;
+        }
+        self.interest_version = version;
+        let subscribed: BTreeSet<Arc<str>> = registry.subscribed_topics().into_iter().collect();
+        for topic in &subscribed {
+            self.take_part(topic, true);
+        }
+        let dropped: Vec<TopicId> = self
+            .swarms
+            .iter_mut()
+            .filter(|(_, swarm)| swarm.subscribed && !subscribed.contains(&swarm.topic))
+            .filter_map(|(id, swarm)| {
+                swarm.subscribed = false;
+                (!swarm.published).then_some(*id)
+            })
+            .collect();
+        for id in dropped {
+            if let Some(swarm) = self.swarms.remove(&id) {
+                self.context.set_swarm_neighbours(&swarm.topic, 0);
+                let key = swarm.key;
+                for at in swarm.registered_with {
+                    self.send_directory(at, &directory::Message::Unregister { key });
+                }
+            }
+            if self.mode != Mode::Left {
+                self.proto(InEvent::Command(id, ProtoCommand::Quit));
+            }
+        }
+    }
+
+    /// Takes part in `topic`'s swarm (as a subscriber, or else as a publisher); returns its id.
+    fn take_part(&mut self, topic: &Arc<str>, subscribed: bool) -> TopicId {
+        let id = TopicId::from_bytes(wire::topic_swarm(topic));
+        let now = self.now;
+        let swarm = self.swarms.entry(id).or_insert_with(|| Swarm {
+            topic: Arc::clone(topic),
+            key: wire::rendezvous_key(topic),
+            subscribed: false,
+            published: false,
+            neighbours: BTreeSet::new(),
+            waiting: VecDeque::new(),
+            tuning: Tuning::default(),
+            next_lookup: now,
+            lookup_gap: Duration::ZERO,
+            registered_with: Vec::new(),
+            tried: BTreeSet::new(),
+        });
+        let new = !swarm.subscribed && !swarm.published;
+        if subscribed {
+            swarm.subscribed = true;
+        } else {
+            swarm.published = true;
+        }
+        if new && self.mode != Mode::Left {
+            // The swarm's state exists from now on, so members that find us can join it.
+            self.proto(InEvent::Command(id, ProtoCommand::Join(vec![])));
+            self.tend_swarms();
+        }
+        id
+    }
+
+    /// Starts the lookups that are due: the agent's own once joined, and each swarm's.
+    fn tend_swarms(&mut self) {
+        if self.mode != Mode::Joined {
+            return;
+        }
+        self.announce();
+        let now = self.now;
+        let due: Vec<directory::Key> = self
+            .swarms
+            .values()
+            .filter(|swarm| swarm.next_lookup <= now)
+            .map(|swarm| swarm.key)
+            .collect();
+        for key in due {
+            self.look_up(Purpose::Swarm(key));
+        }
+        let (sends, done) = self.directory.expire(now);
+        self.carry_out_directory(sends, done);
+        self.directory.expire_records(now);
+    }
+
+    /// Looks this agent up once after joining: the agents nearest its id learn of it, so that
+    /// lookups for keys near it find it.
+    fn announce(&mut self) {
+        if self.mode == Mode::Joined && !self.announced {
+            self.announced = true;
+            self.look_up(Purpose::Myself);
+        }
+    }
+
+    fn look_up(&mut self, purpose: Purpose) {
+        if self.directory.looking(purpose) {
+            return;
+        }
+        let known: Vec<(AgentId, SocketAddr)> = self
+            .members
+            .others_known(self.me, &BTreeSet::new())
+            .map(|(peer, addr)| (*peer, *addr))
+            .collect();
+        if let Purpose::Swarm(key) = purpose {
+            self.directory.register(key, self.me, self.listen, self.now);
+        }
+        let (sends, done) = self
+            .directory
+            .start(self.me, purpose, known.into_iter(), self.now);
+        self.carry_out_directory(sends, done.into_iter().collect());
+    }
+
+    fn carry_out_directory(&mut self, sends: Vec<directory::Send>, done: Vec<directory::Done>) {
+        for send in sends {
+            self.members.note_address(send.to, send.addr);
+            self.send_directory(send.to, &send.message);
+        }
+        for done in done {
+            self.lookup_done(done);
+        }
+    }
+
+    fn send_directory(&mut self, to: AgentId, message: &directory::Message) {
+        match wire::encode(message) {
+            Ok(frame) => {
+                self.link_used.insert(to, self.now);
+                self.send_to(to, Outgoing::Directory(Bytes::from(frame)));
+            }
+            Err(e) => log::error!("x0x: cannot encode a directory message: {e}"),
+        }
+    }
+
+    /// A lookup ended: register with the closest agents it found, and join the members.
+    fn lookup_done(&mut self, done: directory::Done) {
+        let Purpose::Swarm(key) = done.purpose else {
+            return;
+        };
+        let now = self.now;
+        let Some((&id, swarm)) = self.swarms.iter_mut().find(|(_, swarm)| swarm.key == key) else {
+            return; // left meanwhile
+        };
+        // Alone: again after 1, 2, 4 ... 30 s. Else sooner at first (2, 4 ... 120 s): members
+        // that registered before their address book was full may sit elsewhere in the id
+        // space, and each later lookup that finds them merges their part of the swarm.
+        let lonely = swarm.neighbours.is_empty();
+        let (least, most) = if lonely {
+            (TOP_UP_PERIOD, LONELY_LOOKUP_MAX)
+        } else {
+            (2 * TOP_UP_PERIOD, directory::REGISTER_PERIOD)
+        };
+        swarm.lookup_gap = (swarm.lookup_gap * 2).max(least).min(most);
+        swarm.next_lookup = now + swarm.lookup_gap;
+        let neighbours = swarm.neighbours.len();
+        // The next lookup's members may be tried again (those that failed have left the book).
+        swarm.tried.clear();
+        let via: Vec<(AgentId, SocketAddr)> = done
+            .members
+            .into_iter()
+            .filter(|(agent, _)| !swarm.neighbours.contains(agent))
+            .collect();
+        swarm.registered_with.clone_from(&done.register_with);
+        for register in done.register_with {
+            self.send_directory(register, &directory::Message::Register { key });
+        }
+        if via.is_empty() {
+            return;
+        }
+        if neighbours < SWARM_JOIN_VIA {
+            self.join_members(id, via);
+        } else {
+            // Enough neighbours: ask one member we are not linked with, at the cost of one
+            // of its neighbours (not a join: that costs the swarm up to six), so that parts of
+            // a swarm that formed apart become one.
+            if let Some((agent, addr)) = via.into_iter().choose(&mut self.rng) {
+                self.members.note_address(agent, addr);
+                let listen = wire::encode(&self.listen).unwrap_or_default();
+                let request = wire::neighbour_request_frame(id.as_bytes(), &listen);
+                self.send_to(agent, Outgoing::Gossip(Bytes::from(request)));
+            }
+        }
+    }
+
+    /// Joins swarm `id` through members it lacks (each tried once while it is short of
+    /// neighbours): up to [`LONELY_JOIN_VIA`] without neighbours, else up to
+    /// [`SWARM_JOIN_VIA`] in all.
+    fn join_members(&mut self, id: TopicId, found: Vec<(AgentId, SocketAddr)>) {
+        let Some(swarm) = self.swarms.get_mut(&id) else {
+            return;
+        };
+        let neighbours = swarm.neighbours.len();
+        let wanted = if neighbours == 0 {
+            LONELY_JOIN_VIA
+        } else {
+            SWARM_JOIN_VIA.saturating_sub(neighbours)
+        }
+        .saturating_sub(swarm.tried.len());
+        let fresh: Vec<(AgentId, SocketAddr)> = found
+            .into_iter()
+            .filter(|(agent, _)| !swarm.neighbours.contains(agent) && !swarm.tried.contains(agent))
+            .collect();
+        let via: Vec<(AgentId, SocketAddr)> = fresh.into_iter().sample(&mut self.rng, wanted);
+        if via.is_empty() {
+            return;
+        }
+        swarm.tried.extend(via.iter().map(|(agent, _)| *agent));
+        for (agent, addr) in &via {
+            self.members.note_address(*agent, *addr);
+        }
+        let peers = via.into_iter().map(|(agent, _)| agent).collect();
+        self.proto(InEvent::Command(id, ProtoCommand::Join(peers)));
+    }
+
+    fn on_directory(&mut self, peer: AgentId, message: directory::Message) {
+        let now = self.now;
+        self.link_used.insert(peer, now);
+        match message {
+            directory::Message::Find { query, target } => {
+                let known: Vec<(AgentId, SocketAddr)> = self
+                    .members
+                    .others_known(self.me, &BTreeSet::new())
+                    .map(|(agent, addr)| (*agent, *addr))
+                    .collect();
+                let answer =
+                    self.directory
+                        .answer(self.me, peer, query, target, known.into_iter(), now);
+                self.send_directory(peer, &answer);
+            }
+            directory::Message::Found {
+                query,
+                closer,
+                members,
+            } => {
+                let (sends, done) = self
+                    .directory
+                    .found(self.me, peer, query, closer, members, now);
+                // A swarm short of neighbours joins the members an answer named at once,
+                // rather than after the slowest query of the lookup.
+                let short: Vec<(TopicId, directory::Key)> = self
+                    .swarms
+                    .iter()
+                    .filter(|(_, swarm)| swarm.neighbours.len() < SWARM_JOIN_VIA)
+                    .map(|(id, swarm)| (*id, swarm.key))
+                    .collect();
+                for (id, key) in short {
+                    let found = self.directory.members_found(Purpose::Swarm(key));
+                    if !found.is_empty() {
+                        self.join_members(id, found);
+                    }
+                }
+                self.carry_out_directory(sends, done.into_iter().collect());
+            }
+            directory::Message::Unregister { key } => self.directory.unregister(&key, &peer),
+            directory::Message::Register { key } => {
+                let listen = self
+                    .members
+                    .address(&peer)
+                    .or_else(|| self.links.get(&peer).map(|link| link.remote));
+                if let Some(listen) = listen {
+                    self.directory.register(key, peer, listen, now);
+                }
+            }
+        }
+    }
+
+    /// Takes our records back from the agents that keep them (we are leaving).
+    fn unregister_all(&mut self) {
+        let records: Vec<(directory::Key, Vec<AgentId>)> = self
+            .swarms
+            .values_mut()
+            .map(|swarm| (swarm.key, std::mem::take(&mut swarm.registered_with)))
+            .collect();
+        for (key, kept_by) in records {
+            self.directory.unregister(&key, &self.me);
+            for at in kept_by {
+                self.send_directory(at, &directory::Message::Unregister { key });
+            }
+        }
+    }
+
+    /// `peer` cannot be reached: lookups waiting for it go on without it.
+    fn unreachable(&mut self, peer: AgentId) {
+        self.link_used.remove(&peer);
+        let (sends, done) = self.directory.unreachable(&peer, self.now);
+        self.carry_out_directory(sends, done);
+    }
+
+    /// Closes links that are nobody's neighbour and carried no directory message lately.
+    fn close_idle_links(&mut self) {
+        let now = self.now;
+        let idle: Vec<AgentId> = self
+            .links
+            .iter()
+            .map(|link| link.peer)
+            .filter(|peer| {
+                !self.is_neighbour_anywhere(peer)
+                    && self
+                        .link_used
+                        .get(peer)
+                        .is_none_or(|used| now.duration_since(*used) >= LINK_IDLE)
+            })
+            .collect();
+        for peer in idle {
+            self.link_used.remove(&peer);
+            if let Some(link) = self.links.remove(&peer) {
+                // The peer is alive and no neighbour: the gossip layer keeps it as a passive
+                // peer (telling it the connection ended would forget it).
+                self.out.push_back(Action::CloseAfterGrace {
+                    conn_id: link.conn_id,
+                    reason: b"idle",
+                });
+            }
+        }
     }
 }
 
@@ -1095,21 +1628,32 @@ pub(crate) mod testing {
         proto::State::new(id, PeerData::default(), proto_config(), rand::make_rng())
     }
 
-    /// Two proto states, B a first node (joined, alone) and A joined through it; also returns
-    /// the (control) frames A sent to join.
+    /// The topic of the envelopes tests put in data frames.
+    pub(crate) const TEST_TOPIC: &str = "t";
+
+    /// The swarm of [`TEST_TOPIC`].
+    pub(crate) fn test_swarm() -> TopicId {
+        TopicId::from_bytes(wire::topic_swarm(TEST_TOPIC))
+    }
+
+    /// Two proto states, B a first node (joined, alone) and A joined through it, in the
+    /// membership swarm and in [`test_swarm`]; also returns the (control) frames A sent to join.
     pub(crate) fn joined_pair() -> (ProtoState, ProtoState, Vec<Vec<u8>>) {
         let (mut a, mut b) = (proto_state(1), proto_state(2));
-        let alone = InEvent::Command(network_topic(), ProtoCommand::Join(vec![]));
-        let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
-        let join = InEvent::Command(network_topic(), ProtoCommand::Join(vec![*b.me()]));
-        let control = pump(&mut a, &mut b, join);
+        let mut control = Vec::new();
+        for topic in [network_topic(), test_swarm()] {
+            let alone = InEvent::Command(topic, ProtoCommand::Join(vec![]));
+            let _timers: Vec<_> = b.handle(alone, Instant::now(), None).collect();
+            let join = InEvent::Command(topic, ProtoCommand::Join(vec![*b.me()]));
+            control.extend(pump(&mut a, &mut b, join));
+        }
         (a, b, control)
     }
 
-    /// The data frame A sends B when it broadcasts `content`.
+    /// The data frame A sends B when it broadcasts `content` in [`test_swarm`].
     pub(crate) fn data_frame(a: &mut ProtoState, b: &mut ProtoState, content: Bytes) -> Vec<u8> {
         let broadcast = ProtoCommand::Broadcast(content, proto::Scope::Swarm);
-        let mut data: Vec<_> = pump(a, b, InEvent::Command(network_topic(), broadcast))
+        let mut data: Vec<_> = pump(a, b, InEvent::Command(test_swarm(), broadcast))
             .into_iter()
             .filter(|f| wire::gossip_data_content(f).is_some())
             .collect();
@@ -1329,6 +1873,18 @@ mod tests {
         }
         assert_eq!(up, vec![id_b], "the requester is a neighbour");
         assert_eq!(down.len(), 1, "one neighbour dropped for it: {down:?}");
+    }
+
+    #[test]
+    fn a_disconnect_we_write_is_one_the_proto_reads() {
+        let frame = wire::disconnect_frame(network_topic().as_bytes());
+        let message: proto::Message<AgentId> = postcard::from_bytes(&frame).unwrap();
+        assert!(format!("{message:?}").contains("Disconnect(Disconnect { alive: true"));
+        assert_eq!(
+            wire::encode(&message).unwrap(),
+            frame,
+            "the proto's own encoding"
+        );
     }
 
     #[test]

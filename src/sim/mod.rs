@@ -43,11 +43,12 @@ use crate::context::AgentContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event as AgentEvent, EventStream};
 use crate::identity::{AgentId, Keypair, PublicKey};
+use crate::overlay::links::Outgoing;
 use crate::overlay::node::{Action, Connected, Input, Node};
 use crate::pubsub::{Registry, Subscription};
 use crate::replica::{self, prompts_full_state, ListChannel, Replica, SyncMessage};
 use crate::stats::Counters;
-use crate::streams::decode_gossip;
+use crate::streams::{decode_directory, decode_gossip, Incoming};
 use crate::tasklist::{ListId, TaskListState};
 use crate::wire::{self, Item, Rejection};
 
@@ -343,7 +344,7 @@ enum Event {
     Frame {
         link: usize,
         to: usize,
-        frame: Bytes,
+        frame: Outgoing,
     },
     /// Side `side` of `link` learns that the connection ended.
     Closed {
@@ -765,7 +766,10 @@ impl World {
                     },
                 );
             }
-            Event::Frame { link, to, frame } => self.frame(link, to, &frame),
+            Event::Frame { link, to, frame } => match frame {
+                Outgoing::Gossip(frame) => self.frame(link, to, &frame),
+                Outgoing::Directory(body) => self.directory_frame(link, to, &body),
+            },
             Event::Closed {
                 link,
                 side,
@@ -1250,7 +1254,7 @@ impl World {
         self.input(me, Input::Connected(connected));
     }
 
-    fn send(&mut self, link: usize, side: usize, frame: Bytes) {
+    fn send(&mut self, link: usize, side: usize, frame: Outgoing) {
         let l = &self.links[link];
         if !l.open {
             return;
@@ -1263,7 +1267,7 @@ impl World {
         let l = &mut self.links[link];
         arrival = arrival.max(l.last_arrival[side]);
         l.last_arrival[side] = arrival;
-        self.bytes_sent += frame.len() as u64 + 4;
+        self.bytes_sent += frame.len() as u64 + 5;
         self.schedule(
             arrival,
             Event::Frame {
@@ -1272,6 +1276,21 @@ impl World {
                 frame,
             },
         );
+    }
+
+    /// A directory message arrives, decoded as the reader decodes it.
+    fn directory_frame(&mut self, link: usize, to: usize, body: &[u8]) {
+        let me = self.links[link].ends[to];
+        if self.links[link].conn[to].is_none() || self.agents[me].node.is_none() {
+            return;
+        }
+        let peer = self.agents[self.links[link].ends[1 - to]].id;
+        let counters = &self.agents[me].context.counters;
+        counters.add(&counters.bytes_in, body.len() as u64 + 5);
+        let Ok(Incoming::Directory(message)) = decode_directory(body) else {
+            panic!("simulated agent {me} got an invalid directory message");
+        };
+        self.input(me, Input::Directory { peer, message });
     }
 
     fn frame(&mut self, link: usize, to: usize, frame: &[u8]) {
@@ -1284,7 +1303,7 @@ impl World {
         }
         let peer = self.agents[self.links[link].ends[1 - to]].id;
         let counters = &self.agents[me].context.counters;
-        counters.add(&counters.bytes_in, frame.len() as u64 + 4);
+        counters.add(&counters.bytes_in, frame.len() as u64 + 5);
         let (keys, verified) = (&self.keys, &mut self.verified);
         let (measured, copies) = (&self.measured, &mut self.copies);
         let subscribers = &self.topic_subscribers;

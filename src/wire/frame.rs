@@ -14,6 +14,8 @@ pub enum FrameKind {
     /// A publisher's public key ([`crate::identity::PUBLIC_KEY_LEN`] bytes), sent before the
     /// first envelope from that publisher on the stream.
     Key = 1,
+    /// A postcard-encoded directory message (`overlay::directory::Message`), point to point.
+    Directory = 2,
 }
 
 /// Splits a frame after the hello into its kind and body; `None` for an unknown kind.
@@ -22,6 +24,7 @@ pub fn split_frame(frame: &[u8]) -> Option<(FrameKind, &[u8])> {
     match kind {
         0 => Some((FrameKind::Gossip, body)),
         1 => Some((FrameKind::Key, body)),
+        2 => Some((FrameKind::Directory, body)),
         _ => None,
     }
 }
@@ -37,7 +40,8 @@ mod tests {
             Some((FrameKind::Gossip, &[9u8, 9][..]))
         );
         assert_eq!(split_frame(&[1]), Some((FrameKind::Key, &[][..])));
-        assert_eq!(split_frame(&[2, 0]), None);
+        assert_eq!(split_frame(&[2]), Some((FrameKind::Directory, &[][..])));
+        assert_eq!(split_frame(&[3, 0]), None);
         assert_eq!(split_frame(&[]), None);
     }
 }

@@ -80,6 +80,7 @@ pub fn ihave_frame(topic: &[u8; 32], ihaves: &[([u8; 32], u64)]) -> Vec<u8> {
 
 const TOPIC_MESSAGE_SWARM: u64 = 0;
 const HYPARVIEW_NEIGHBOR: u64 = 4;
+const HYPARVIEW_DISCONNECT: u64 = 5;
 const PRIORITY_HIGH: u64 = 0;
 const OPTION_SOME: u8 = 1;
 
@@ -99,6 +100,20 @@ pub fn neighbour_request_frame(topic: &[u8; 32], peer_data: &[u8]) -> Vec<u8> {
     out.push(OPTION_SOME);
     put_varint(&mut out, peer_data.len() as u64);
     out.extend_from_slice(peer_data);
+    out
+}
+
+/// An encoded HyParView `Disconnect` on `topic` from a peer that stays alive (layout: topic,
+/// variant 0 `Swarm`, variant 5 `Disconnect`, `alive`, and an obsolete `false`). The node feeds
+/// one to a swarm that let a peer go while another swarm keeps its connection: that swarm must
+/// forget the neighbour request it may have pending to the peer, as it does when a connection
+/// ends (else the peer's next request is taken for the reply and never answered).
+pub fn disconnect_frame(topic: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + 4);
+    out.extend_from_slice(topic);
+    put_varint(&mut out, TOPIC_MESSAGE_SWARM);
+    put_varint(&mut out, HYPARVIEW_DISCONNECT);
+    out.extend_from_slice(&[1, 0]);
     out
 }
 

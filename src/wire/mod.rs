@@ -4,7 +4,8 @@
 //!   [`MAX_FRAME_LEN`]. The first frame each way on the first (bidirectional) stream is a
 //!   [`Hello`]. Every later frame, there and on the payload lanes (unidirectional streams, see
 //!   `streams::lane_of`), starts with a [`FrameKind`] byte: a postcard-encoded
-//!   `iroh_gossip::proto::Message` follows, or a publisher's public key (see `streams`).
+//!   `iroh_gossip::proto::Message` follows, a publisher's public key (see `streams`), or a
+//!   directory message (`overlay::directory`).
 //! * Application messages travel as the content of gossip data messages, as a [`SignedEnvelope`]:
 //!   one ML-DSA-65 signature over a batch of [`Item`]s from one sender (group commit). The
 //!   envelope names its sender by id only; the sender's key travels once per stream.
@@ -32,6 +33,19 @@ pub use envelope::*;
 pub use frame::*;
 pub use gossip_layout::*;
 pub use hello::*;
+
+/// The gossip swarm that carries `topic`'s envelopes: only agents that subscribe to the topic
+/// or publish on it join it (the frames of a swarm name it by this id).
+pub fn topic_swarm(topic: &str) -> [u8; 32] {
+    blake3::derive_key("x0x 2026 topic swarm v1", topic.as_bytes())
+}
+
+/// Where in the id space the members of `topic`'s swarm register (see `overlay::directory`).
+/// Not the swarm id: the agents that keep the records learn neither the topic nor how to join
+/// its swarm (for a task list's topic, a hash of its id, they cannot work either out).
+pub fn rendezvous_key(topic: &str) -> [u8; 32] {
+    blake3::derive_key("x0x 2026 topic rendezvous v1", topic.as_bytes())
+}
 
 /// postcard-encodes `value`.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
