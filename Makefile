@@ -10,9 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.x0x-installed
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(shell find python/x0x -name '*.py') build_ffi.py setup.py pyproject.toml
-PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api.py scripts/wheel_smoke.py build_ffi.py setup.py
+PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/api_md.py scripts/wheel_smoke.py build_ffi.py setup.py
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
-MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py scripts/wheel_smoke.py
+MYPY_CHECKED := python/x0x examples tests/python bench scripts/api_md.py scripts/wheel_smoke.py
 
 .PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
 
@@ -36,8 +36,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(PY_CHECKED)
 	$(VENV)/bin/mypy $(MYPY_CHECKED)
 	$(VENV)/bin/mypy tests/netns  # separately: it has its own conftest module
-	$(PY) scripts/gen_api.py --check
-	$(PY) scripts/gen_api.py --coverage --min 95
+	$(PY) scripts/api_md.py --check
+	$(VENV)/bin/interrogate python/x0x  # docstring coverage >= 95% ([tool.interrogate])
 
 # Includes tests/header.rs: fails if include/x0x.h is not what cbindgen generates. The ignored
 # test is the 90 s replay-after-cache-expiry check.
@@ -112,9 +112,12 @@ simulate:
 test-reliability: $(STAMP)
 	$(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs
 
-# Regenerates API.md from the package's docstrings (lint fails when it is stale).
+# Regenerates API.md from the package's source (griffe; lint fails when it is stale) and builds
+# the HTML reference of the same names with pdoc into build/docs (git-ignored).
 docs: $(STAMP)
-	$(PY) scripts/gen_api.py
+	$(PY) scripts/api_md.py
+	rm -rf build/docs
+	$(VENV)/bin/pdoc --output-directory build/docs x0x
 
 # Regenerates include/x0x.h after a change to src/ffi.
 header:
