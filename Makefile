@@ -10,9 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.x0x-installed
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(shell find python/x0x -name '*.py') build_ffi.py setup.py pyproject.toml
-PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/gen_api.py scripts/wheel_smoke.py build_ffi.py setup.py
+PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/api_md.py scripts/wheel_smoke.py build_ffi.py setup.py
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
-MYPY_CHECKED := python/x0x examples tests/python bench scripts/gen_api.py scripts/wheel_smoke.py
+MYPY_CHECKED := python/x0x examples tests/python bench scripts/api_md.py scripts/wheel_smoke.py
 
 .PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
 
@@ -26,7 +26,7 @@ $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 demo: $(STAMP)
 	$(PY) examples/pubsub_messaging.py
 
-test: lint test-rust test-c test-c-installed test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz
+test: lint test-rust test-c test-c-installed test-python test-pypy wheels test-old-distro test-sdist test-reliability test-fuzz
 
 lint: $(STAMP)
 	cargo fmt --check
@@ -36,8 +36,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(PY_CHECKED)
 	$(VENV)/bin/mypy $(MYPY_CHECKED)
 	$(VENV)/bin/mypy tests/netns  # separately: it has its own conftest module
-	$(PY) scripts/gen_api.py --check
-	$(PY) scripts/gen_api.py --coverage --min 95
+	$(PY) scripts/api_md.py --check
+	$(VENV)/bin/interrogate python/x0x  # docstring coverage >= 95% ([tool.interrogate])
 
 # Includes tests/header.rs: fails if include/x0x.h is not what cbindgen generates. The ignored
 # test is the 90 s replay-after-cache-expiry check.
@@ -52,20 +52,18 @@ test-c:
 test-python: $(STAMP)
 	$(PY) -m pytest --cov --cov-fail-under=90
 
-# The whole Python suite on PyPy, and both wheels (cp38-abi3, PyPy) installed into fresh venvs
-# and smoke-tested. They need pypy3 (Debian: pypy3 pypy3-dev pypy3-venv); without it they are
-# skipped with a message, unless X0X_REQUIRE_PYPY=1 (CI sets it) makes that an error.
+# The whole Python suite on PyPy, and the PyPy half of `make wheels`. They need pypy3 (Debian:
+# pypy3 pypy3-dev pypy3-venv); without it they are skipped with a message, unless
+# X0X_REQUIRE_PYPY=1 (CI sets it) makes that an error.
 define need_pypy
-	@if ! command -v pypy3 >/dev/null; then 	  if [ -n "$$X0X_REQUIRE_PYPY" ]; then echo "pypy3 is required (X0X_REQUIRE_PYPY)" >&2; exit 1; fi; 	  echo "SKIPPED $@: pypy3 not installed (apt-get install pypy3 pypy3-dev pypy3-venv)"; exit 0; 	fi; $(1)
+	@if ! command -v pypy3 >/dev/null; then 	  if [ -n "$$X0X_REQUIRE_PYPY" ]; then echo "pypy3 is required (X0X_REQUIRE_PYPY)" >&2; exit 1; fi; 	  echo "SKIPPED $@ ($(1)): pypy3 not installed (apt-get install pypy3 pypy3-dev pypy3-venv)"; exit 0; 	fi; $(1)
 endef
 
 test-pypy: $(STAMP)
 	$(call need_pypy,scripts/test_pypy.sh)
 
-test-wheels: $(STAMP)
-	$(call need_pypy,scripts/test_wheels.sh)
-
-# The manylinux2014 wheel installs and works inside Debian 11 (debootstrap + chroot; root only).
+# The CPython manylinux2014 wheel installs and works inside Debian 11 (debootstrap + chroot;
+# root only).
 test-old-distro: wheels
 	scripts/test_old_distro.sh
 
@@ -73,9 +71,15 @@ test-old-distro: wheels
 test-sdist:
 	scripts/test_sdist.sh
 
-# The PyPI wheel, cp38-abi3-manylinux2014_x86_64 (glibc 2.17 via zig, no Docker), into dist/.
+# The PyPI wheels, manylinux2014_x86_64 (glibc 2.17 via zig, no Docker), into dist/: cp38-abi3
+# and, with pypy3, ppXY-pypyXY_ppNN; each checked and smoke-tested in a fresh venv.
 wheels:
-	scripts/build_wheels.sh
+	scripts/build_wheels.sh cpython
+	$(call need_pypy,scripts/build_wheels.sh pypy)
+
+# The smoke tests of the wheels in dist/ again, without rebuilding them (make wheels runs them).
+test-wheels:
+	scripts/test_wheels.sh dist/agent_x0x-*.whl
 
 # Fuzzing: every network-reachable decoder and the C ABI's input parsing (fuzz/), each target
 # for FUZZ_SECONDS after replaying fuzz/regressions (inputs that once crashed x0x). Installs
@@ -108,9 +112,12 @@ simulate:
 test-reliability: $(STAMP)
 	$(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs
 
-# Regenerates API.md from the package's docstrings (lint fails when it is stale).
+# Regenerates API.md from the package's source (griffe; lint fails when it is stale) and builds
+# the HTML reference of the same names with pdoc into build/docs (git-ignored).
 docs: $(STAMP)
-	$(PY) scripts/gen_api.py
+	$(PY) scripts/api_md.py
+	rm -rf build/docs
+	$(VENV)/bin/pdoc --output-directory build/docs x0x
 
 # Regenerates include/x0x.h after a change to src/ffi.
 header:
@@ -128,7 +135,7 @@ bench-topics: $(STAMP)
 	$(PY) bench/topics.py --scenario scale
 
 clean:
-	rm -rf build dist target $(VENV) .venv-wheels python/x0x/_x0x_cffi.* tests/c/build examples/c/build
+	rm -rf build dist target $(VENV) .venv-wheels .venv-wheels-pypy python/x0x/_x0x_cffi.* tests/c/build examples/c/build
 
 # make install [PREFIX=/usr/local] [DESTDIR=] [NO_BUILD=1]
 #   builds the library (cargo build --release --lib; NO_BUILD=1 skips it) and installs

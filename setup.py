@@ -72,7 +72,9 @@ class build_ext_rust_first(build_ext):  # noqa: N801
         if ZIG_TARGET:
             # zig cc links against its glibc stubs; no LDSHARED, so no RUNPATH into this Python.
             arch, _vendor, rest = ZIG_TARGET.split("-", 2)
-            zig = [sys.executable, "-m", "ziglang", "cc", "-target", f"{arch}-{rest}"]
+            # The zig cargo-zigbuild uses (scripts/build_wheels.sh: one for every interpreter).
+            python = os.environ.get("CARGO_ZIGBUILD_PYTHON_PATH", sys.executable)
+            zig = [python, "-m", "ziglang", "cc", "-target", f"{arch}-{rest}"]
             self.compiler.set_executables(
                 compiler_so=zig + self.compiler.compiler_so[1:], linker_so=[*zig, "-shared"]
             )

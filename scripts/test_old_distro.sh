@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Proves the manylinux2014 wheel's tag on an older system than this one: a Debian 11 root file
-# system (glibc 2.31, CPython 3.9) made with debootstrap from Debian's mirror, then, inside it
-# (chroot), a fresh venv, `pip install` of the wheel `make wheels` left in dist/ (cffi from
-# PyPI), and the two-process smoke test. Needs root and debootstrap; says SKIPPED otherwise,
+# Proves the CPython manylinux2014 wheel's tag on an older system than this one: a Debian 11
+# root file system (glibc 2.31, CPython 3.9) made with debootstrap from Debian's mirror, then,
+# inside it (chroot), a fresh venv, `pip install` of the wheel `make wheels` left in dist/ (cffi
+# from PyPI), and the two-process smoke test. Needs root and debootstrap; says SKIPPED otherwise,
 # unless X0X_REQUIRE_OLD_DISTRO is set (CI), which makes either a failure.
 # Env: SUITE (default bullseye), MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
@@ -21,8 +21,9 @@ skip() {
 }
 ((EUID == 0)) || skip "needs root (debootstrap, chroot)"
 command -v debootstrap >/dev/null || skip "debootstrap not installed (apt-get install debootstrap)"
-wheel=$(ls "$ROOT"/dist/agent_x0x-*-manylinux2014_x86_64*.whl 2>/dev/null | tail -n 1 || true)
-[[ -n $wheel ]] || { echo "test_old_distro.sh: no manylinux2014 wheel in dist/: run make wheels" >&2; exit 1; }
+# The CPython wheel: dist/ also holds the PyPy one, which Debian 11's python3 cannot install.
+wheel=$(ls "$ROOT"/dist/agent_x0x-*-cp38-abi3-manylinux2014_x86_64*.whl 2>/dev/null | tail -n 1 || true)
+[[ -n $wheel ]] || { echo "test_old_distro.sh: no cp38-abi3 manylinux2014 wheel in dist/: run make wheels" >&2; exit 1; }
 start=$SECONDS
 
 rootfs=$(mktemp -d "${TMPDIR:-/tmp}/x0x-$SUITE.XXXXXX")

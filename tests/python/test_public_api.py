@@ -108,9 +108,17 @@ def test_py_typed_is_installed() -> None:
     assert (Path(x0x.__file__).parent / "py.typed").is_file()
 
 
+def test_api_md_documents_every_public_name() -> None:
+    text = (ROOT / "API.md").read_text(encoding="utf-8")
+    missing = [name for name in NAMES if f"### `{name}`" not in text]
+    assert not missing, f"API.md has no section for {missing}"
+
+
 def test_api_md_is_current() -> None:
+    # griffe is a dev tool (Python >= 3.11): the PyPy run skips this; make lint checks it too.
+    pytest.importorskip("griffe")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_api.py"), "--check"],
+        [sys.executable, str(ROOT / "scripts" / "api_md.py"), "--check"],
         cwd=str(ROOT),
         capture_output=True,
         text=True,
