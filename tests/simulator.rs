@@ -261,6 +261,27 @@ fn every_subscriber_of_each_topic_gets_its_messages() {
     assert_eq!(report.foreign_bytes_in_mean, 0.0, "{report:?}");
 }
 
+/// A hot topic (a few subscribers, one publishing fast) costs the agents that take no part in
+/// it nothing: they receive none of its bytes.
+#[test]
+fn a_hot_topic_costs_its_non_subscribers_nothing() {
+    let report = run(&Config {
+        agents: 60,
+        publishers: 6,
+        messages: 10,
+        rate: 2.0,
+        latency: (Duration::from_millis(5), Duration::from_millis(50)),
+        topics: 3,
+        subscribers: 5,
+        hot: Some((6, 50.0)),
+        ..Config::default()
+    });
+    assert_eq!(report.messages, 60 + 250, "{report:?}");
+    assert_eq!(report.delivered_ratio, 1.0, "{report:?}");
+    assert!(report.hot_bytes_in_mean > 250.0 * 1024.0, "{report:?}");
+    assert_eq!(report.hot_non_subscriber_bytes_max, 0, "{report:?}");
+}
+
 #[test]
 fn bad_configurations_are_refused_with_the_reason() {
     let refused = [
@@ -277,6 +298,13 @@ fn bad_configurations_are_refused_with_the_reason() {
                 ..Config::default()
             },
             "topics and subscribers go together",
+        ),
+        (
+            Config {
+                hot: Some((5, 100.0)),
+                ..Config::default()
+            },
+            "a hot topic needs topics",
         ),
     ];
     for (config, reason) in refused {

@@ -4,7 +4,7 @@
 //! cargo run --release --bin x0x-sim -- --agents N --publishers P --messages M \
 //!     --latency-ms LO..HI --loss F --seed S [--rate R] [--payload BYTES] \
 //!     [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
-//!     [--tasklist-holders K] [--topics T --subscribers S]
+//!     [--tasklist-holders K] [--topics T --subscribers S [--hot N@MSG_PER_S]]
 //! ```
 //!
 //! Progress goes to stderr; the last line on stdout is one JSON object. The arguments are
@@ -18,7 +18,7 @@ use x0x::sim::{self, Config};
 const USAGE: &str = "usage: x0x-sim --agents N --publishers P --messages M --latency-ms LO..HI \
 --loss F --seed S [--rate MSG_PER_S] [--payload BYTES] [--join-gap-ms MS] [--settle S] \
 [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
-[--tasklist-holders K] [--topics T --subscribers S]";
+[--tasklist-holders K] [--topics T --subscribers S [--hot N@MSG_PER_S]]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,6 +83,18 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--tasklist-holders" => config.tasklist_holders = count()?,
             "--topics" => config.topics = count()?,
             "--subscribers" => config.subscribers = count()?,
+            "--hot" => {
+                // N subscribers, one of them publishing at MSG_PER_S: "100@100".
+                let bad = || format!("--hot: N@MSG_PER_S expected, got {value:?}");
+                let (n, rate) = value.split_once('@').ok_or_else(bad)?;
+                let n = n.parse::<usize>().map_err(|_| bad())?;
+                let rate = rate
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| r.is_finite())
+                    .ok_or_else(bad)?;
+                config.hot = Some((n, rate));
+            }
             "--latency-ms" => {
                 let (lo, hi) = value.split_once("..").unwrap_or((value, value));
                 let ms = |text: &str| -> Result<Duration, String> {

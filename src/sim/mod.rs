@@ -101,6 +101,9 @@ pub struct Config {
     /// k mod `topics`; each topic has `subscribers` subscribers, drawn at random.
     pub topics: usize,
     pub subscribers: usize,
+    /// One more topic, "hot": this many subscribers (drawn at random), one of which publishes
+    /// on it at this many messages per second while the others publish.
+    pub hot: Option<(usize, f64)>,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             tasklist_holders: 0,
             topics: 0,
             subscribers: 0,
+            hot: None,
         }
     }
 }
@@ -188,6 +192,10 @@ pub struct Report {
     /// traffic included) divided by those own-topic bytes, median and largest.
     pub in_over_own_p50: f64,
     pub in_over_own_max: f64,
+    /// With a hot topic: the hot topic's bytes received per subscriber (mean), and the most
+    /// any other agent received of topics it takes no part in (so at least of the hot one).
+    pub hot_bytes_in_mean: f64,
+    pub hot_non_subscriber_bytes_max: u64,
     /// Simulated events handled, and the simulated time at the end (seconds).
     pub events: u64,
     pub sim_s: f64,
@@ -211,7 +219,8 @@ impl Report {
              \"tasklist_replicas\": {}, \"tasklist_tasks\": {}, \"tasklist_converged_ms\": {}, \
              \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \
              \"own_bytes_in_mean\": {:.0}, \"foreign_bytes_in_mean\": {:.0}, \
-             \"in_over_own_p50\": {:.2}, \"in_over_own_max\": {:.2}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+             \"in_over_own_p50\": {:.2}, \"in_over_own_max\": {:.2}, \
+             \"hot_bytes_in_mean\": {:.0}, \"hot_non_subscriber_bytes_max\": {}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
@@ -243,6 +252,8 @@ impl Report {
             self.foreign_bytes_in_mean,
             self.in_over_own_p50,
             self.in_over_own_max,
+            self.hot_bytes_in_mean,
+            self.hot_non_subscriber_bytes_max,
             self.events,
             self.sim_s,
             self.wall_s,
@@ -264,6 +275,13 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     if (config.topics > 0) != (config.subscribers > 0) || config.subscribers > config.agents {
         return Err(Error::invalid_argument(
             "topics and subscribers go together, with no more subscribers than agents",
+        ));
+    }
+    if config.hot.is_some_and(|(subscribers, rate)| {
+        config.topics == 0 || subscribers == 0 || subscribers > config.agents || rate <= 0.0
+    }) {
+        return Err(Error::invalid_argument(
+            "a hot topic needs topics, 1 to agents subscribers and a positive rate",
         ));
     }
     if config.latency.0 > config.latency.1 || !(0.0..1.0).contains(&config.loss) {
@@ -363,6 +381,7 @@ enum Event {
     },
     Publish {
         publisher: usize,
+        topic: usize,
     },
     Kill {
         agents: Vec<usize>,
@@ -425,6 +444,8 @@ impl Ord for Scheduled {
 fn topic_name(config: &Config, topic: usize) -> String {
     if config.topics == 0 {
         TOPIC.to_owned()
+    } else if topic == config.topics {
+        format!("{TOPIC}/hot")
     } else {
         format!("{TOPIC}/{topic}")
     }
@@ -507,6 +528,8 @@ struct World {
     /// and draws for task and seal nonces.
     list_channel: ListChannel,
     holders: Vec<usize>,
+    /// The hot topic's publisher, if there is one.
+    hot_publisher: Option<usize>,
     list_rng: StdRng,
     /// When the replicas must start to converge (the heal, or the edits), and when they did.
     list_since: Option<u64>,
@@ -549,13 +572,21 @@ impl World {
         let mut list_id = [0u8; 32];
         pick.fill(&mut list_id);
         let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 9, 0));
-        let topic_subscribers: Vec<BTreeSet<usize>> = (0..config.topics)
+        let mut topic_subscribers: Vec<BTreeSet<usize>> = (0..config.topics)
             .map(|_| {
                 rand::seq::index::sample(&mut pick, config.agents, config.subscribers)
                     .into_iter()
                     .collect()
             })
             .collect();
+        // The hot topic is topic number `topics`; its first subscriber publishes on it.
+        let hot_publisher = config.hot.map(|(subscribers, _)| {
+            let mut pick = StdRng::seed_from_u64(sub_seed(config.seed, 10, 0));
+            let chosen = rand::seq::index::sample(&mut pick, config.agents, subscribers);
+            let publisher = chosen.index(0);
+            topic_subscribers.push(chosen.into_iter().collect());
+            publisher
+        });
         for i in 0..config.agents {
             let mut seed = [0u8; 32];
             let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, 1, i as u64));
@@ -563,7 +594,9 @@ impl World {
             let key = Keypair::from_seed(seed)?;
             let id = key.public_key().agent_id();
             keys.insert(id, key.public_key().clone());
-            let signer = (publishers.contains(&i) || holders.contains(&i)).then_some(key);
+            let signer =
+                (publishers.contains(&i) || holders.contains(&i) || hot_publisher == Some(i))
+                    .then_some(key);
             let addr = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + 1 + i as u32)),
                 PORT,
@@ -623,6 +656,7 @@ impl World {
             topic_subscribers,
             list_channel: ListChannel::new(&ListId(list_id)),
             holders,
+            hot_publisher,
             list_rng: StdRng::seed_from_u64(sub_seed(config.seed, 8, 0)),
             list_since: None,
             list_converged: None,
@@ -681,12 +715,23 @@ impl World {
         for (k, &publisher) in self.publishers.clone().iter().enumerate() {
             // Publishers out of step with each other, as independent ones are.
             let offset = period * k as u64 / config.publishers.max(1) as u64;
+            let topic = k % config.topics.max(1);
             for index in 0..config.messages {
                 let at = publish_start + offset + index as u64 * period;
-                self.schedule(at, Event::Publish { publisher });
+                self.schedule(at, Event::Publish { publisher, topic });
             }
         }
         let publish_end = publish_start + config.messages as u64 * period;
+        if let (Some((_, rate)), Some(publisher)) = (config.hot, self.hot_publisher) {
+            // As long as the others publish, at its own rate.
+            let hot_period = (SECOND as f64 / rate) as u64;
+            let mut at = publish_start;
+            while at < publish_end {
+                let topic = config.topics;
+                self.schedule(at, Event::Publish { publisher, topic });
+                at += hot_period;
+            }
+        }
         let mut last = publish_end;
         if let Some(&creator) = self.holders.first() {
             self.schedule(publish_start, Event::ListCreate { agent: creator });
@@ -787,7 +832,7 @@ impl World {
                     self.after_step(agent);
                 }
             }
-            Event::Publish { publisher } => self.publish(publisher),
+            Event::Publish { publisher, topic } => self.publish(publisher, topic),
             Event::Kill { agents } => {
                 self.last_fault = Some(self.now);
                 for agent in agents {
@@ -1425,15 +1470,13 @@ impl World {
         }
     }
 
-    fn publish(&mut self, publisher: usize) {
+    fn publish(&mut self, publisher: usize, topic: usize) {
         if self.agents[publisher].node.is_none() {
             return;
         }
         let number = self.published.len() as u64;
         let mut payload = vec![0u8; self.config.payload.max(8)];
         payload[..8].copy_from_slice(&number.to_le_bytes());
-        let rank = self.publishers.iter().position(|&p| p == publisher);
-        let topic = rank.map_or(0, |rank| rank % self.config.topics.max(1));
         let name = topic_name(&self.config, topic);
         let Some(envelope) = self.seal(publisher, &name, Bytes::from(payload)) else {
             return;
@@ -1577,6 +1620,34 @@ impl World {
             .map(|&(own, _, all)| all as f64 / own as f64)
             .collect();
         in_over_own.sort_unstable_by(f64::total_cmp);
+        let (hot_bytes_in_mean, hot_non_subscriber_bytes_max) = match (
+            self.config.hot,
+            self.topic_subscribers.get(self.config.topics),
+        ) {
+            (Some(_), Some(hot)) => {
+                let name = topic_name(&self.config, self.config.topics);
+                let (subscribers, others): (Vec<usize>, Vec<usize>) =
+                    live.iter().partition(|i| hot.contains(i));
+                let hot_in: Vec<u64> = subscribers
+                    .iter()
+                    .filter(|&&i| Some(i) != self.hot_publisher)
+                    .filter_map(|&i| self.agents[i].context.registry.traffic().get(&name))
+                    .map(|stats| stats.bytes_in)
+                    .collect();
+                let others_foreign = others
+                    .iter()
+                    .map(|&i| {
+                        let counters = &self.agents[i].context.counters;
+                        counters
+                            .foreign_bytes_in
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                (mean(&hot_in), others_foreign)
+            }
+            _ => (0.0, 0),
+        };
         Report {
             agents: self.agents.len(),
             seed: self.config.seed,
@@ -1633,6 +1704,8 @@ impl World {
                 .copied()
                 .unwrap_or(0.0),
             in_over_own_max: in_over_own.last().copied().unwrap_or(0.0),
+            hot_bytes_in_mean,
+            hot_non_subscriber_bytes_max,
             events: self.events,
             sim_s: self.now as f64 / SECOND as f64,
             wall_s: 0.0,
