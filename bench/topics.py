@@ -14,8 +14,8 @@ and never touches the data path.
   x ``--size`` (1 KiB) on "a" in bursts of ``--burst`` (100), each once every "a" subscriber
   has the previous ones. Reported: the fraction each "a" subscriber got, and each agent's
   ``stats()["foreign_bytes_in"]`` as a percentage of the bytes an "a" subscriber received on
-  "a" (``topic_stats("a")["bytes_in"]``, mean of the subscribers that did not publish). One
-  swarm carries every topic to every agent today: ~100%.
+  "a" (``topic_stats("a")["bytes_in"]``, mean of the subscribers that did not publish). With
+  one swarm for the network it was ~100%; each topic has a swarm of its own now: 0%.
 * ``scale``: for each N, N agents and ``--topics`` (10) topics of ``--subscribers`` (5) random
   agents each (seeded; an agent may have several topics or none). Idle: ``--settle`` (10) s
   after everyone subscribed, CPU time (utime+stime, /proc/PID/stat) over ``--idle`` (20) s,
