@@ -108,6 +108,9 @@ simulate:
 	$(SIM) --agents 1000 --publishers 10 --messages 100 --rate 1 --latency-ms 10..100 --loss 0.01 --seed 1 --partition '1|1' --for 60 --at 5 --tasklist-holders 20
 	$(SIM) --agents 100 --publishers 3 --messages 50 --latency-ms 10..100 --seed 1 --settle 1800
 	$(SIM) --agents 10000 --publishers 10 --messages 10 --rate 1 --latency-ms 10..100 --loss 0.01 --seed 1
+	for topics in 25 50 100 200; do $(SIM) --agents 1000 --publishers $$topics --messages 10 --rate 1 --latency-ms 10..100 --loss 0 --seed 1 --topics $$topics --subscribers 20 2>/dev/null; done
+	$(SIM) --agents 1000 --publishers 100 --messages 10 --rate 1 --latency-ms 10..100 --loss 0 --seed 1 --topics 100 --subscribers 20 --hot 10@100
+	$(SIM) --agents 10000 --publishers 1000 --messages 10 --rate 1 --latency-ms 10..100 --loss 0 --seed 1 --topics 1000 --subscribers 20 --hot 100@100
 
 test-reliability: $(STAMP)
 	$(PY) -m pytest tests/netns -s -p no:cacheprovider -rxs

@@ -304,7 +304,11 @@ fn check_received(frame: &[u8], received: &Received, deliverable: &mut Deliverab
         let envelope = wire::open_verified(content).expect("verified content decodes");
         assert_eq!(envelope.sender, payload.publisher, "open_verified differs");
         assert_eq!(*envelope.topic, *payload.topic, "open_verified differs");
-        assert_eq!(content.len(), payload.len, "the payload's length is not the content's");
+        assert_eq!(
+            content.len(),
+            payload.len,
+            "the payload's length is not the content's"
+        );
         for item in envelope.items {
             let topic = envelope.topic.clone();
             deliverable.insert((envelope.sender, topic, item.timestamp_ms, item.payload));
@@ -411,7 +415,11 @@ fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     // The membership swarm, and the swarm of each seed topic (envelopes travel in their own).
     let swarm = |topic: &str| proto::TopicId::from_bytes(wire::topic_swarm(topic));
     let (mut from_peer, mut from_node) = (Vec::new(), Vec::new());
-    for topic in [network_topic(), swarm(SEED_TOPICS[0]), swarm(SEED_TOPICS[1])] {
+    for topic in [
+        network_topic(),
+        swarm(SEED_TOPICS[0]),
+        swarm(SEED_TOPICS[1]),
+    ] {
         let _: Vec<_> = node
             .handle(
                 InEvent::Command(topic, Command::Join(vec![])),
@@ -428,9 +436,18 @@ fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         from_node.extend(b);
     }
     let contents = [
-        (SEED_TOPICS[0], sealed(3, 1, SEED_TOPICS[0], vec![item(b"hello")])),
-        (SEED_TOPICS[0], sealed(3, 2, SEED_TOPICS[0], vec![item(b"two"), item(b"three")])),
-        (SEED_TOPICS[1], sealed(3, 3, SEED_TOPICS[1], vec![item(b"")])),
+        (
+            SEED_TOPICS[0],
+            sealed(3, 1, SEED_TOPICS[0], vec![item(b"hello")]),
+        ),
+        (
+            SEED_TOPICS[0],
+            sealed(3, 2, SEED_TOPICS[0], vec![item(b"two"), item(b"three")]),
+        ),
+        (
+            SEED_TOPICS[1],
+            sealed(3, 3, SEED_TOPICS[1], vec![item(b"")]),
+        ),
         (SEED_TOPICS[0], sealed(4, u64::MAX, SEED_TOPICS[0], vec![])),
     ];
     for (i, (topic, content)) in contents.into_iter().enumerate() {
@@ -445,7 +462,8 @@ fn gossip_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         from_peer.extend(a);
         from_node.extend(b);
     }
-    let (a, b) = pump(&mut peer, &mut node, InEvent::Command(topic, Command::Quit));
+    let quit = InEvent::Command(network_topic(), Command::Quit);
+    let (a, b) = pump(&mut peer, &mut node, quit);
     from_peer.extend(a);
     from_node.extend(b);
     (from_peer, from_node)

@@ -74,6 +74,9 @@ const SWARM_JOIN_VIA: usize = 3;
 /// Members an agent without swarm neighbours joins through at once: records of members that
 /// crashed live on for minutes, and one live member is all it needs.
 const LONELY_JOIN_VIA: usize = 5;
+/// How long an agent stays in the swarm of a topic it published on but does not subscribe to,
+/// after its last publish there: a publisher of many topics must not keep them all.
+const PUBLISHER_STAYS: Duration = Duration::from_secs(600);
 /// The longest a swarm without neighbours waits between lookups (starting at 1 s, doubling).
 const LONELY_LOOKUP_MAX: Duration = Duration::from_secs(30);
 /// The membership swarm every agent joins; it carries no payloads.
@@ -298,7 +301,8 @@ struct Swarm {
     /// Where its members register (`wire::rendezvous_key`).
     key: directory::Key,
     subscribed: bool,
-    published: bool,
+    /// When this agent last published on the topic, if it did.
+    published: Option<Instant>,
     neighbours: BTreeSet<AgentId>,
     /// Our envelopes published before the swarm had a neighbour, oldest first.
     waiting: VecDeque<(Instant, Bytes)>,
@@ -1275,20 +1279,25 @@ impl Node {
             .filter(|(_, swarm)| swarm.subscribed && !subscribed.contains(&swarm.topic))
             .filter_map(|(id, swarm)| {
                 swarm.subscribed = false;
-                (!swarm.published).then_some(*id)
+                swarm.published.is_none().then_some(*id)
             })
             .collect();
         for id in dropped {
-            if let Some(swarm) = self.swarms.remove(&id) {
-                self.context.set_swarm_neighbours(&swarm.topic, 0);
-                let key = swarm.key;
-                for at in swarm.registered_with {
-                    self.send_directory(at, &directory::Message::Unregister { key });
-                }
+            self.leave_swarm(id);
+        }
+    }
+
+    /// Leaves a topic's swarm: its neighbours are told, its records taken back.
+    fn leave_swarm(&mut self, id: TopicId) {
+        if let Some(swarm) = self.swarms.remove(&id) {
+            self.context.set_swarm_neighbours(&swarm.topic, 0);
+            let key = swarm.key;
+            for at in swarm.registered_with {
+                self.send_directory(at, &directory::Message::Unregister { key });
             }
-            if self.mode != Mode::Left {
-                self.proto(InEvent::Command(id, ProtoCommand::Quit));
-            }
+        }
+        if self.mode != Mode::Left {
+            self.proto(InEvent::Command(id, ProtoCommand::Quit));
         }
     }
 
@@ -1300,7 +1309,7 @@ impl Node {
             topic: Arc::clone(topic),
             key: wire::rendezvous_key(topic),
             subscribed: false,
-            published: false,
+            published: None,
             neighbours: BTreeSet::new(),
             waiting: VecDeque::new(),
             tuning: Tuning::default(),
@@ -1309,11 +1318,11 @@ impl Node {
             registered_with: Vec::new(),
             tried: BTreeSet::new(),
         });
-        let new = !swarm.subscribed && !swarm.published;
+        let new = !swarm.subscribed && swarm.published.is_none();
         if subscribed {
             swarm.subscribed = true;
         } else {
-            swarm.published = true;
+            swarm.published = Some(now);
         }
         if new && self.mode != Mode::Left {
             // The swarm's state exists from now on, so members that find us can join it.
@@ -1330,6 +1339,21 @@ impl Node {
         }
         self.announce();
         let now = self.now;
+        // A publisher that stopped publishing on a topic it does not subscribe to leaves it.
+        let stale: Vec<TopicId> = self
+            .swarms
+            .iter()
+            .filter(|(_, swarm)| {
+                !swarm.subscribed
+                    && swarm
+                        .published
+                        .is_some_and(|at| now.duration_since(at) >= PUBLISHER_STAYS)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.leave_swarm(id);
+        }
         let due: Vec<directory::Key> = self
             .swarms
             .values()
