@@ -65,8 +65,10 @@ const MIN_SHUFFLE_GAP: Duration = Duration::from_secs(1);
 /// one that had just carried a neighbour request cost the peer that accepted it a neighbour.)
 const LINK_IDLE: Duration = Duration::from_secs(10);
 /// Envelopes published on a topic whose swarm has no neighbour yet are kept for the first one
-/// (at most this many per topic, none older than [`WAITING_MAX_AGE`]).
+/// (at most this many and this many bytes per topic, none older than [`WAITING_MAX_AGE`]): a
+/// publisher alone on a topic must not hold what it publishes without bound.
 const WAITING_CAP: usize = 1024;
+const WAITING_BYTES: usize = 1 << 20;
 const WAITING_MAX_AGE: Duration = Duration::from_secs(10);
 /// Swarm neighbours an agent wants before it stops joining through the members it finds (the
 /// rest of the swarm reaches it through HyParView's walks).
@@ -691,10 +693,14 @@ impl Node {
         };
         if swarm.neighbours.is_empty() {
             // Nobody to send it to yet: it goes to the first neighbour.
-            if swarm.waiting.len() >= WAITING_CAP {
-                swarm.waiting.pop_front();
-            }
             swarm.waiting.push_back((now, envelope));
+            let mut bytes: usize = swarm.waiting.iter().map(|(_, e)| e.len()).sum();
+            while swarm.waiting.len() > WAITING_CAP || bytes > WAITING_BYTES {
+                let Some((_, oldest)) = swarm.waiting.pop_front() else {
+                    break;
+                };
+                bytes -= oldest.len();
+            }
             return;
         }
         self.broadcast_in(id, envelope);
@@ -1371,6 +1377,15 @@ impl Node {
             .collect();
         for id in stale {
             self.leave_swarm(id);
+        }
+        for swarm in self.swarms.values_mut() {
+            while swarm
+                .waiting
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > WAITING_MAX_AGE)
+            {
+                swarm.waiting.pop_front();
+            }
         }
         let due: Vec<directory::Key> = self
             .swarms
