@@ -933,11 +933,13 @@ impl Node {
                 ProtoCommand::Join(vec![]),
             ));
             let now = self.now;
-            for (id, swarm) in &mut self.swarms {
-                swarm.next_lookup = now;
-                self.state
-                    .handle(InEvent::Command(*id, ProtoCommand::Join(vec![])), now, None)
-                    .for_each(drop);
+            let ids: Vec<TopicId> = self.swarms.keys().copied().collect();
+            for id in ids {
+                if let Some(swarm) = self.swarms.get_mut(&id) {
+                    swarm.next_lookup = now;
+                }
+                // Through `proto`: the swarm's state schedules its timers (shuffles) here.
+                self.proto(InEvent::Command(id, ProtoCommand::Join(vec![])));
             }
         }
         if bootstrap.is_empty() {
