@@ -198,6 +198,16 @@ typedef struct X0xStats {
   uint64_t foreign_envelopes_in;
   // The bytes of those envelope copies.
   uint64_t foreign_bytes_in;
+  // Direct messages and requests this agent sent.
+  uint64_t direct_out;
+  // Direct messages and requests other agents sent to this one.
+  uint64_t direct_in;
+  // Of those, the ones refused (no inbox open, a duplicate request, a request dropped
+  // unanswered) or answered with a failure.
+  uint64_t direct_refused;
+  // Agent cards dropped: a bad signature, or a card naming another agent than the one that
+  // presented it.
+  uint64_t cards_rejected;
 } X0xStats;
 
 // One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches
@@ -324,6 +334,10 @@ typedef struct X0xTask {
 // The agent's identity is in use by another running agent (its data dir or key file is
 // locked by another process, or another process runs with the same agent key).
 #define X0X_IN_USE 12
+
+// The other agent refused a direct message or request (no inbox open, the request was
+// dropped unanswered) or its handler failed; the error message is its reason.
+#define X0X_REMOTE 13
 
 #ifdef __cplusplus
 extern "C" {

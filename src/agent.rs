@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::direct::Inbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventStream, DEFAULT_EVENT_CAPACITY};
 use crate::gossip::{JoinFailure, Network};
@@ -16,10 +17,15 @@ use crate::instance::InstanceLock;
 use crate::pubsub::{Publisher, Registry, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::tasklists::{ListId, TaskList, TaskLists};
-use crate::wire::Credentials;
+use crate::wire::{Answer, Credentials, Letter};
 
 /// The bind address when none is given: any interface, any free port.
 pub const DEFAULT_BIND: &str = "0.0.0.0:0";
+/// How long `send` waits for the recipient's acknowledgement, and `request` for its reply, by
+/// default.
+pub const DEFAULT_DIRECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unread messages an inbox keeps by default (the oldest is dropped beyond it).
+pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
 /// How long `join_network` waits for a first neighbour by default.
 pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -500,6 +506,102 @@ impl Agent {
         self.registry.subscribe(topic, capacity)
     }
 
+    /// Sends `payload` to agent `to` over a direct connection (opened on demand, end-to-end
+    /// encrypted, no relay). Resolves once the recipient's inbox holds it.
+    ///
+    /// Fails with [`ErrorKind::NotFound`] when no agent `to` can be found or reached,
+    /// [`ErrorKind::Remote`] when it refused the message (it has no inbox open),
+    /// [`ErrorKind::Timeout`] when no acknowledgement came within `timeout` (the message may
+    /// still arrive), [`ErrorKind::NotConnected`] before `join_network` or after a leave.
+    pub async fn send(&self, to: AgentId, payload: Bytes, timeout: Duration) -> Result<()> {
+        match self.post(to, payload, 0, timeout).await? {
+            Answer::Delivered => Ok(()),
+            Answer::Reply(_) => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("agent {to:?} answered a message as if it were a request"),
+            )),
+            Answer::Refused(why) => Err(Error::new(ErrorKind::Remote, why)),
+        }
+    }
+
+    /// Sends `payload` to agent `to` as a request and returns its reply.
+    ///
+    /// Fails as [`Agent::send`] does, and with [`ErrorKind::Remote`] carrying the other agent's
+    /// reason when its handler failed or it dropped the request unanswered. On
+    /// [`ErrorKind::Timeout`] the request may still have been processed. Dropping the future
+    /// cancels the request (the recipient's reply is discarded).
+    pub async fn request(&self, to: AgentId, payload: Bytes, timeout: Duration) -> Result<Bytes> {
+        let id = self.network.direct().request_id();
+        match self.post(to, payload, id, timeout).await? {
+            Answer::Reply(reply) => Ok(reply),
+            Answer::Delivered => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("agent {to:?} acknowledged a request without a reply"),
+            )),
+            Answer::Refused(why) => Err(Error::new(ErrorKind::Remote, why)),
+        }
+    }
+
+    async fn post(
+        &self,
+        to: AgentId,
+        payload: Bytes,
+        request_id: u64,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        self.check_open()?;
+        if !self.network.context().is_joined() {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "not connected to the network: call join_network() first",
+            ));
+        }
+        if to == self.agent_id() {
+            return Err(Error::invalid_argument(
+                "that is this agent's own id: an agent does not send to itself",
+            ));
+        }
+        if payload.len() > crate::wire::MAX_PAYLOAD_LEN {
+            return Err(Error::invalid_argument(format!(
+                "a direct message is at most {} bytes, not {}",
+                crate::wire::MAX_PAYLOAD_LEN,
+                payload.len()
+            )));
+        }
+        let letter = Letter {
+            request_id,
+            timestamp_ms: crate::pubsub::now_ms(),
+            payload,
+        };
+        let post = self
+            .network
+            .direct()
+            .post(to, letter, self.network.locate(to));
+        tokio::time::timeout(timeout, post).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "agent {to:?} did not answer within {:.1} s{}",
+                    timeout.as_secs_f64(),
+                    if request_id == 0 {
+                        ""
+                    } else {
+                        " (the request may still have been processed)"
+                    }
+                ),
+            )
+        })?
+    }
+
+    /// Opens this agent's inbox: the direct messages and requests other agents send it
+    /// arrive there. It keeps at most `capacity` unread messages and drops the oldest beyond
+    /// that (a dropped request is refused). One inbox at a time ([`ErrorKind::InUse`] while
+    /// one is open); without one, senders get [`ErrorKind::Remote`].
+    pub fn inbox(&self, capacity: usize) -> Result<Inbox> {
+        self.check_open()?;
+        self.network.direct().open_inbox(capacity)
+    }
+
     /// A new stream of this agent's events.
     pub fn events(&self) -> Result<EventStream> {
         self.check_open()?;
@@ -519,9 +621,8 @@ impl Agent {
     /// A snapshot of the agent's traffic counters.
     pub fn stats(&self) -> Stats {
         let context = self.network.context();
-        context
-            .counters
-            .snapshot(context.neighbours(), self.network.shared().connections())
+        let connections = self.network.shared().connections() + self.network.direct().connections();
+        context.counters.snapshot(context.neighbours(), connections)
     }
 
     /// The traffic of `topic` at this agent: envelope copies in and out, and their bytes.

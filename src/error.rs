@@ -29,6 +29,9 @@ pub enum ErrorKind {
     /// The agent's identity is in use by another running agent (its data dir or key file is
     /// locked, or a peer showed the network this agent's id from another process).
     InUse,
+    /// The other agent refused a direct message or request, or its handler failed; the
+    /// message is the other agent's reason.
+    Remote,
 }
 
 /// A core error: a kind plus a human-readable message.

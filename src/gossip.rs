@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::context::AgentContext;
+use crate::direct::Direct;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{AgentId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
@@ -141,6 +142,11 @@ enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Where does `agent` listen (for a direct connection)?
+    Locate {
+        agent: AgentId,
+        reply: oneshot::Sender<Vec<SocketAddr>>,
+    },
 }
 
 /// What the network tasks report to the driver: a connection whose hello checked out (the
@@ -158,6 +164,7 @@ pub struct Network {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    direct: Arc<Direct>,
 }
 
 impl Network {
@@ -168,7 +175,8 @@ impl Network {
         registry: Arc<Registry>,
         counters: Arc<Counters>,
     ) -> Result<Self> {
-        let endpoint = net::endpoint(bind)?;
+        let endpoints = net::endpoint(bind)?;
+        let endpoint = endpoints.endpoint.clone();
         let local_addr = endpoint
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", &e))?;
@@ -180,6 +188,12 @@ impl Network {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
         let advertised = net::advertised(local_addr);
+        let direct = Direct::start(
+            Arc::clone(&credentials),
+            endpoints,
+            advertised,
+            Arc::clone(&context),
+        );
         let node = Node::new(
             credentials.agent_id(),
             credentials.incarnation(),
@@ -198,6 +212,7 @@ impl Network {
             links: HashMap::new(),
             fresh: HashMap::new(),
             waiters: HashMap::new(),
+            locators: HashMap::new(),
             next_waiter: 0,
             next_conn_id: 0,
             feedback: Vec::new(),
@@ -208,13 +223,30 @@ impl Network {
             advertised,
             net_tx,
             Arc::clone(&shared),
+            Arc::clone(&direct),
         ));
         tokio::spawn(driver.run(command_rx, net_rx));
         Ok(Self {
             commands,
             shared,
             local_addr,
+            direct,
         })
+    }
+
+    /// Direct messages and requests.
+    pub(crate) fn direct(&self) -> &Arc<Direct> {
+        &self.direct
+    }
+
+    /// Where `agent` may listen: from the address book, or a directory lookup (empty when not
+    /// joined, or nobody knows it).
+    pub async fn locate(&self, agent: AgentId) -> Vec<SocketAddr> {
+        let (reply, done) = oneshot::channel();
+        if self.send(Command::Locate { agent, reply }).is_err() {
+            return Vec::new();
+        }
+        done.await.unwrap_or_default()
     }
 
     /// State shared with the driver.
@@ -283,6 +315,7 @@ impl Network {
 
     /// Stops the driver: leaves, closes every connection and the endpoint.
     pub async fn shutdown(&self) {
+        self.direct.close();
         let (reply, done) = oneshot::channel();
         if self.send(Command::Shutdown { reply }).is_ok() {
             let _ = done.await;
@@ -296,6 +329,7 @@ async fn accept_loop(
     listen: SocketAddr,
     net_tx: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
+    direct: Arc<Direct>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         if shared
@@ -311,9 +345,14 @@ async fn accept_loop(
         let credentials = Arc::clone(&credentials);
         let net_tx = net_tx.clone();
         let peers = shared.peer_sample();
+        let direct = Arc::clone(&direct);
         tokio::spawn(async move {
             // A failed incoming handshake is the other side's problem: nothing to report.
             if let Ok(auth) = net::accept(incoming, &credentials, listen, peers).await {
+                if auth.purpose == net::Purpose::Direct {
+                    direct.adopt(auth);
+                    return;
+                }
                 let _ = net_tx
                     .send(NetEvent::Connected {
                         auth,
@@ -353,6 +392,8 @@ struct Driver {
     fresh: HashMap<u64, Fresh>,
     /// `join_network` calls waiting for the node's answer.
     waiters: HashMap<u64, oneshot::Sender<JoinOutcome>>,
+    /// `locate` calls waiting for the node's answer.
+    locators: HashMap<u64, oneshot::Sender<Vec<SocketAddr>>>,
     next_waiter: u64,
     next_conn_id: u64,
     /// Inputs the driver's own actions produced, handed to the node once the batch is done.
@@ -440,6 +481,12 @@ impl Driver {
             Command::AbortJoin { reply } => {
                 let _ = reply.send(self.node.abort_join(now));
             }
+            Command::Locate { agent, reply } => {
+                self.next_waiter += 1;
+                let waiter = self.next_waiter;
+                self.locators.insert(waiter, reply);
+                self.node.handle(Input::Locate { waiter, agent }, now);
+            }
             Command::Shutdown { .. } => unreachable!("handled in run()"),
         }
     }
@@ -457,6 +504,7 @@ impl Driver {
                     connection,
                     send,
                     recv,
+                    ..
                 } = auth;
                 let remote = connection.remote_address();
                 self.fresh.insert(
@@ -544,6 +592,13 @@ impl Driver {
                 for waiter in waiters {
                     if let Some(reply) = self.waiters.remove(&waiter) {
                         let _ = reply.send(outcome.clone());
+                    }
+                }
+            }
+            Action::Located { waiters, addrs } => {
+                for waiter in waiters {
+                    if let Some(reply) = self.locators.remove(&waiter) {
+                        let _ = reply.send(addrs.clone());
                     }
                 }
             }

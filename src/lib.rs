@@ -9,6 +9,8 @@ pub mod agent;
 /// cbindgen:ignore
 pub(crate) mod context;
 /// cbindgen:ignore
+pub mod direct;
+/// cbindgen:ignore
 pub(crate) mod duplicates;
 /// cbindgen:ignore
 pub mod error;
@@ -64,6 +66,7 @@ pub mod testing;
 pub(crate) mod wire;
 
 pub use agent::{Agent, AgentBuilder};
+pub use direct::{DirectMessage, Inbox};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventStream};
 pub use identity::{AgentId, Keypair, MachineId, PublicKey};

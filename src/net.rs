@@ -28,6 +28,18 @@ use crate::wire::{self, Credentials, FrameKind, Hello, Role, MAX_FRAME_LEN};
 /// Version 2: hellos by the agent key (version 1 peers fail the TLS handshake with "no
 /// application protocol" rather than a hello that does not decode).
 const ALPN: &[u8] = b"x0x/2";
+/// Direct connections (`crate::direct`: messages and requests to one agent) negotiate this
+/// instead, so the acceptor hands them to the direct layer rather than the overlay.
+const ALPN_DIRECT: &[u8] = b"x0x-direct/1";
+
+/// What a connection is for, as its TLS handshake negotiated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// The gossip overlay (membership, topic swarms, the directory).
+    Overlay,
+    /// Direct messages and requests between two agents.
+    Direct,
+}
 /// QUIC application close codes, the one list of them (a peer reads some to name the cause).
 /// An ordinary end: leaving, a refused or finished neighbourship, a connection not needed.
 pub const CLOSE_NORMAL: u32 = 0;
@@ -90,6 +102,8 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     ));
     // The peer's payload lanes (streams::LANES) and a few more; a peer opening more waits.
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
+    // A direct connection carries one bidirectional stream per message or request in flight.
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
     // BBR instead of the default Cubic: random loss is not congestion. Under 5% loss on 50 ms
     // RTT links (R1), Cubic's shrinking window queued payloads on busy links (p50 140 ms, p99
     // 490 ms, 0.76-0.86 duplicates per payload as late copies triggered grafts); BBR: p50 108
@@ -102,8 +116,15 @@ fn tls_error(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Crypto, format!("TLS setup failed: {e}"))
 }
 
+/// The agent's endpoint, and the client configuration its direct connections are dialed with
+/// (the endpoint's default dials overlay connections).
+pub struct Endpoint {
+    pub endpoint: quinn::Endpoint,
+    pub direct: quinn::ClientConfig,
+}
+
 /// Creates the agent's endpoint, bound to `bind`, accepting and opening connections.
-pub fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
+pub fn endpoint(bind: SocketAddr) -> Result<Endpoint> {
     let provider = crypto_provider();
     let cert =
         rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).map_err(tls_error)?;
@@ -116,7 +137,7 @@ pub fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
         .with_no_client_auth()
         .with_single_cert(vec![cert_der], key_der)
         .map_err(tls_error)?;
-    server.alpn_protocols = vec![ALPN.to_vec()];
+    server.alpn_protocols = vec![ALPN.to_vec(), ALPN_DIRECT.to_vec()];
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(server).map_err(tls_error)?,
     ));
@@ -129,16 +150,23 @@ pub fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    let mut direct = client.clone();
     client.alpn_protocols = vec![ALPN.to_vec()];
-    let mut client_config = quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(client).map_err(tls_error)?,
-    ));
-    client_config.transport_config(transport_config());
+    direct.alpn_protocols = vec![ALPN_DIRECT.to_vec()];
+    let client_config = |tls: rustls::ClientConfig| -> Result<quinn::ClientConfig> {
+        let mut config = quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(tls).map_err(tls_error)?,
+        ));
+        config.transport_config(transport_config());
+        Ok(config)
+    };
+    let direct = client_config(direct)?;
+    let client_config = client_config(client)?;
 
     let mut endpoint = quinn::Endpoint::server(server_config, bind)
         .map_err(|e| Error::io(format_args!("cannot bind UDP {bind}"), &e))?;
     endpoint.set_default_client_config(client_config);
-    Ok(endpoint)
+    Ok(Endpoint { endpoint, direct })
 }
 
 /// Accepts any certificate but still checks the TLS handshake signature: who the peer is gets
@@ -192,6 +220,10 @@ pub struct Authenticated {
     /// Other peers' addresses the peer passed on (see [`Hello::peers`]; at most
     /// [`wire::HELLO_PEERS`]).
     pub peers: Vec<SocketAddr>,
+    /// What the connection is for.
+    pub purpose: Purpose,
+    /// The peer's agent key (its hello proved it holds it).
+    pub agent_key: crate::identity::PublicKey,
     /// The QUIC connection.
     pub connection: Connection,
     /// Our half of the frame stream.
@@ -256,10 +288,45 @@ pub fn advertised(bound: SocketAddr) -> SocketAddr {
         .unwrap_or_else(|| dialable(bound))
 }
 
-/// Dials `addr` and authenticates the peer; `expected` rejects anyone else. `peers` go to the
-/// peer as hints (see [`Hello::peers`]).
+/// Dials `addr` for an overlay connection and authenticates the peer; `expected` rejects
+/// anyone else. `peers` go to the peer as hints (see [`Hello::peers`]).
 pub async fn dial(
     endpoint: &quinn::Endpoint,
+    credentials: &Credentials,
+    listen: SocketAddr,
+    addr: SocketAddr,
+    expected: Option<AgentId>,
+    peers: Vec<SocketAddr>,
+) -> Result<Authenticated> {
+    let connecting = endpoint.connect(dialable(addr), SERVER_NAME);
+    dial_with(connecting, credentials, listen, addr, expected, peers).await
+}
+
+/// Dials `addr` for a direct connection to the agent `expected`.
+pub async fn dial_direct(
+    endpoint: &Endpoint,
+    credentials: &Credentials,
+    listen: SocketAddr,
+    addr: SocketAddr,
+    expected: AgentId,
+) -> Result<Authenticated> {
+    let connecting =
+        endpoint
+            .endpoint
+            .connect_with(endpoint.direct.clone(), dialable(addr), SERVER_NAME);
+    dial_with(
+        connecting,
+        credentials,
+        listen,
+        addr,
+        Some(expected),
+        Vec::new(),
+    )
+    .await
+}
+
+async fn dial_with(
+    connecting: std::result::Result<quinn::Connecting, quinn::ConnectError>,
     credentials: &Credentials,
     listen: SocketAddr,
     addr: SocketAddr,
@@ -270,8 +337,7 @@ pub async fn dial(
         let cannot = |e: &dyn std::fmt::Display| {
             Error::new(ErrorKind::Io, format!("cannot connect to {addr}: {e}"))
         };
-        let connection = endpoint
-            .connect(dialable(addr), SERVER_NAME)
+        let connection = connecting
             .map_err(|e| cannot(&e))?
             .await
             .map_err(|e| cannot(&e))?;
@@ -302,6 +368,8 @@ pub async fn dial(
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),
+            purpose: purpose_of(&connection),
+            agent_key: sender.agent_key,
             connection,
             send,
             recv,
@@ -360,6 +428,8 @@ pub async fn accept(
             incarnation: theirs.incarnation,
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),
+            purpose: purpose_of(&connection),
+            agent_key: sender.agent_key,
             connection,
             send,
             recv,
@@ -367,6 +437,18 @@ pub async fn accept(
     })
     .await
     .map_err(|_| Error::new(ErrorKind::Timeout, "incoming handshake timed out"))?
+}
+
+/// What the TLS handshake of `connection` negotiated it for.
+fn purpose_of(connection: &Connection) -> Purpose {
+    let protocol = connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    match protocol.as_deref() {
+        Some(ALPN_DIRECT) => Purpose::Direct,
+        _ => Purpose::Overlay,
+    }
 }
 
 /// A peer bound to `0.0.0.0` announces an unspecified IP: use the one it connected from.

@@ -81,6 +81,16 @@ counters! {
         foreign_envelopes_in,
         /// The bytes of those envelope copies.
         foreign_bytes_in,
+        /// Direct messages and requests this agent sent (each written to its recipient).
+        direct_out,
+        /// Direct messages and requests other agents sent to this one.
+        direct_in,
+        /// Of those, the ones refused (no inbox open, a duplicate request, a request dropped
+        /// unanswered) or answered with a failure.
+        direct_refused,
+        /// Agent cards dropped: the signature did not verify, or the card named another agent
+        /// than the one that presented it.
+        cards_rejected,
     }
     gauges {
         /// Current gossip neighbours.

@@ -166,7 +166,7 @@ impl Rogue {
     }
 
     async fn connect(honest: &Agent, stop_lanes: bool) -> Self {
-        let endpoint = net::endpoint(localhost()).unwrap();
+        let endpoint = net::endpoint(localhost()).unwrap().endpoint;
         let listen = endpoint.local_addr().unwrap();
         let agent_key = Keypair::generate().unwrap();
         let credentials =
@@ -938,7 +938,7 @@ async fn an_address_that_keeps_striking_out_is_refused_for_a_while() {
         }
         assert_eq!(honest.stats().connections_refused, 0);
 
-        let endpoint = net::endpoint(localhost()).unwrap();
+        let endpoint = net::endpoint(localhost()).unwrap().endpoint;
         let connecting = endpoint
             .connect(net::dialable(honest.local_addr()), SERVER_NAME)
             .unwrap();
@@ -968,7 +968,7 @@ struct Unauthenticated {
 }
 
 async fn connect_raw(honest: &Agent) -> Unauthenticated {
-    let endpoint = net::endpoint(localhost()).unwrap();
+    let endpoint = net::endpoint(localhost()).unwrap().endpoint;
     let listen = endpoint.local_addr().unwrap();
     let connection = within(
         "QUIC handshake",

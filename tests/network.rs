@@ -240,7 +240,9 @@ async fn peers_named_in_a_hello_are_dialed_when_short_of_neighbours() {
     let z = agent(&[]).await;
     z.join_network(JOIN).await.unwrap();
 
-    let endpoint = x0x::testing::net::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = x0x::testing::net::endpoint("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .endpoint;
     let listen = endpoint.local_addr().unwrap();
     let key = x0x::testing::wire::Credentials::new(
         x0x::Keypair::generate().unwrap(),

@@ -575,7 +575,7 @@ async fn rogue_worker(
     counters: Arc<FloodCounters>,
     sources: Option<Arc<AtomicU64>>,
 ) {
-    let mut endpoint = net::endpoint(localhost()).unwrap();
+    let mut endpoint = net::endpoint(localhost()).unwrap().endpoint;
     let mut listen = endpoint.local_addr().unwrap();
     let machine = Keypair::generate().unwrap();
     let mut n = 0usize;
@@ -586,7 +586,7 @@ async fn rogue_worker(
             let i = sources.fetch_add(1, Ordering::AcqRel) + 2;
             let ip = std::net::Ipv4Addr::new(127, (i >> 16) as u8, (i >> 8) as u8, i as u8);
             endpoint.close(0u32.into(), b"next address");
-            endpoint = net::endpoint(SocketAddr::from((ip, 0))).unwrap();
+            endpoint = net::endpoint(SocketAddr::from((ip, 0))).unwrap().endpoint;
             listen = endpoint.local_addr().unwrap();
         }
         let note = |e: String| *counters.last_error.lock().unwrap() = Some(e);

@@ -62,6 +62,16 @@ class Stats(TypedDict):
     their way when the agent left a topic's swarm."""
     foreign_bytes_in: int
     """The bytes of those envelope copies."""
+    direct_out: int
+    """Direct messages and requests this agent sent."""
+    direct_in: int
+    """Direct messages and requests other agents sent to this one."""
+    direct_refused: int
+    """Of those, the ones refused (no inbox open, a duplicate request, a request dropped
+    unanswered) or answered with a failure."""
+    cards_rejected: int
+    """Agent cards dropped: a bad signature, or a card naming another agent than the one that
+    presented it."""
 
 
 class TopicStats(TypedDict):

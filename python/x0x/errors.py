@@ -14,6 +14,7 @@ __all__ = [
     "CorruptDataError",
     "CryptoError",
     "InUseError",
+    "RemoteError",
     "InternalError",
     "InvalidArgumentError",
     "NotConnectedError",
@@ -138,6 +139,16 @@ class InUseError(X0xError, OSError):
         return self.message
 
 
+class RemoteError(X0xError):
+    """The other agent refused a direct message or request (it has no inbox open, it dropped the
+    request unanswered) or its handler failed; ``message`` is the other agent's reason."""
+
+    status = lib.X0X_REMOTE
+
+    def __str__(self) -> str:
+        return self.message
+
+
 _BY_STATUS: Dict[int, Type[X0xError]] = {
     cls.status: cls
     for cls in (
@@ -153,6 +164,7 @@ _BY_STATUS: Dict[int, Type[X0xError]] = {
         InternalError,
         CorruptDataError,
         InUseError,
+        RemoteError,
     )
 }
 

@@ -69,6 +69,16 @@ pub struct X0xStats {
     pub foreign_envelopes_in: u64,
     /// The bytes of those envelope copies.
     pub foreign_bytes_in: u64,
+    /// Direct messages and requests this agent sent.
+    pub direct_out: u64,
+    /// Direct messages and requests other agents sent to this one.
+    pub direct_in: u64,
+    /// Of those, the ones refused (no inbox open, a duplicate request, a request dropped
+    /// unanswered) or answered with a failure.
+    pub direct_refused: u64,
+    /// Agent cards dropped: a bad signature, or a card naming another agent than the one that
+    /// presented it.
+    pub cards_rejected: u64,
 }
 
 /// One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches
@@ -124,6 +134,10 @@ impl From<Stats> for X0xStats {
             identity_conflicts,
             foreign_envelopes_in,
             foreign_bytes_in,
+            direct_out,
+            direct_in,
+            direct_refused,
+            cards_rejected,
             neighbours,
             connections,
         } = stats;
@@ -147,6 +161,10 @@ impl From<Stats> for X0xStats {
             identity_conflicts,
             foreign_envelopes_in,
             foreign_bytes_in,
+            direct_out,
+            direct_in,
+            direct_refused,
+            cards_rejected,
         }
     }
 }

@@ -34,9 +34,12 @@ pub const X0X_CORRUPT: X0xStatus = 11;
 /// The agent's identity is in use by another running agent (its data dir or key file is
 /// locked by another process, or another process runs with the same agent key).
 pub const X0X_IN_USE: X0xStatus = 12;
+/// The other agent refused a direct message or request (no inbox open, the request was
+/// dropped unanswered) or its handler failed; the error message is its reason.
+pub const X0X_REMOTE: X0xStatus = 13;
 
 /// Every status with its name, in numeric order.
-pub(crate) const STATUS_NAMES: [(X0xStatus, &str); 13] = [
+pub(crate) const STATUS_NAMES: [(X0xStatus, &str); 14] = [
     (X0X_OK, "OK\0"),
     (X0X_INVALID_ARGUMENT, "INVALID_ARGUMENT\0"),
     (X0X_NOT_FOUND, "NOT_FOUND\0"),
@@ -50,6 +53,7 @@ pub(crate) const STATUS_NAMES: [(X0xStatus, &str); 13] = [
     (X0X_PANIC, "PANIC\0"),
     (X0X_CORRUPT, "CORRUPT\0"),
     (X0X_IN_USE, "IN_USE\0"),
+    (X0X_REMOTE, "REMOTE\0"),
 ];
 
 pub(crate) fn status_of(kind: ErrorKind) -> X0xStatus {
@@ -65,6 +69,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> X0xStatus {
         ErrorKind::Timeout => X0X_TIMEOUT,
         ErrorKind::Protocol => X0X_PROTOCOL,
         ErrorKind::InUse => X0X_IN_USE,
+        ErrorKind::Remote => X0X_REMOTE,
     }
 }
 

@@ -70,6 +70,9 @@ pub(crate) enum Purpose {
     Myself,
     /// Members of a swarm (by its rendezvous key), and where to register.
     Swarm(Key),
+    /// Where an agent listens (for a direct connection): the lookup walks towards its id,
+    /// which the agents nearest to it know (it looked itself up when it joined).
+    Agent(AgentId),
 }
 
 /// A lookup that ended: the closest agents that answered, and the members they keep.
@@ -141,6 +144,7 @@ impl Directory {
         let target = match purpose {
             Purpose::Myself => me.0,
             Purpose::Swarm(key) => key,
+            Purpose::Agent(agent) => agent.0,
         };
         let mut lookup = Lookup {
             target,
@@ -179,6 +183,9 @@ impl Directory {
         };
         lookup.set(&peer, Ask::Answered);
         for (agent, addr) in closer.into_iter().take(CLOSEST) {
+            if purpose == Purpose::Agent(agent) {
+                lookup.members.insert(agent, addr);
+            }
             lookup.add(me, agent, addr);
         }
         if let Purpose::Swarm(_) = purpose {

@@ -198,6 +198,11 @@ pub(crate) enum Input {
         peer: AgentId,
         message: directory::Message,
     },
+    /// Where does `agent` listen? Answered by [`Action::Located`] naming `waiter`.
+    Locate {
+        waiter: u64,
+        agent: AgentId,
+    },
 }
 
 /// What the node asks its driver to do.
@@ -230,6 +235,11 @@ pub(crate) enum Action {
     },
     /// Addresses the next hellos pass on.
     PeerSample(Vec<SocketAddr>),
+    /// The answer to [`Input::Locate`]: where the agent may listen (none: not found).
+    Located {
+        waiters: Vec<u64>,
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 #[derive(Debug)]
@@ -293,6 +303,8 @@ pub(crate) struct Node {
     link_used: BTreeMap<AgentId, Instant>,
     /// Whether this agent looked itself up since it joined.
     announced: bool,
+    /// [`Input::Locate`] waiters, by the agent they look for.
+    locating: BTreeMap<AgentId, Vec<u64>>,
     /// Our high-priority `Neighbor` request (see [`Node::ask_to_be_neighbour`]).
     neighbour_request: Bytes,
 }
@@ -365,6 +377,7 @@ impl Node {
             directory: Directory::default(),
             link_used: BTreeMap::new(),
             announced: false,
+            locating: BTreeMap::new(),
             neighbour_request,
         };
         node.set_timer(Duration::ZERO, Timer::Repair);
@@ -407,6 +420,40 @@ impl Node {
                 }
             }
             Input::Directory { peer, message } => self.on_directory(peer, message),
+            Input::Locate { waiter, agent } => self.locate(waiter, agent),
+        }
+    }
+
+    /// Answers where `agent` listens from the address book, or looks it up in the directory.
+    fn locate(&mut self, waiter: u64, agent: AgentId) {
+        let known = self.addresses_of(&agent);
+        if !known.is_empty() || self.mode == Mode::Left || agent == self.me {
+            self.out.push_back(Action::Located {
+                waiters: vec![waiter],
+                addrs: known,
+            });
+            return;
+        }
+        self.locating.entry(agent).or_default().push(waiter);
+        self.look_up(Purpose::Agent(agent));
+    }
+
+    /// The addresses this agent knows for `agent`: where it listens, and where a link to it
+    /// reached it.
+    fn addresses_of(&self, agent: &AgentId) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.members.address(agent).into_iter().collect();
+        if let Some(link) = self.links.get(agent) {
+            if !addrs.contains(&link.remote) {
+                addrs.push(link.remote);
+            }
+        }
+        addrs
+    }
+
+    /// Answers the locate waiters for `agent` with `addrs`.
+    fn located(&mut self, agent: &AgentId, addrs: Vec<SocketAddr>) {
+        if let Some(waiters) = self.locating.remove(agent) {
+            self.out.push_back(Action::Located { waiters, addrs });
         }
     }
 
@@ -990,6 +1037,10 @@ impl Node {
             }
         }
         self.directory.stop();
+        let sought: Vec<AgentId> = self.locating.keys().copied().collect();
+        for agent in sought {
+            self.located(&agent, Vec::new());
+        }
         self.announced = false;
         self.set_mode(Mode::Left);
         for peer in self.neighbours.clone() {
@@ -1449,6 +1500,17 @@ impl Node {
 
     /// A lookup ended: register with the closest agents it found, and join the members.
     fn lookup_done(&mut self, done: directory::Done) {
+        if let Purpose::Agent(agent) = done.purpose {
+            let mut addrs: Vec<SocketAddr> =
+                done.members.get(&agent).copied().into_iter().collect();
+            for addr in self.addresses_of(&agent) {
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+            self.located(&agent, addrs);
+            return;
+        }
         let Purpose::Swarm(key) = done.purpose else {
             return;
         };
@@ -1567,6 +1629,14 @@ impl Node {
                     let found = self.directory.members_found(Purpose::Swarm(key));
                     if !found.is_empty() {
                         self.join_members(id, found);
+                    }
+                }
+                // A located agent is answered at once; its lookup ends on its own.
+                let sought: Vec<AgentId> = self.locating.keys().copied().collect();
+                for agent in sought {
+                    let found = self.directory.members_found(Purpose::Agent(agent));
+                    if !found.is_empty() {
+                        self.located(&agent, found.into_iter().map(|(_, addr)| addr).collect());
                     }
                 }
                 self.carry_out_directory(sends, done.into_iter().collect());

@@ -1184,6 +1184,8 @@ impl World {
                 Err(_) => self.schedule(self.now + SECOND, Event::Rejoin { agent }),
             },
             Action::PeerSample(sample) => self.agents[agent].peer_sample = sample,
+            // Direct connections are not simulated: nobody asks where an agent listens.
+            Action::Located { .. } => {}
         }
     }
 

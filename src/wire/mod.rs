@@ -24,11 +24,13 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod direct;
 mod envelope;
 mod frame;
 mod gossip_layout;
 mod hello;
 
+pub use direct::*;
 pub use envelope::*;
 pub use frame::*;
 pub use gossip_layout::*;
