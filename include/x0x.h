@@ -47,6 +47,12 @@
 // A task changed (`list_id`, `task_id`, `task_status`, `assignee`, `removed`, `remote`).
 #define X0X_EVENT_TASK_UPDATED 5
 
+// `peer` is an agent this agent now holds the card of (`x0x_agent_peers` lists it).
+#define X0X_EVENT_AGENT_JOINED 6
+
+// `peer`'s card expired, or that agent said it is leaving.
+#define X0X_EVENT_AGENT_LEFT 7
+
 // A task nobody has claimed.
 #define X0X_TASK_EMPTY 0
 
@@ -227,8 +233,8 @@ typedef struct X0xTopicStats {
 typedef struct X0xEvent {
   // One of the `X0X_EVENT_*` constants.
   int32_t kind;
-  // The peer's agent id (its identity in the network), for `X0X_EVENT_PEER_JOINED` /
-  // `X0X_EVENT_PEER_LEFT` (else zero).
+  // The peer's agent id (its identity in the network), for `X0X_EVENT_PEER_JOINED`,
+  // `X0X_EVENT_PEER_LEFT`, `X0X_EVENT_AGENT_JOINED` and `X0X_EVENT_AGENT_LEFT` (else zero).
   struct X0xId peer;
   // Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
   uint32_t neighbours;

@@ -1,5 +1,6 @@
 //! The public façade: [`AgentBuilder`] and [`Agent`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use crate::events::{EventStream, DEFAULT_EVENT_CAPACITY};
 use crate::gossip::{JoinFailure, Network};
 use crate::identity::{self, AgentId, Keypair, MachineId, PublicKey};
 use crate::instance::InstanceLock;
+use crate::presence::{self, AgentInfo};
 use crate::pubsub::{Publisher, Registry, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::tasklists::{ListId, TaskList, TaskLists};
@@ -69,6 +71,8 @@ pub struct AgentBuilder {
     bind: Option<SocketAddr>,
     bootstrap: Vec<String>,
     data_dir: Option<PathBuf>,
+    capabilities: Vec<String>,
+    info: BTreeMap<String, String>,
 }
 
 impl AgentBuilder {
@@ -124,6 +128,26 @@ impl AgentBuilder {
         Ok(self)
     }
 
+    /// Advertise these capabilities (e.g. `"summarize"`, `"translate:fr"`): other agents find
+    /// this one by them ([`Agent::find`]). At most 64, each 1 to 128 bytes without spaces.
+    pub fn with_capabilities<S: Into<String>>(
+        &mut self,
+        capabilities: impl IntoIterator<Item = S>,
+    ) -> Result<&mut Self> {
+        let capabilities: Vec<String> = capabilities.into_iter().map(Into::into).collect();
+        presence::check_card(&capabilities, &self.info)?;
+        self.capabilities = capabilities;
+        Ok(self)
+    }
+
+    /// A small map this agent's card shows ([`AgentInfo::info`]): at most 4 KiB of keys and
+    /// values.
+    pub fn with_info(&mut self, info: BTreeMap<String, String>) -> Result<&mut Self> {
+        presence::check_card(&self.capabilities, &info)?;
+        self.info = info;
+        Ok(self)
+    }
+
     /// Where the machine key comes from.
     pub fn machine_key_source(&self) -> &MachineKeySource {
         &self.machine_key
@@ -148,6 +172,8 @@ impl AgentBuilder {
             bind,
             Arc::clone(&registry),
             Arc::clone(&counters),
+            self.capabilities.clone(),
+            self.info.clone(),
         )?;
         let publisher = Publisher::start(
             credentials.agent_key().clone(),
@@ -469,11 +495,115 @@ impl Agent {
         }
     }
 
-    /// Leaves the network gracefully (neighbours are told). Publishing then fails until the next
-    /// `join_network`.
+    /// Leaves the network gracefully (neighbours and direct peers are told). Publishing and
+    /// direct messages then fail until the next `join_network`.
     pub async fn leave_network(&self) -> Result<()> {
         self.check_open()?;
+        self.say_farewell();
         self.network.leave().await
+    }
+
+    /// Shows direct peers a card that expires at once (overlay peers get it from the driver).
+    fn say_farewell(&self) {
+        if let Ok(card) = self.network.presence().farewell() {
+            self.network.direct().show_cards(&card);
+        }
+    }
+
+    /// The agents this agent holds a valid card of: those it has been connected to (overlay
+    /// neighbours, directory peers, direct peers) and those [`Agent::find`] found, at most
+    /// [`presence::MAX_PEERS`]. A snapshot, by agent id.
+    pub fn peers(&self) -> Vec<AgentInfo> {
+        self.network.presence().peers()
+    }
+
+    /// The capabilities this agent advertises.
+    pub fn capabilities(&self) -> Vec<String> {
+        self.network.presence().capabilities()
+    }
+
+    /// Advertises `capabilities` instead of the current ones, and `info` if given: the
+    /// directory records follow, and peers are shown the new card.
+    pub fn advertise(
+        &self,
+        capabilities: Vec<String>,
+        info: Option<BTreeMap<String, String>>,
+    ) -> Result<()> {
+        self.check_open()?;
+        let presence = self.network.presence();
+        let info = match info {
+            Some(info) => info,
+            None => presence.info(),
+        };
+        presence::check_card(&capabilities, &info)?;
+        presence.advertise(capabilities.clone(), info);
+        self.network.advertise(&capabilities)?;
+        let (card, _) = presence.card()?;
+        self.network.direct().show_cards(&card);
+        Ok(())
+    }
+
+    /// Agents that advertise `capability`, with their verified cards: those known already, and
+    /// when that is fewer than `limit` (or no limit is given), those a directory lookup finds,
+    /// each card fetched over a direct connection. Returns what it has when `timeout` passes
+    /// (possibly nothing); never this agent itself.
+    pub async fn find(
+        &self,
+        capability: &str,
+        timeout: Duration,
+        limit: Option<usize>,
+    ) -> Result<Vec<AgentInfo>> {
+        self.check_open()?;
+        presence::check_capability(capability)?;
+        if !self.network.context().is_joined() {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "not connected to the network: call join_network() first",
+            ));
+        }
+        let limit = limit.unwrap_or(usize::MAX);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let presence = Arc::clone(self.network.presence());
+        let offers = |info: &AgentInfo| info.capabilities.iter().any(|c| c == capability);
+        let mut found: Vec<AgentInfo> = presence.peers().into_iter().filter(offers).collect();
+        if found.len() >= limit {
+            found.truncate(limit);
+            return Ok(found);
+        }
+        let members = tokio::time::timeout_at(deadline, self.network.find(capability))
+            .await
+            .unwrap_or_default();
+        let me = self.agent_id();
+        let mut fetches = tokio::task::JoinSet::new();
+        for (agent, addr) in members {
+            if agent == me || found.iter().any(|info| info.agent_id == agent) {
+                continue;
+            }
+            let direct = Arc::clone(self.network.direct());
+            let presence = Arc::clone(&presence);
+            fetches.spawn(async move {
+                let mut addrs = vec![addr];
+                addrs.extend(presence.addresses(&agent));
+                direct.connect(agent, addrs).await.ok()?;
+                loop {
+                    let arrived = presence.arrivals().notified();
+                    tokio::pin!(arrived);
+                    arrived.as_mut().enable();
+                    if let Some(info) = presence.get(&agent) {
+                        return Some(info);
+                    }
+                    arrived.await;
+                }
+            });
+        }
+        while found.len() < limit {
+            match tokio::time::timeout_at(deadline, fetches.join_next()).await {
+                Ok(Some(Ok(Some(info)))) if offers(&info) => found.push(info),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Whether the agent has at least one gossip neighbour.
@@ -618,6 +748,12 @@ impl Agent {
         self.network.context()
     }
 
+    /// This agent's card and the cards it holds (for `testing`).
+    #[cfg(any(feature = "testing", fuzzing))]
+    pub(crate) fn presence(&self) -> &crate::presence::Presence {
+        self.network.presence()
+    }
+
     /// A snapshot of the agent's traffic counters.
     pub fn stats(&self) -> Stats {
         let context = self.network.context();
@@ -677,6 +813,7 @@ impl Agent {
         if !self.closed.swap(true, Ordering::AcqRel) {
             let tasklists = Arc::clone(&self.tasklists);
             let flushed = tokio::task::spawn_blocking(move || tasklists.flush()).await;
+            self.say_farewell();
             self.network.shutdown().await;
             // The lists are saved: another agent may take this home now.
             self.locks.lock().unwrap_or_else(|e| e.into_inner()).clear();

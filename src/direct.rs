@@ -26,8 +26,9 @@ use tokio::time::Instant;
 
 use crate::context::AgentContext;
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::AgentId;
+use crate::identity::{AgentId, MachineId};
 use crate::net::{self, Authenticated, ReadError};
+use crate::presence::Presence;
 use crate::queue::BoundedQueue;
 use crate::wire::{Answer, Credentials, Letter, MAX_ANSWER_LEN, MAX_LETTER_LEN, MAX_PAYLOAD_LEN};
 
@@ -176,6 +177,8 @@ impl Drop for Inbox {
 /// A direct connection, and how busy it is.
 struct Link {
     connection: Connection,
+    /// This agent's cards for the peer (written on the hello stream, see `show_cards`).
+    cards: tokio::sync::mpsc::UnboundedSender<Bytes>,
     /// Streams under way (either direction).
     streams: usize,
     last_used: Instant,
@@ -201,6 +204,7 @@ pub(crate) struct Direct {
     endpoint: net::Endpoint,
     listen: SocketAddr,
     context: Arc<AgentContext>,
+    presence: Arc<Presence>,
     state: Mutex<State>,
 }
 
@@ -212,6 +216,7 @@ impl Direct {
         endpoint: net::Endpoint,
         listen: SocketAddr,
         context: Arc<AgentContext>,
+        presence: Arc<Presence>,
     ) -> Arc<Self> {
         let mut start = [0u8; 8];
         aws_lc_rs::rand::fill(&mut start).expect("the system random source works");
@@ -221,6 +226,7 @@ impl Direct {
             endpoint,
             listen,
             context,
+            presence,
             state: Mutex::default(),
         });
         tokio::spawn(reap(Arc::downgrade(&direct)));
@@ -265,15 +271,27 @@ impl Direct {
         })
     }
 
-    /// Takes over a direct connection the accept loop authenticated.
+    /// Takes over a direct connection (dialed, or accepted and authenticated): both ends
+    /// show their cards on its hello stream, then letters go both ways.
     pub(crate) fn adopt(self: &Arc<Self>, auth: Authenticated) {
         let Authenticated {
-            peer, connection, ..
+            peer,
+            machine,
+            connection,
+            send,
+            recv,
+            ..
         } = auth;
         if peer == self.me() {
             connection.close(net::CLOSE_SELF.into(), b"this agent itself");
             return;
         }
+        let (cards, card_rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok((card, _)) = self.presence.card() {
+            let _ = cards.send(card);
+        }
+        tokio::spawn(write_cards(send, card_rx));
+        tokio::spawn(read_cards(Arc::clone(&self.presence), peer, machine, recv));
         {
             let mut state = self.lock();
             if state.closed {
@@ -285,6 +303,7 @@ impl Direct {
                 peer,
                 Link {
                     connection: connection.clone(),
+                    cards,
                     streams: 0,
                     last_used: Instant::now(),
                 },
@@ -343,6 +362,16 @@ impl Direct {
                 format!("agent {to:?} answered with a frame that does not decode"),
             )
         })
+    }
+
+    /// Opens a direct connection to `to` at one of `addrs` unless there is one; its card
+    /// arrives in `presence` shortly after.
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        to: AgentId,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<()> {
+        self.connection(to, async { addrs }).await.map(|_| ())
     }
 
     /// A live connection to `to`: the one there is, or a new one to one of the addresses
@@ -513,6 +542,13 @@ impl Direct {
         }
     }
 
+    /// Shows `card` (this agent's new card, or its farewell) to every direct peer.
+    pub(crate) fn show_cards(&self, card: &Bytes) {
+        for link in self.lock().links.values() {
+            let _ = link.cards.send(card.clone());
+        }
+    }
+
     /// Direct connections open now.
     pub(crate) fn connections(&self) -> usize {
         self.lock().links.len()
@@ -585,6 +621,30 @@ impl Drop for Busy<'_> {
             link.streams = link.streams.saturating_sub(1);
             link.last_used = Instant::now();
         }
+    }
+}
+
+/// Writes this agent's cards on a direct connection's hello stream.
+async fn write_cards(mut send: SendStream, mut cards: tokio::sync::mpsc::UnboundedReceiver<Bytes>) {
+    while let Some(card) = cards.recv().await {
+        let mut frame = bytes::BytesMut::new();
+        net::put_frame(&mut frame, &card);
+        if send.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Reads the cards `peer` shows on a direct connection's hello stream.
+async fn read_cards(
+    presence: Arc<Presence>,
+    peer: AgentId,
+    machine: MachineId,
+    mut recv: RecvStream,
+) {
+    while let Ok(Some(card)) = net::read_frame_checked(&mut recv).await {
+        presence.accept(peer, machine, &card);
     }
 }
 

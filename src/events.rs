@@ -25,6 +25,10 @@ pub enum Event {
     PeerLeft(AgentId),
     /// A task changed, here or on another replica.
     TaskUpdated(TaskUpdate),
+    /// This agent got the card of an agent it held none of (see [`crate::Agent::peers`]).
+    AgentJoined(AgentId),
+    /// An agent's card expired, or the agent said it is leaving.
+    AgentLeft(AgentId),
 }
 
 /// Fans events out to every open [`EventStream`].

@@ -216,7 +216,7 @@ impl NodeHarness {
             return false;
         };
         match self.reader.read(frame, &self.keys) {
-            Ok(None) => {}
+            Ok(None) | Ok(Some(Incoming::Card(_))) => {}
             Ok(Some(Incoming::Directory(message))) => {
                 self.input(Input::Directory { peer, message })
             }

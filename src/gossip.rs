@@ -8,7 +8,7 @@
 //! are throttled instead, by the node-wide send backlog. Reader tasks verify every data message
 //! before the node sees it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,12 +23,13 @@ use tokio::time::Instant;
 use crate::context::AgentContext;
 use crate::direct::Direct;
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::{AgentId, PublicKey};
+use crate::identity::{AgentId, MachineId, PublicKey};
 use crate::net::{self, Authenticated, ReadError};
 use crate::overlay::links::Outgoing;
 use crate::overlay::node::{Action, Connected, Input, Node};
 pub use crate::overlay::node::{JoinFailure, JoinOutcome};
 use crate::penalties::Penalties;
+use crate::presence::{capability_key, Presence};
 use crate::pubsub::Registry;
 use crate::stats::Counters;
 use crate::streams::{ConnectionWriter, Incoming, KeyStore, StreamReader, LANES};
@@ -91,12 +92,15 @@ pub struct Shared {
     peer_sample: Mutex<Vec<SocketAddr>>,
     /// Publisher keys, for the writers to announce on the streams they forward payloads on.
     keys: KeyStore,
+    /// This agent's card and the cards it holds.
+    pub presence: Arc<Presence>,
 }
 
 impl Shared {
     /// The network state of agent `context`, whose public key is `me`, before it joins.
-    pub(crate) fn new(context: Arc<AgentContext>, me: PublicKey) -> Self {
+    pub(crate) fn new(context: Arc<AgentContext>, me: PublicKey, presence: Arc<Presence>) -> Self {
         Self {
+            presence,
             context,
             connections: AtomicUsize::new(0),
             backlog: Backlog::default(),
@@ -147,6 +151,13 @@ enum Command {
         agent: AgentId,
         reply: oneshot::Sender<Vec<SocketAddr>>,
     },
+    /// This agent now advertises the capabilities with these rendezvous keys.
+    Advertise(BTreeSet<[u8; 32]>),
+    /// Which agents advertise the capability with rendezvous key `key`?
+    Find {
+        key: [u8; 32],
+        reply: oneshot::Sender<Vec<(AgentId, SocketAddr)>>,
+    },
 }
 
 /// What the network tasks report to the driver: a connection whose hello checked out (the
@@ -174,6 +185,8 @@ impl Network {
         bind: SocketAddr,
         registry: Arc<Registry>,
         counters: Arc<Counters>,
+        capabilities: Vec<String>,
+        info: BTreeMap<String, String>,
     ) -> Result<Self> {
         let endpoints = net::endpoint(bind)?;
         let endpoint = endpoints.endpoint.clone();
@@ -181,18 +194,35 @@ impl Network {
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", &e))?;
         let context = Arc::new(AgentContext::new(counters, registry));
+        let keys: BTreeSet<[u8; 32]> = capabilities.iter().map(|c| capability_key(c)).collect();
+        let presence = Arc::new(Presence::new(
+            credentials.agent_key().clone(),
+            credentials.incarnation(),
+            Arc::clone(&context),
+            capabilities,
+            info,
+        ));
         let shared = Arc::new(Shared::new(
             Arc::clone(&context),
             credentials.agent_key().public_key().clone(),
+            Arc::clone(&presence),
         ));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::channel(1024);
         let advertised = net::advertised(local_addr);
+        let mut addresses = vec![advertised];
+        addresses.extend(
+            net::local_addrs(local_addr)
+                .into_iter()
+                .filter(|addr| *addr != advertised),
+        );
+        presence.set_addresses(addresses);
         let direct = Direct::start(
             Arc::clone(&credentials),
             endpoints,
             advertised,
             Arc::clone(&context),
+            Arc::clone(&presence),
         );
         let node = Node::new(
             credentials.agent_id(),
@@ -213,6 +243,8 @@ impl Network {
             fresh: HashMap::new(),
             waiters: HashMap::new(),
             locators: HashMap::new(),
+            finders: HashMap::new(),
+            cards_shown: HashMap::new(),
             next_waiter: 0,
             next_conn_id: 0,
             feedback: Vec::new(),
@@ -226,6 +258,9 @@ impl Network {
             Arc::clone(&direct),
         ));
         tokio::spawn(driver.run(command_rx, net_rx));
+        if !keys.is_empty() {
+            let _ = commands.send(Command::Advertise(keys));
+        }
         Ok(Self {
             commands,
             shared,
@@ -237,6 +272,29 @@ impl Network {
     /// Direct messages and requests.
     pub(crate) fn direct(&self) -> &Arc<Direct> {
         &self.direct
+    }
+
+    /// This agent's card and the cards it holds.
+    pub(crate) fn presence(&self) -> &Arc<Presence> {
+        &self.shared.presence
+    }
+
+    /// Advertises exactly `capabilities` (checked by the caller): the records of others are
+    /// taken back from the directory, new ones registered, and the new card shown to peers.
+    pub fn advertise(&self, capabilities: &[String]) -> Result<()> {
+        let keys = capabilities.iter().map(|c| capability_key(c)).collect();
+        self.send(Command::Advertise(keys))
+    }
+
+    /// The agents (and where they listen) that have records for `capability` in the
+    /// directory; empty when not joined or none are found.
+    pub async fn find(&self, capability: &str) -> Vec<(AgentId, SocketAddr)> {
+        let (reply, done) = oneshot::channel();
+        let key = capability_key(capability);
+        if self.send(Command::Find { key, reply }).is_err() {
+            return Vec::new();
+        }
+        done.await.unwrap_or_default()
     }
 
     /// Where `agent` may listen: from the address book, or a directory lookup (empty when not
@@ -315,11 +373,12 @@ impl Network {
 
     /// Stops the driver: leaves, closes every connection and the endpoint.
     pub async fn shutdown(&self) {
-        self.direct.close();
         let (reply, done) = oneshot::channel();
         if self.send(Command::Shutdown { reply }).is_ok() {
             let _ = done.await;
         }
+        // After the driver's grace period: direct peers had time to read the farewell card.
+        self.direct.close();
     }
 }
 
@@ -366,6 +425,7 @@ async fn accept_loop(
 
 /// An adopted connection: where its frames go, and how much of them is unsent.
 struct DriverLink {
+    incarnation: u64,
     frames: mpsc::UnboundedSender<Outgoing>,
     queued: Arc<AtomicUsize>,
     connection: Connection,
@@ -375,6 +435,8 @@ struct DriverLink {
 /// An authenticated connection the node has not decided on yet.
 struct Fresh {
     peer: AgentId,
+    incarnation: u64,
+    machine: MachineId,
     connection: Connection,
     send: SendStream,
     recv: RecvStream,
@@ -394,6 +456,11 @@ struct Driver {
     waiters: HashMap<u64, oneshot::Sender<JoinOutcome>>,
     /// `locate` calls waiting for the node's answer.
     locators: HashMap<u64, oneshot::Sender<Vec<SocketAddr>>>,
+    /// `find` calls waiting for the node's answer.
+    finders: HashMap<u64, oneshot::Sender<Vec<(AgentId, SocketAddr)>>>,
+    /// When this agent's current card (signed at the second value) was shown to each peer
+    /// run, so that each sees it once.
+    cards_shown: HashMap<(AgentId, u64), (Instant, u64)>,
     next_waiter: u64,
     next_conn_id: u64,
     /// Inputs the driver's own actions produced, handed to the node once the batch is done.
@@ -423,6 +490,8 @@ impl Driver {
             tokio::select! {
                 _ = key_pruning.tick() => {
                     self.shared.keys.prune(std::time::Instant::now());
+                    self.shared.presence.expire();
+                    self.show_card_to_all();
                 }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
@@ -471,6 +540,7 @@ impl Driver {
                 );
             }
             Command::Leave { reply } => {
+                self.farewell();
                 self.node.handle(Input::Leave, now);
                 tokio::spawn(async move {
                     tokio::time::sleep(CLOSE_GRACE).await;
@@ -486,6 +556,16 @@ impl Driver {
                 let waiter = self.next_waiter;
                 self.locators.insert(waiter, reply);
                 self.node.handle(Input::Locate { waiter, agent }, now);
+            }
+            Command::Advertise(keys) => {
+                self.node.handle(Input::Advertise { keys }, now);
+                self.show_card_to_all();
+            }
+            Command::Find { key, reply } => {
+                self.next_waiter += 1;
+                let waiter = self.next_waiter;
+                self.finders.insert(waiter, reply);
+                self.node.handle(Input::Find { waiter, key }, now);
             }
             Command::Shutdown { .. } => unreachable!("handled in run()"),
         }
@@ -504,6 +584,7 @@ impl Driver {
                     connection,
                     send,
                     recv,
+                    machine,
                     ..
                 } = auth;
                 let remote = connection.remote_address();
@@ -511,6 +592,8 @@ impl Driver {
                     conn_id,
                     Fresh {
                         peer,
+                        incarnation,
+                        machine,
                         connection,
                         send,
                         recv,
@@ -563,7 +646,10 @@ impl Driver {
                 bootstrap,
                 timeout,
             } => self.dial(addr, expected, bootstrap, timeout),
-            Action::Adopt { conn_id } => self.adopt(conn_id),
+            Action::Adopt { conn_id } => {
+                self.adopt(conn_id);
+                self.show_card(conn_id);
+            }
             Action::Close {
                 conn_id,
                 code,
@@ -592,6 +678,13 @@ impl Driver {
                 for waiter in waiters {
                     if let Some(reply) = self.waiters.remove(&waiter) {
                         let _ = reply.send(outcome.clone());
+                    }
+                }
+            }
+            Action::Found { waiters, members } => {
+                for waiter in waiters {
+                    if let Some(reply) = self.finders.remove(&waiter) {
+                        let _ = reply.send(members.clone());
                     }
                 }
             }
@@ -671,6 +764,8 @@ impl Driver {
     fn adopt(&mut self, conn_id: u64) {
         let Some(Fresh {
             peer,
+            incarnation,
+            machine,
             connection,
             send,
             recv,
@@ -680,6 +775,7 @@ impl Driver {
         };
         tokio::spawn(read_loop(
             peer,
+            machine,
             conn_id,
             recv,
             connection.clone(),
@@ -698,6 +794,7 @@ impl Driver {
         self.links.insert(
             conn_id,
             DriverLink {
+                incarnation,
                 frames,
                 queued,
                 connection,
@@ -706,7 +803,56 @@ impl Driver {
         );
     }
 
+    /// Shows this agent's card on `conn_id` unless that peer run has seen the current one.
+    fn show_card(&mut self, conn_id: u64) {
+        let Some(link) = self.links.get(&conn_id) else {
+            return;
+        };
+        let (card, signed) = match self.shared.presence.card() {
+            Ok(card) => card,
+            Err(e) => {
+                log::error!("x0x: cannot sign this agent's card: {e}");
+                return;
+            }
+        };
+        let peer = (link.peer, link.incarnation);
+        if self
+            .cards_shown
+            .get(&peer)
+            .is_some_and(|(_, shown)| *shown == signed)
+        {
+            return;
+        }
+        self.cards_shown.insert(peer, (Instant::now(), signed));
+        self.send(conn_id, Outgoing::Card(card));
+    }
+
+    /// Shows the current card on every link whose peer has not seen it (it was renewed or
+    /// changed), and forgets peers not shown a card for a card's lifetime.
+    fn show_card_to_all(&mut self) {
+        let links: Vec<u64> = self.links.keys().copied().collect();
+        for conn_id in links {
+            self.show_card(conn_id);
+        }
+        let now = Instant::now();
+        self.cards_shown
+            .retain(|_, (at, _)| now.duration_since(*at) < crate::presence::CARD_TTL);
+    }
+
+    /// Tells every link's peer that this agent is leaving (a card that expires at once).
+    fn farewell(&mut self) {
+        let Ok(card) = self.shared.presence.farewell() else {
+            return;
+        };
+        self.cards_shown.clear();
+        let links: Vec<u64> = self.links.keys().copied().collect();
+        for conn_id in links {
+            self.send(conn_id, Outgoing::Card(card.clone()));
+        }
+    }
+
     async fn shutdown(&mut self) {
+        self.farewell();
         self.node.handle(Input::Leave, Instant::now());
         self.carry_out();
         tokio::time::sleep(CLOSE_GRACE).await;
@@ -718,6 +864,7 @@ impl Driver {
 
 async fn read_loop(
     peer: AgentId,
+    machine: MachineId,
     conn_id: u64,
     recv: RecvStream,
     connection: Connection,
@@ -727,6 +874,7 @@ async fn read_loop(
     let strikes = Arc::new(AtomicU32::new(0));
     let lanes = tokio::spawn(accept_lanes(
         peer,
+        machine,
         connection.clone(),
         net_tx.clone(),
         Arc::clone(&shared),
@@ -734,6 +882,7 @@ async fn read_loop(
     ));
     let finished = read_frames(
         peer,
+        machine,
         recv,
         connection.clone(),
         net_tx.clone(),
@@ -771,6 +920,7 @@ async fn read_loop(
 /// Reads the peer's data lanes (see `streams::lane_of`) as they are opened.
 async fn accept_lanes(
     peer: AgentId,
+    machine: MachineId,
     connection: Connection,
     net_tx: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
@@ -779,6 +929,7 @@ async fn accept_lanes(
     while let Ok(recv) = connection.accept_uni().await {
         tokio::spawn(read_frames(
             peer,
+            machine,
             recv,
             connection.clone(),
             net_tx.clone(),
@@ -792,6 +943,7 @@ async fn accept_lanes(
 /// as strikes against the whole connection. True if the peer finished the stream.
 async fn read_frames(
     peer: AgentId,
+    machine: MachineId,
     mut recv: RecvStream,
     connection: Connection,
     net_tx: mpsc::Sender<NetEvent>,
@@ -816,6 +968,10 @@ async fn read_frames(
         // Decode and verify here, off the driver: the node only ever sees valid messages.
         let received = match reader.read(&frame, &shared.keys) {
             Ok(Some(Incoming::Gossip(received))) => received,
+            Ok(Some(Incoming::Card(card))) => {
+                shared.presence.accept(peer, machine, &card);
+                continue;
+            }
             Ok(Some(Incoming::Directory(message))) => {
                 let input = Input::Directory { peer, message };
                 if net_tx.send(NetEvent::Node(input)).await.is_err() {
@@ -889,6 +1045,7 @@ async fn write_loop(
                     writer.put(&mut bufs, &frame, &shared.keys);
                 }
                 Outgoing::Directory(body) => writer.put_directory(&mut bufs, &body),
+                Outgoing::Card(card) => writer.put_card(&mut bufs, &card),
             }
         }
         let mut failed = false;

@@ -36,6 +36,8 @@ pub(crate) mod overlay;
 /// cbindgen:ignore
 pub(crate) mod penalties;
 /// cbindgen:ignore
+pub mod presence;
+/// cbindgen:ignore
 pub(crate) mod private_files;
 /// cbindgen:ignore
 pub mod pubsub;
@@ -70,6 +72,7 @@ pub use direct::{DirectMessage, Inbox};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventStream};
 pub use identity::{AgentId, Keypair, MachineId, PublicKey};
+pub use presence::AgentInfo;
 pub use pubsub::{Message, Subscription};
 pub use stats::{Stats, TopicStats};
 pub use tasklist::TaskId;

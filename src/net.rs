@@ -222,8 +222,8 @@ pub struct Authenticated {
     pub peers: Vec<SocketAddr>,
     /// What the connection is for.
     pub purpose: Purpose,
-    /// The peer's agent key (its hello proved it holds it).
-    pub agent_key: crate::identity::PublicKey,
+    /// The peer's machine, as its machine key's endorsement in the hello proved it.
+    pub machine: crate::identity::MachineId,
     /// The QUIC connection.
     pub connection: Connection,
     /// Our half of the frame stream.
@@ -369,7 +369,7 @@ async fn dial_with(
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),
             purpose: purpose_of(&connection),
-            agent_key: sender.agent_key,
+            machine: sender.machine,
             connection,
             send,
             recv,
@@ -429,7 +429,7 @@ pub async fn accept(
             listen: reachable(theirs.listen, &connection),
             peers: hints(theirs.peers),
             purpose: purpose_of(&connection),
-            agent_key: sender.agent_key,
+            machine: sender.machine,
             connection,
             send,
             recv,

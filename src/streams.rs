@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use iroh_gossip::proto;
 
 use crate::identity::{AgentId, PublicKey};
@@ -225,6 +225,8 @@ impl StreamReader {
                 return Ok(None);
             }
             FrameKind::Directory => return decode_directory(body).map(Some),
+            // Checked by `presence`, off the reader: a card costs a signature check.
+            FrameKind::Card => return Ok(Some(Incoming::Card(Bytes::copy_from_slice(body)))),
             FrameKind::Gossip => {}
         }
         decode_gossip(body, |publisher, _, envelope| {
@@ -245,6 +247,8 @@ impl StreamReader {
 pub(crate) enum Incoming {
     Gossip(Received),
     Directory(directory::Message),
+    /// A signed agent card, unchecked.
+    Card(Bytes),
 }
 
 /// Decodes a directory frame's body.
@@ -343,6 +347,11 @@ impl ConnectionWriter {
         true
     }
 
+    /// Appends a signed card to the control stream.
+    pub fn put_card(&mut self, streams: &mut [BytesMut], card: &[u8]) {
+        net::put_frame_of(&mut streams[0], FrameKind::Card, card);
+    }
+
     /// Appends a directory message's body to the control stream.
     pub fn put_directory(&mut self, streams: &mut [BytesMut], body: &[u8]) {
         net::put_frame_of(&mut streams[0], FrameKind::Directory, body);
@@ -362,7 +371,7 @@ mod tests {
     fn gossip(incoming: Incoming) -> Received {
         match incoming {
             Incoming::Gossip(received) => received,
-            Incoming::Directory(message) => panic!("not a gossip message: {message:?}"),
+            other => panic!("not a gossip message: {other:?}"),
         }
     }
 

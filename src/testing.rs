@@ -30,6 +30,15 @@ pub fn swarm_neighbours(agent: &crate::Agent, topic: &str) -> usize {
     agent.context().swarm_neighbours(topic)
 }
 
+/// `agent`'s current signed card, as it shows it to peers.
+pub fn card_of(agent: &crate::Agent) -> bytes::Bytes {
+    agent
+        .presence()
+        .card()
+        .expect("the agent can sign its card")
+        .0
+}
+
 /// A task list's sync messages, and the topic and key its id grants.
 pub mod replica {
     pub use crate::replica::{ListChannel, SyncMessage};

@@ -222,3 +222,112 @@ async fn a_closed_recipient_fails_within_the_timeout() {
     );
     a.close().await.unwrap();
 }
+
+/// Waits until `agent` holds the card of `of`, or panics after [`WAIT`].
+async fn wait_for_card(agent: &Agent, of: AgentId) -> x0x::AgentInfo {
+    let started = Instant::now();
+    loop {
+        if let Some(info) = agent.peers().into_iter().find(|p| p.agent_id == of) {
+            return info;
+        }
+        assert!(started.elapsed() < WAIT, "no card of {of:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_found_by_capability_with_verified_cards() {
+    let mut builder = Agent::builder();
+    builder
+        .with_capabilities(["summarize", "translate:fr"])
+        .unwrap()
+        .with_info([("model".to_owned(), "small".to_owned())].into())
+        .unwrap();
+    let a = builder.build().await.unwrap();
+    a.join_network(JOIN).await.unwrap();
+    let mut line = vec![];
+    for _ in 0..4 {
+        let bootstrap = line.last().map_or(a.local_addr(), Agent::local_addr);
+        line.push(agent(&[bootstrap]).await);
+    }
+    let far = &line[3];
+    let found = far
+        .find("summarize", Duration::from_secs(5), None)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].agent_id, a.agent_id());
+    assert_eq!(found[0].machine_id, a.machine_id());
+    assert_eq!(found[0].capabilities, ["summarize", "translate:fr"]);
+    assert_eq!(found[0].info["model"], "small");
+    assert!(found[0]
+        .addresses
+        .iter()
+        .any(|addr| addr.port() == a.local_addr().port()));
+    // Then known: a second find answers from the card held, and the agent takes requests.
+    assert!(far.peers().iter().any(|p| p.agent_id == a.agent_id()));
+    let found = far
+        .find("translate:fr", Duration::from_secs(5), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(found[0].agent_id, a.agent_id());
+    assert!(far
+        .find("nobody-does-this", Duration::from_millis(500), None)
+        .await
+        .unwrap()
+        .is_empty());
+    for bad in ["", "two words"] {
+        let err = far.find(bad, WAIT, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    }
+
+    // Advertising something else: the old capability's record is taken back and the card
+    // that finders fetch says so.
+    a.advertise(vec!["review".to_owned()], None).unwrap();
+    let started = Instant::now();
+    loop {
+        let card = wait_for_card(far, a.agent_id()).await;
+        if card.capabilities == ["review"] {
+            assert_eq!(card.info["model"], "small", "info kept");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the new card did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let found = line[1]
+        .find("review", Duration::from_secs(5), None)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(line[2]
+        .find("summarize", Duration::from_secs(2), None)
+        .await
+        .unwrap()
+        .is_empty());
+    let err = Agent::builder()
+        .with_capabilities(vec!["x".repeat(129)])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+
+    // Leaving: peers that hold its card hear of it at once.
+    let events = far.events().unwrap();
+    a.leave_network().await.unwrap();
+    let started = Instant::now();
+    'left: loop {
+        let batch = tokio::time::timeout(WAIT, events.next_batch(16))
+            .await
+            .unwrap()
+            .unwrap();
+        for event in batch {
+            if event == x0x::Event::AgentLeft(a.agent_id()) {
+                break 'left;
+            }
+        }
+        assert!(started.elapsed() < WAIT);
+    }
+    assert!(!far.peers().iter().any(|p| p.agent_id == a.agent_id()));
+    a.close().await.unwrap();
+    for agent in &line {
+        agent.close().await.unwrap();
+    }
+}

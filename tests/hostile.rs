@@ -120,7 +120,7 @@ fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
 fn gossip_body(frame: Bytes) -> Option<Bytes> {
     match wire::split_frame(&frame) {
         Some((FrameKind::Gossip, _)) => Some(frame.slice(1..)),
-        Some((FrameKind::Key | FrameKind::Directory, _)) => None,
+        Some((FrameKind::Key | FrameKind::Directory | FrameKind::Card, _)) => None,
         None => panic!("the honest agent sent a frame of no known kind"),
     }
 }
@@ -1224,4 +1224,36 @@ async fn replay_scenario() {
     rogue.write_frame(&frame).await.unwrap();
     rogue.sentinel(&sub, "late replay").await;
     close_cleanly(honest, sub).await;
+}
+
+/// A card shown by a peer that is not its agent, an altered card, and bytes that are no card
+/// are dropped and counted; the peer's own state is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agents_card_or_a_forged_one_is_dropped_and_counted() {
+    bounded(TEST_LIMIT, async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let victim = Agent::builder().build().await.unwrap();
+        let card = x0x::testing::card_of(&victim);
+        let mut altered = card.to_vec();
+        let at = altered.len() / 2;
+        altered[at] ^= 0x40;
+        let before = honest.stats().cards_rejected;
+        for bad in [&card[..], &altered[..], b"not a card"] {
+            let mut buf = BytesMut::new();
+            net::put_frame_of(&mut buf, FrameKind::Card, bad);
+            rogue.write_raw(&buf).await.unwrap();
+        }
+        wait_until("three cards rejected", || {
+            honest.stats().cards_rejected == before + 3
+        })
+        .await;
+        let victim_id = victim.agent_id();
+        assert!(!honest.peers().iter().any(|p| p.agent_id == victim_id));
+        // The connection stays usable: the rogue's messages still arrive.
+        rogue.sentinel(&sub, "after cards").await;
+        victim.close().await.unwrap();
+        close_cleanly(honest, sub).await;
+    })
+    .await;
 }

@@ -28,12 +28,21 @@ __all__ = [
     "EventHandler",
     "EventName",
     "PeerEvent",
+    "AgentEvent",
     "TaskUpdatedEvent",
 ]
 
 logger = logging.getLogger("x0x")
 
-EventName = Literal["connected", "disconnected", "peer_joined", "peer_left", "task_updated"]
+EventName = Literal[
+    "connected",
+    "disconnected",
+    "peer_joined",
+    "peer_left",
+    "task_updated",
+    "agent_joined",
+    "agent_left",
+]
 """The events ``Agent.on`` accepts; each names its payload type (``ConnectedEvent`` ...)."""
 EVENT_NAMES: Tuple[str, ...] = (
     "connected",
@@ -41,6 +50,8 @@ EVENT_NAMES: Tuple[str, ...] = (
     "peer_joined",
     "peer_left",
     "task_updated",
+    "agent_joined",
+    "agent_left",
 )
 
 
@@ -65,6 +76,14 @@ class PeerEvent(TypedDict):
     """The peer's agent id, hex (what its ``Agent.peer_id()`` returns)."""
 
 
+class AgentEvent(TypedDict):
+    """``"agent_joined"`` / ``"agent_left"``: this agent got the card of an agent it knew
+    nothing of (``Agent.peers()`` lists it now), or that agent's card expired or it left."""
+
+    agent_id: str
+    """The agent's id, hex."""
+
+
 class TaskUpdatedEvent(TypedDict):
     """``"task_updated"``: a task changed, on this agent or on another replica."""
 
@@ -82,7 +101,7 @@ class TaskUpdatedEvent(TypedDict):
     """Whether the task was removed from the list."""
 
 
-EventPayload = Union[ConnectedEvent, DisconnectedEvent, PeerEvent, TaskUpdatedEvent]
+EventPayload = Union[ConnectedEvent, DisconnectedEvent, PeerEvent, AgentEvent, TaskUpdatedEvent]
 EventHandler = Callable[[Any], Union[Awaitable[None], None]]
 """An event handler: a function or coroutine function taking the event's payload."""
 
@@ -92,6 +111,8 @@ _NAMES = {
     lib.X0X_EVENT_PEER_JOINED: "peer_joined",
     lib.X0X_EVENT_PEER_LEFT: "peer_left",
     lib.X0X_EVENT_TASK_UPDATED: "task_updated",
+    lib.X0X_EVENT_AGENT_JOINED: "agent_joined",
+    lib.X0X_EVENT_AGENT_LEFT: "agent_left",
 }
 _STATUS = {
     lib.X0X_TASK_EMPTY: "Empty",
@@ -117,6 +138,8 @@ def _decode(event: Any) -> Tuple[str, EventPayload]:
         )
     if name in ("peer_joined", "peer_left"):
         return name, PeerEvent(peer_id=_hex(event.peer))
+    if name in ("agent_joined", "agent_left"):
+        return name, AgentEvent(agent_id=_hex(event.peer))
     if name == "connected":
         return name, ConnectedEvent(neighbours=int(event.neighbours))
     return name, DisconnectedEvent(neighbours=0)

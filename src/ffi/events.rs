@@ -33,6 +33,11 @@ pub const X0X_EVENT_PEER_LEFT: i32 = 4;
 /// A task changed (`list_id`, `task_id`, `task_status`, `assignee`, `removed`, `remote`).
 pub const X0X_EVENT_TASK_UPDATED: i32 = 5;
 
+/// `peer` is an agent this agent now holds the card of (`x0x_agent_peers` lists it).
+pub const X0X_EVENT_AGENT_JOINED: i32 = 6;
+/// `peer`'s card expired, or that agent said it is leaving.
+pub const X0X_EVENT_AGENT_LEFT: i32 = 7;
+
 /// A task nobody has claimed.
 pub const X0X_TASK_EMPTY: i32 = 0;
 /// A claimed task.
@@ -46,8 +51,8 @@ pub const X0X_TASK_DONE: i32 = 2;
 pub struct X0xEvent {
     /// One of the `X0X_EVENT_*` constants.
     pub kind: i32,
-    /// The peer's agent id (its identity in the network), for `X0X_EVENT_PEER_JOINED` /
-    /// `X0X_EVENT_PEER_LEFT` (else zero).
+    /// The peer's agent id (its identity in the network), for `X0X_EVENT_PEER_JOINED`,
+    /// `X0X_EVENT_PEER_LEFT`, `X0X_EVENT_AGENT_JOINED` and `X0X_EVENT_AGENT_LEFT` (else zero).
     pub peer: X0xId,
     /// Neighbours at the time, for `X0X_EVENT_CONNECTED` (else zero).
     pub neighbours: u32,
@@ -87,6 +92,16 @@ impl From<&Event> for X0xEvent {
             Event::PeerLeft(peer) => Self {
                 kind: X0X_EVENT_PEER_LEFT,
                 peer: X0xId::from(peer.0),
+                ..Self::default()
+            },
+            Event::AgentJoined(agent) => Self {
+                kind: X0X_EVENT_AGENT_JOINED,
+                peer: X0xId::from(agent.0),
+                ..Self::default()
+            },
+            Event::AgentLeft(agent) => Self {
+                kind: X0X_EVENT_AGENT_LEFT,
+                peer: X0xId::from(agent.0),
                 ..Self::default()
             },
             Event::TaskUpdated(ref update) => Self {

@@ -70,6 +70,9 @@ pub(crate) enum Purpose {
     Myself,
     /// Members of a swarm (by its rendezvous key), and where to register.
     Swarm(Key),
+    /// Agents that advertise a capability (by its rendezvous key, `presence::capability_key`),
+    /// and where to register when this agent advertises it too.
+    Capability(Key),
     /// Where an agent listens (for a direct connection): the lookup walks towards its id,
     /// which the agents nearest to it know (it looked itself up when it joined).
     Agent(AgentId),
@@ -143,7 +146,7 @@ impl Directory {
         }
         let target = match purpose {
             Purpose::Myself => me.0,
-            Purpose::Swarm(key) => key,
+            Purpose::Swarm(key) | Purpose::Capability(key) => key,
             Purpose::Agent(agent) => agent.0,
         };
         let mut lookup = Lookup {
@@ -155,7 +158,7 @@ impl Directory {
         for (peer, addr) in known {
             lookup.add(me, peer, addr);
         }
-        if let Purpose::Swarm(key) = purpose {
+        if let Purpose::Swarm(key) | Purpose::Capability(key) = purpose {
             // What we keep ourselves counts as an answer of our own.
             lookup.members.extend(self.members(&key, me, now));
         }
@@ -188,7 +191,7 @@ impl Directory {
             }
             lookup.add(me, agent, addr);
         }
-        if let Purpose::Swarm(_) = purpose {
+        if let Purpose::Swarm(_) | Purpose::Capability(_) = purpose {
             for (agent, addr) in members.into_iter().take(MEMBERS_PER_ANSWER) {
                 if agent != me {
                     lookup.members.insert(agent, addr);

@@ -19,13 +19,17 @@ pub(crate) enum Outgoing {
     Gossip(Bytes),
     /// An encoded directory message (`overlay::directory::Message`).
     Directory(Bytes),
+    /// This agent's signed card (`presence`); the driver sends it, never the node.
+    Card(Bytes),
 }
 
 impl Outgoing {
     /// The encoded message's length.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Outgoing::Gossip(frame) | Outgoing::Directory(frame) => frame.len(),
+            Outgoing::Gossip(frame) | Outgoing::Directory(frame) | Outgoing::Card(frame) => {
+                frame.len()
+            }
         }
     }
 }

@@ -203,6 +203,16 @@ pub(crate) enum Input {
         waiter: u64,
         agent: AgentId,
     },
+    /// This agent advertises the capabilities with these rendezvous keys (and no others).
+    Advertise {
+        keys: BTreeSet<directory::Key>,
+    },
+    /// Which agents advertise the capability with rendezvous key `key`? Answered by
+    /// [`Action::Found`] naming `waiter`.
+    Find {
+        waiter: u64,
+        key: directory::Key,
+    },
 }
 
 /// What the node asks its driver to do.
@@ -240,6 +250,18 @@ pub(crate) enum Action {
         waiters: Vec<u64>,
         addrs: Vec<SocketAddr>,
     },
+    /// The answer to [`Input::Find`]: agents with records under the key, and where they listen.
+    Found {
+        waiters: Vec<u64>,
+        members: Vec<(AgentId, SocketAddr)>,
+    },
+}
+
+/// A capability this agent advertises: where its record is kept, and when to renew it.
+#[derive(Debug)]
+struct Advert {
+    registered_with: Vec<AgentId>,
+    next_lookup: Instant,
 }
 
 #[derive(Debug)]
@@ -305,6 +327,10 @@ pub(crate) struct Node {
     announced: bool,
     /// [`Input::Locate`] waiters, by the agent they look for.
     locating: BTreeMap<AgentId, Vec<u64>>,
+    /// The capabilities this agent advertises, by rendezvous key.
+    adverts: BTreeMap<directory::Key, Advert>,
+    /// [`Input::Find`] waiters, by the key they look up.
+    finding: BTreeMap<directory::Key, Vec<u64>>,
     /// Our high-priority `Neighbor` request (see [`Node::ask_to_be_neighbour`]).
     neighbour_request: Bytes,
 }
@@ -378,6 +404,8 @@ impl Node {
             link_used: BTreeMap::new(),
             announced: false,
             locating: BTreeMap::new(),
+            adverts: BTreeMap::new(),
+            finding: BTreeMap::new(),
             neighbour_request,
         };
         node.set_timer(Duration::ZERO, Timer::Repair);
@@ -421,6 +449,52 @@ impl Node {
             }
             Input::Directory { peer, message } => self.on_directory(peer, message),
             Input::Locate { waiter, agent } => self.locate(waiter, agent),
+            Input::Advertise { keys } => self.advertise(keys),
+            Input::Find { waiter, key } => {
+                if self.mode == Mode::Left {
+                    self.out.push_back(Action::Found {
+                        waiters: vec![waiter],
+                        members: Vec::new(),
+                    });
+                } else {
+                    self.finding.entry(key).or_default().push(waiter);
+                    self.look_up(Purpose::Capability(key));
+                }
+            }
+        }
+    }
+
+    /// Advertises exactly the capabilities with rendezvous keys `keys`: records of others are
+    /// taken back, new ones registered at once.
+    fn advertise(&mut self, keys: BTreeSet<directory::Key>) {
+        let gone: Vec<directory::Key> = self
+            .adverts
+            .keys()
+            .filter(|key| !keys.contains(*key))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(advert) = self.adverts.remove(&key) {
+                self.directory.unregister(&key, &self.me);
+                for at in advert.registered_with {
+                    self.send_directory(at, &directory::Message::Unregister { key });
+                }
+            }
+        }
+        let now = self.now;
+        for key in keys {
+            self.adverts.entry(key).or_insert(Advert {
+                registered_with: Vec::new(),
+                next_lookup: now,
+            });
+        }
+        self.tend_swarms();
+    }
+
+    /// Answers the find waiters for `key` with `members`.
+    fn found(&mut self, key: &directory::Key, members: Vec<(AgentId, SocketAddr)>) {
+        if let Some(waiters) = self.finding.remove(key) {
+            self.out.push_back(Action::Found { waiters, members });
         }
     }
 
@@ -1041,6 +1115,10 @@ impl Node {
         for agent in sought {
             self.located(&agent, Vec::new());
         }
+        let sought: Vec<directory::Key> = self.finding.keys().copied().collect();
+        for key in sought {
+            self.found(&key, Vec::new());
+        }
         self.announced = false;
         self.set_mode(Mode::Left);
         for peer in self.neighbours.clone() {
@@ -1449,6 +1527,15 @@ impl Node {
         for key in due {
             self.look_up(Purpose::Swarm(key));
         }
+        let due: Vec<directory::Key> = self
+            .adverts
+            .iter()
+            .filter(|(_, advert)| advert.next_lookup <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            self.look_up(Purpose::Capability(key));
+        }
         let (sends, done) = self.directory.expire(now);
         self.carry_out_directory(sends, done);
         self.directory.expire_records(now);
@@ -1472,8 +1559,12 @@ impl Node {
             .others_known(self.me, &BTreeSet::new())
             .map(|(peer, addr)| (*peer, *addr))
             .collect();
-        if let Purpose::Swarm(key) = purpose {
-            self.directory.register(key, self.me, self.listen, self.now);
+        match purpose {
+            Purpose::Swarm(key) => self.directory.register(key, self.me, self.listen, self.now),
+            Purpose::Capability(key) if self.adverts.contains_key(&key) => {
+                self.directory.register(key, self.me, self.listen, self.now);
+            }
+            _ => {}
         }
         let (sends, done) = self
             .directory
@@ -1509,6 +1600,18 @@ impl Node {
                 }
             }
             self.located(&agent, addrs);
+            return;
+        }
+        if let Purpose::Capability(key) = done.purpose {
+            let members: Vec<(AgentId, SocketAddr)> = done.members.into_iter().collect();
+            self.found(&key, members);
+            if let Some(advert) = self.adverts.get_mut(&key) {
+                advert.next_lookup = self.now + directory::REGISTER_PERIOD;
+                advert.registered_with.clone_from(&done.register_with);
+                for register in done.register_with {
+                    self.send_directory(register, &directory::Message::Register { key });
+                }
+            }
             return;
         }
         let Purpose::Swarm(key) = done.purpose else {
@@ -1631,7 +1734,15 @@ impl Node {
                         self.join_members(id, found);
                     }
                 }
-                // A located agent is answered at once; its lookup ends on its own.
+                // A find is answered with the first members named, a located agent at once; their
+                // lookups end on their own (and register an advert).
+                let sought: Vec<directory::Key> = self.finding.keys().copied().collect();
+                for key in sought {
+                    let found = self.directory.members_found(Purpose::Capability(key));
+                    if !found.is_empty() {
+                        self.found(&key, found);
+                    }
+                }
                 let sought: Vec<AgentId> = self.locating.keys().copied().collect();
                 for agent in sought {
                     let found = self.directory.members_found(Purpose::Agent(agent));
@@ -1656,11 +1767,17 @@ impl Node {
 
     /// Takes our records back from the agents that keep them (we are leaving).
     fn unregister_all(&mut self) {
-        let records: Vec<(directory::Key, Vec<AgentId>)> = self
+        let now = self.now;
+        let mut records: Vec<(directory::Key, Vec<AgentId>)> = self
             .swarms
             .values_mut()
             .map(|swarm| (swarm.key, std::mem::take(&mut swarm.registered_with)))
             .collect();
+        for (key, advert) in &mut self.adverts {
+            // Registered again after the next join.
+            advert.next_lookup = now;
+            records.push((*key, std::mem::take(&mut advert.registered_with)));
+        }
         for (key, kept_by) in records {
             self.directory.unregister(&key, &self.me);
             for at in kept_by {

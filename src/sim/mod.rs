@@ -814,6 +814,8 @@ impl World {
             Event::Frame { link, to, frame } => match frame {
                 Outgoing::Gossip(frame) => self.frame(link, to, &frame),
                 Outgoing::Directory(body) => self.directory_frame(link, to, &body),
+                // Cards are the driver's: the simulated node never sends one.
+                Outgoing::Card(_) => {}
             },
             Event::Closed {
                 link,
@@ -1185,7 +1187,7 @@ impl World {
             },
             Action::PeerSample(sample) => self.agents[agent].peer_sample = sample,
             // Direct connections are not simulated: nobody asks where an agent listens.
-            Action::Located { .. } => {}
+            Action::Located { .. } | Action::Found { .. } => {}
         }
     }
 

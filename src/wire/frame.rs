@@ -16,6 +16,8 @@ pub enum FrameKind {
     Key = 1,
     /// A postcard-encoded directory message (`overlay::directory::Message`), point to point.
     Directory = 2,
+    /// A signed agent card (`presence`), on the control stream.
+    Card = 3,
 }
 
 /// Splits a frame after the hello into its kind and body; `None` for an unknown kind.
@@ -25,6 +27,7 @@ pub fn split_frame(frame: &[u8]) -> Option<(FrameKind, &[u8])> {
         0 => Some((FrameKind::Gossip, body)),
         1 => Some((FrameKind::Key, body)),
         2 => Some((FrameKind::Directory, body)),
+        3 => Some((FrameKind::Card, body)),
         _ => None,
     }
 }
@@ -41,7 +44,8 @@ mod tests {
         );
         assert_eq!(split_frame(&[1]), Some((FrameKind::Key, &[][..])));
         assert_eq!(split_frame(&[2]), Some((FrameKind::Directory, &[][..])));
-        assert_eq!(split_frame(&[3, 0]), None);
+        assert_eq!(split_frame(&[3, 7]), Some((FrameKind::Card, &[7u8][..])));
+        assert_eq!(split_frame(&[4, 0]), None);
         assert_eq!(split_frame(&[]), None);
     }
 }
