@@ -107,6 +107,11 @@ typedef struct X0xAgent X0xAgent;
 // `x0x_agent_builder_free`. Thread-safe.
 typedef struct X0xAgentBuilder X0xAgentBuilder;
 
+// A list of agents (`x0x_agent_peers`, `x0x_agent_find`). Opaque; read it with
+// `x0x_agent_info_list_len` and `x0x_agent_info_list_get`, free it with
+// `x0x_agent_info_list_free`.
+typedef struct X0xAgentInfoList X0xAgentInfoList;
+
 // A batch of events, oldest first. Opaque; read with `x0x_event_batch_len` /
 // `x0x_event_batch_get`, free with `x0x_event_batch_free`.
 typedef struct X0xEventBatch X0xEventBatch;
@@ -280,6 +285,32 @@ typedef struct X0xMessage {
   // from a direct neighbour, more when relayed through the overlay.
   uint32_t hops;
 } X0xMessage;
+
+// One agent as its verified card shows it: a read-only view into its `X0xAgentInfoList`,
+// valid until the list is freed. Copy what you keep.
+typedef struct X0xAgentInfo {
+  // The agent.
+  struct X0xId agent_id;
+  // Its machine (proved by the hello of the connection that brought the card).
+  struct X0xId machine_id;
+  // Where it accepts connections, as `"ip:port"` strings (`address_count` of them).
+  const char *const *addresses;
+  // The number of `addresses`.
+  size_t address_count;
+  // What it advertises (`capability_count` NUL-terminated UTF-8 strings).
+  const char *const *capabilities;
+  // The number of `capabilities`.
+  size_t capability_count;
+  // Its info map's keys, sorted (`info_count` strings); `info_values[i]` goes with
+  // `info_keys[i]`.
+  const char *const *info_keys;
+  // Its info map's values.
+  const char *const *info_values;
+  // The number of info entries.
+  size_t info_count;
+  // When this agent last received its card, in milliseconds since the Unix epoch.
+  uint64_t last_seen_ms;
+} X0xAgentInfo;
 
 // One task: a view into its `X0xTaskBatch`, valid until the batch is freed.
 typedef struct X0xTask {
@@ -674,6 +705,68 @@ X0xStatus x0x_shutdown(uint32_t timeout_ms);
 // A diagnostic: it exercises the completion path (for testing callback plumbing, and for
 // measuring the cost of awaiting a native operation). Returns `X0X_OK` once started.
 X0xStatus x0x_sleep(uint32_t ms, X0xCallback callback, void *user_data, struct X0xOp **op_out);
+
+// The number of agents in `list` (0 for NULL).
+size_t x0x_agent_info_list_len(const struct X0xAgentInfoList *list);
+
+// The agent at `index`, borrowed from `list` (valid until the list is freed); NULL if `list`
+// is NULL or `index` is out of range.
+const struct X0xAgentInfo *x0x_agent_info_list_get(const struct X0xAgentInfoList *list,
+                                                   size_t index);
+
+// Frees a list and every agent in it. NULL is a no-op.
+void x0x_agent_info_list_free(struct X0xAgentInfoList *list);
+
+// Advertise `capability_count` capabilities (`"summarize"`, `"translate:fr"`: 1 to 128
+// bytes, no spaces; at most 64): other agents find this one by them. Strings are copied.
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL, bad UTF-8, over a limit; the message
+// names it).
+X0xStatus x0x_agent_builder_with_capabilities(struct X0xAgentBuilder *builder,
+                                              const char *const *capabilities,
+                                              size_t capability_count);
+
+// The info map this agent's card shows: `count` keys and their values (at most 4 KiB of
+// keys and values together). Strings are copied.
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_builder_with_info(struct X0xAgentBuilder *builder,
+                                      const char *const *info_keys,
+                                      const char *const *info_values,
+                                      size_t info_count);
+
+// Advertises `capability_count` capabilities instead of the current ones and, unless
+// `info_keys` is NULL, the info map of `info_count` entries instead of the current one. The
+// directory records follow and peers are shown the new card. Strings are copied.
+//
+// Returns `X0X_OK`, `X0X_INVALID_ARGUMENT` or `X0X_CLOSED`.
+X0xStatus x0x_agent_advertise(const struct X0xAgent *agent,
+                              const char *const *capabilities,
+                              size_t capability_count,
+                              const char *const *info_keys,
+                              const char *const *info_values,
+                              size_t info_count);
+
+// A snapshot of the agents this agent holds a valid card of (those it has been connected to,
+// and those `x0x_agent_find` found), by agent id, into `*out` (the caller frees it with
+// `x0x_agent_info_list_free`).
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_agent_peers(const struct X0xAgent *agent, struct X0xAgentInfoList **out);
+
+// Finds agents that advertise `capability`: those known, and when that is fewer than
+// `limit` (0: no limit), those a directory lookup finds, each card fetched over a direct
+// connection. Completes with an `X0xAgentInfoList *` (caller frees it) when `limit` agents
+// are found or `timeout_ms` has passed, with what was found by then (possibly none).
+//
+// Fails with `X0X_INVALID_ARGUMENT` (bad capability) or `X0X_NOT_CONNECTED` (not joined).
+X0xStatus x0x_agent_find(const struct X0xAgent *agent,
+                         const char *capability,
+                         uint32_t timeout_ms,
+                         size_t limit,
+                         X0xCallback callback,
+                         void *user_data,
+                         struct X0xOp **op_out);
 
 // The name of `status` without the `X0X_` prefix (`"INVALID_ARGUMENT"`), or `"UNKNOWN"`.
 //

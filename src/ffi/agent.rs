@@ -185,6 +185,11 @@ impl X0xAgent {
     pub(crate) fn agent(&self) -> &Agent {
         &self.inner
     }
+
+    /// The agent, for operations that outlive the call.
+    pub(crate) fn shared(&self) -> &Arc<Agent> {
+        &self.inner
+    }
 }
 
 impl OpOutput for X0xAgent {

@@ -18,7 +18,9 @@ pub struct X0xAgentBuilder {
     inner: Mutex<AgentBuilder>,
 }
 
-unsafe fn builder<'a>(builder: *const X0xAgentBuilder) -> Result<MutexGuard<'a, AgentBuilder>> {
+pub(crate) unsafe fn builder<'a>(
+    builder: *const X0xAgentBuilder,
+) -> Result<MutexGuard<'a, AgentBuilder>> {
     Ok(arg_ref(builder, "builder")?
         .inner
         .lock()

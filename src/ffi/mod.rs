@@ -38,6 +38,7 @@ pub mod identity;
 pub mod log;
 pub mod message;
 pub mod op;
+pub mod presence;
 pub mod status;
 pub mod subscription;
 pub mod tasklist;

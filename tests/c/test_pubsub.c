@@ -35,7 +35,7 @@
 /* The bound on every wait for the network (generous: valgrind is much slower). */
 #define WAIT_MS 30000
 
-#define EVENT_LOG_LAST_KIND X0X_EVENT_PEER_LEFT
+#define EVENT_LOG_LAST_KIND X0X_EVENT_AGENT_LEFT
 #include "event_log.h"
 /* How soon A must notice that B left. */
 #define LEAVE_NOTICE_MS 10000

@@ -36,7 +36,7 @@
 /* The bound on every wait for the network (generous: valgrind is much slower). */
 #define WAIT_MS 30000
 
-#define EVENT_LOG_LAST_KIND X0X_EVENT_TASK_UPDATED
+#define EVENT_LOG_LAST_KIND X0X_EVENT_AGENT_LEFT
 #include "event_log.h"
 /* How often a replica is polled while waiting for it to converge. */
 #define POLL_MS 20
