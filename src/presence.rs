@@ -10,7 +10,7 @@
 //! and counted in `cards_rejected`).
 //!
 //! Capabilities are found through the directory (`overlay::directory`): an agent registers a
-//! record under each capability's rendezvous key ([`capability_key`]), and `find` looks the
+//! record under each capability's rendezvous key (`capability_key`), and `find` looks the
 //! key up, then fetches each member's card over a direct connection.
 
 use std::collections::{BTreeMap, HashMap};

@@ -22,18 +22,26 @@ from .errors import (
     CryptoError,
     InternalError,
     InUseError,
-    RemoteError,
     InvalidArgumentError,
     NotConnectedError,
     NotFoundError,
     OperationCancelledError,
     ProtocolError,
+    RemoteError,
     X0xError,
     X0xOSError,
     X0xTimeoutError,
 )
-from .events import ConnectedEvent, DisconnectedEvent, EventName, PeerEvent, TaskUpdatedEvent
+from .events import (
+    AgentEvent,
+    ConnectedEvent,
+    DisconnectedEvent,
+    EventName,
+    PeerEvent,
+    TaskUpdatedEvent,
+)
 from .ids import AgentId, MachineId, PublicKey, TaskId, TaskListId
+from .presence import AgentInfo
 from .pubsub import Message, Subscription
 from .tasklist import TaskItem, TaskList, TaskStatus
 
@@ -46,7 +54,9 @@ _logs.sync_level()  # the library's log records reach logger "x0x" from the star
 __all__ = [
     "Agent",
     "AgentBuilder",
+    "AgentEvent",
     "AgentId",
+    "AgentInfo",
     "ClosedError",
     "ConnectedEvent",
     "CorruptDataError",
@@ -54,7 +64,6 @@ __all__ = [
     "DisconnectedEvent",
     "EventName",
     "InUseError",
-    "RemoteError",
     "InternalError",
     "InvalidArgumentError",
     "MachineId",
@@ -65,6 +74,7 @@ __all__ = [
     "PeerEvent",
     "ProtocolError",
     "PublicKey",
+    "RemoteError",
     "Stats",
     "Subscription",
     "TaskId",

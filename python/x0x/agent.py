@@ -3,13 +3,14 @@
 import asyncio
 import os
 from types import TracebackType
-from typing import Iterable, List, Optional, Type, TypedDict, Union, cast
+from typing import Iterable, List, Mapping, Optional, Type, TypedDict, Union, cast
 
 from . import _logs
 from ._ffi import c_str, call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
 from .events import EVENT_NAMES, EventHandler, EventName, EventPump, logger
 from .ids import AgentId, MachineId, PublicKey, TaskListId
+from .presence import AgentInfo, info_arrays, read_infos, string_array
 from .pubsub import Subscription
 from .tasklist import TaskList
 
@@ -174,6 +175,21 @@ class AgentBuilder(NativeHandle):
         as a warning (logger ``"x0x"``).
         """
         check(lib.x0x_agent_builder_with_data_dir(self._handle(), _path(path, "path")))
+        return self
+
+    def with_capabilities(self, capabilities: Iterable[str]) -> "AgentBuilder":
+        """Advertise these capabilities (``["summarize", "translate:fr"]``): other agents find
+        this one by them with ``Agent.find``. At most 64, each 1 to 128 bytes without spaces;
+        raises ``InvalidArgumentError`` (a ``ValueError``) naming the problem."""
+        array, keep = string_array(capabilities, "capability")
+        check(lib.x0x_agent_builder_with_capabilities(self._handle(), array, len(keep)))
+        return self
+
+    def with_info(self, info: Mapping[str, str]) -> "AgentBuilder":
+        """A small ``str`` to ``str`` map this agent's card shows (``AgentInfo.info``): at most
+        4 KiB of keys and values together."""
+        keys, values, count, _keep = info_arrays(info)
+        check(lib.x0x_agent_builder_with_info(self._handle(), keys, values, count))
         return self
 
     def with_bootstrap(self, addrs: Union[str, Iterable[str]]) -> "AgentBuilder":
@@ -347,6 +363,52 @@ class Agent(NativeHandle):
         handles = ffi.new("X0xTaskList *[]", count[0])
         check(lib.x0x_agent_task_lists(agent, handles, count[0], count))
         return [TaskList(handles[i]) for i in range(min(count[0], len(handles)))]
+
+    def peers(self) -> List[AgentInfo]:
+        """The agents this agent holds a verified card of, by agent id: those it has been
+        connected to (overlay neighbours, directory peers, direct peers) and those ``find``
+        found; at most 4,096. A snapshot; ``"agent_joined"`` / ``"agent_left"`` events follow
+        its changes."""
+        out = ffi.new("X0xAgentInfoList **")
+        check(lib.x0x_agent_peers(self._handle(), out))
+        return read_infos(out[0])
+
+    async def advertise(
+        self, capabilities: Iterable[str], info: Optional[Mapping[str, str]] = None
+    ) -> None:
+        """Advertise ``capabilities`` instead of the current ones, and ``info`` if given (else
+        the info map stays). The directory records follow and peers are shown the new card.
+        Limits as ``AgentBuilder.with_capabilities`` / ``with_info``."""
+        array, keep = string_array(capabilities, "capability")
+        agent = self._handle()
+        if info is None:
+            check(lib.x0x_agent_advertise(agent, array, len(keep), ffi.NULL, ffi.NULL, 0))
+            return
+        keys, values, count, _keep = info_arrays(info)
+        check(lib.x0x_agent_advertise(agent, array, len(keep), keys, values, count))
+
+    async def find(
+        self, capability: str, timeout: float = 2.0, limit: Optional[int] = None
+    ) -> List[AgentInfo]:
+        """Agents that advertise ``capability``, with verified cards, never this agent.
+
+        Known agents come first; when they are fewer than ``limit`` (or no ``limit`` is given)
+        a directory lookup across the network finds more, and each one's card is fetched over
+        a direct connection. Returns what it has when ``timeout`` seconds pass (possibly an
+        empty list: not an error). Raises ``NotConnectedError`` before ``join_network()``.
+        """
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        agent = self._handle()
+        cap = c_str(capability, "capability")
+        ms = max(1, min(int(timeout * 1000), 0xFFFF_FFFE))
+        result = await call_async(
+            lambda cb, ud, op: lib.x0x_agent_find(agent, cap, ms, limit or 0, cb, ud, op),
+            release=lib.x0x_agent_info_list_free,
+        )
+        return read_infos(ffi.cast("X0xAgentInfoList *", result))
 
     def stats(self) -> Stats:
         """A snapshot of this agent's traffic counters."""

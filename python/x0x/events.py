@@ -23,12 +23,12 @@ from .errors import ClosedError
 
 __all__ = [
     "EVENT_NAMES",
+    "AgentEvent",
     "ConnectedEvent",
     "DisconnectedEvent",
     "EventHandler",
     "EventName",
     "PeerEvent",
-    "AgentEvent",
     "TaskUpdatedEvent",
 ]
 
