@@ -16,6 +16,7 @@ from typing import (
     Tuple,
     TypedDict,
     Union,
+    get_args,
 )
 
 from ._ffi import call_async, check, ffi, lib
@@ -44,15 +45,8 @@ EventName = Literal[
     "agent_left",
 ]
 """The events ``Agent.on`` accepts; each names its payload type (``ConnectedEvent`` ...)."""
-EVENT_NAMES: Tuple[str, ...] = (
-    "connected",
-    "disconnected",
-    "peer_joined",
-    "peer_left",
-    "task_updated",
-    "agent_joined",
-    "agent_left",
-)
+EVENT_NAMES: Tuple[str, ...] = get_args(EventName)
+"""Every event name, from ``EventName`` (the one list of them)."""
 
 
 class ConnectedEvent(TypedDict):
