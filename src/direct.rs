@@ -6,7 +6,7 @@
 //! needs no signature of its own. Each message or request is one bidirectional stream
 //! (`wire::Letter` one way, `wire::Answer` back), so a slow reply holds nothing else up and a
 //! cancelled request resets only its stream. Connections are dialed on demand, used both
-//! ways, and closed after [`CONNECTION_IDLE`] without a stream.
+//! ways, and closed after `CONNECTION_IDLE` without a stream.
 //!
 //! What the recipient does with a letter: nothing unless an [`Inbox`] is open (the sender gets
 //! [`ErrorKind::Remote`] naming the cause); a message is acknowledged once queued in the
