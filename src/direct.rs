@@ -485,6 +485,9 @@ impl Direct {
         if !inbox.push_all([message]) {
             return Answer::Refused(format!("agent {me:?} closed its inbox"));
         }
+        // The queued request holds its reply channel: held here too, an inbox dropped unread
+        // would live on until the requester gave up, instead of refusing it.
+        drop(inbox);
         let Some(replied) = replied else {
             return Answer::Delivered;
         };
