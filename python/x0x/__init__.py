@@ -1,7 +1,7 @@
 """x0x: networking for software agents.
 
-Post-quantum (ML-DSA-65) identities, signed gossip pub/sub and CRDT task lists, from a Rust core
-through a stable C ABI.
+Post-quantum (ML-DSA-65) identities, signed gossip pub/sub, direct messages and requests, and
+CRDT task lists, from a Rust core through a stable C ABI.
 
     import asyncio, x0x
 
@@ -16,18 +16,19 @@ from . import _logs
 from ._ffi import ffi as _ffi_module_ffi
 from ._ffi import lib as _lib
 from .agent import Agent, AgentBuilder, Stats, TopicStats, generate_agent_key
+from .direct import DirectMessage, Handler, Inbox, Reply, Server
 from .errors import (
     ClosedError,
     CorruptDataError,
     CryptoError,
     InternalError,
     InUseError,
-    RemoteError,
     InvalidArgumentError,
     NotConnectedError,
     NotFoundError,
     OperationCancelledError,
     ProtocolError,
+    RemoteError,
     X0xError,
     X0xOSError,
     X0xTimeoutError,
@@ -51,10 +52,12 @@ __all__ = [
     "ConnectedEvent",
     "CorruptDataError",
     "CryptoError",
+    "DirectMessage",
     "DisconnectedEvent",
     "EventName",
+    "Handler",
     "InUseError",
-    "RemoteError",
+    "Inbox",
     "InternalError",
     "InvalidArgumentError",
     "MachineId",
@@ -65,6 +68,9 @@ __all__ = [
     "PeerEvent",
     "ProtocolError",
     "PublicKey",
+    "RemoteError",
+    "Reply",
+    "Server",
     "Stats",
     "Subscription",
     "TaskId",
