@@ -249,3 +249,24 @@ async fn a_request_left_in_a_dropped_inbox_is_refused_at_once() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_given_just_before_the_recipient_closes_still_arrives() {
+    let a = agent(&[]).await;
+    for round in 0..10 {
+        let b = agent(&[a.local_addr()]).await;
+        let inbox = b.inbox(16).unwrap();
+        let request = a.request(b.agent_id(), Bytes::from_static(b"last words?"), WAIT);
+        let answer_and_close = async {
+            let batch = inbox.next_batch(1).await.unwrap();
+            batch[0].reply(Bytes::from_static(b"goodbye")).unwrap();
+            b.close().await.unwrap();
+        };
+        let (reply, ()) = tokio::join!(request, answer_and_close);
+        assert_eq!(
+            reply.unwrap_or_else(|e| panic!("round {round}: {e}")),
+            Bytes::from_static(b"goodbye")
+        );
+    }
+    a.close().await.unwrap();
+}
