@@ -1080,7 +1080,8 @@ static void check_status_str(void) {
     CHECK(strcmp(x0x_status_str(X0X_TIMEOUT), "TIMEOUT") == 0);
     CHECK(strcmp(x0x_status_str(X0X_PANIC), "PANIC") == 0);
     CHECK(strcmp(x0x_status_str(X0X_IN_USE), "IN_USE") == 0);
-    CHECK(strcmp(x0x_status_str(13), "UNKNOWN") == 0);
+    CHECK(strcmp(x0x_status_str(X0X_REMOTE), "REMOTE") == 0);
+    CHECK(strcmp(x0x_status_str(X0X_REMOTE + 1), "UNKNOWN") == 0);
     CHECK(strcmp(x0x_status_str(-1), "UNKNOWN") == 0);
 }
 
