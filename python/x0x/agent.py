@@ -385,7 +385,7 @@ class Agent(NativeHandle):
         agent = self._handle()
         to = agent_id._cdata()
         data = ffi.from_buffer(payload)
-        ms = max(1, min(int(timeout * 1000), 0xFFFF_FFFF))
+        ms = max(1, int(min(timeout * 1000, 0xFFFF_FFFF)))
         return await call_async(
             lambda cb, ud, op: start(agent, to, data, len(data), ms, cb, ud, op),
             release=lib.x0x_bytes_destroy if start is lib.x0x_agent_request else None,

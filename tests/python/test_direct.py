@@ -387,4 +387,6 @@ async def test_bad_arguments_are_refused(make_agent: MakeAgent) -> None:
         await alice.request(alice.agent_id, b"x")
     with pytest.raises(x0x.NotFoundError, match=r"no agent .* is known in the network"):
         await alice.send(nobody, b"x", timeout=5)
+    with pytest.raises(x0x.NotFoundError):  # no limit: capped at the C ABI's 49 days
+        await alice.request(nobody, b"x", timeout=float("inf"))
     assert pending_count() == 0
