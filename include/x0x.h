@@ -112,6 +112,17 @@ typedef struct X0xAgentBuilder X0xAgentBuilder;
 // `x0x_agent_info_list_free`.
 typedef struct X0xAgentInfoList X0xAgentInfoList;
 
+// A direct message or request. Opaque; taken from an `X0xDirectMessageBatch` with
+// `x0x_direct_message_batch_take`, released with `x0x_direct_message_free`. Thread-safe: it
+// may be read and answered from any thread.
+typedef struct X0xDirectMessage X0xDirectMessage;
+
+// Direct messages from an inbox, oldest first. Opaque; `x0x_direct_message_batch_len` counts
+// them, `x0x_direct_message_batch_take` hands each out as a handle of its own, and
+// `x0x_direct_message_batch_free` frees the batch with the messages not taken (requests among
+// them are refused).
+typedef struct X0xDirectMessageBatch X0xDirectMessageBatch;
+
 // A batch of events, oldest first. Opaque; read with `x0x_event_batch_len` /
 // `x0x_event_batch_get`, free with `x0x_event_batch_free`.
 typedef struct X0xEventBatch X0xEventBatch;
@@ -119,6 +130,10 @@ typedef struct X0xEventBatch X0xEventBatch;
 // An agent's event stream. Opaque; from `x0x_agent_events`, released with
 // `x0x_event_stream_free`. Keep at most one `x0x_event_stream_next` outstanding.
 typedef struct X0xEventStream X0xEventStream;
+
+// An agent's inbox. Opaque; from `x0x_agent_inbox`, released with `x0x_inbox_free`.
+// Thread-safe, but keep at most one `x0x_inbox_next` outstanding.
+typedef struct X0xInbox X0xInbox;
 
 // A batch of messages, oldest first. Opaque; read it with `x0x_message_batch_len` and
 // `x0x_message_batch_get`, free it with `x0x_message_batch_free`.
@@ -475,6 +490,57 @@ X0xStatus x0x_agent_subscribe(const struct X0xAgent *agent,
                               size_t capacity,
                               struct X0xSubscription **out);
 
+// Sends `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) to the agent `to`
+// over a direct connection of their own (opened on demand, end-to-end encrypted, never
+// relayed). `timeout_ms` 0 means the default (10 s).
+//
+// Async: completes (`result` NULL) once the message is in the recipient's inbox. Failures:
+// `X0X_NOT_FOUND` (no agent `to` can be found or reached), `X0X_REMOTE` (it refused: no inbox
+// open, or it closed its inbox; the message is its reason), `X0X_TIMEOUT` (no
+// acknowledgement in time: the message may still arrive), `X0X_NOT_CONNECTED` (not joined, or
+// left), `X0X_INVALID_ARGUMENT` (`to` is this agent's own id), `X0X_CLOSED`, `X0X_CANCELLED`.
+// Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL agent, NULL `to`, NULL
+// payload with `len` > 0, a payload over the limit; then no callback runs). `op_out` may be
+// NULL.
+X0xStatus x0x_agent_send(const struct X0xAgent *agent,
+                         const struct X0xId *to,
+                         const uint8_t *payload,
+                         size_t len,
+                         uint32_t timeout_ms,
+                         X0xCallback callback,
+                         void *user_data,
+                         struct X0xOp **op_out);
+
+// Sends `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) to the agent `to` as
+// a request and waits for its reply, over a direct connection as `x0x_agent_send` does.
+// `timeout_ms` 0 means the default (10 s).
+//
+// Async: on success the callback's `result` is an `X0xBytes *` holding the reply, which the
+// callee owns and frees with `x0x_bytes_destroy` (an empty reply is `{NULL, 0}`, still to be
+// destroyed). Failures as `x0x_agent_send`, and `X0X_REMOTE` when the other agent answered with
+// a failure (`x0x_direct_message_reply_error`: the message is its reason) or dropped the
+// request unanswered; on `X0X_TIMEOUT` the request may still have been processed.
+// Cancelling the operation (`x0x_op_cancel`) cancels the request: the recipient's reply is
+// discarded. Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` as `x0x_agent_send`.
+// `op_out` may be NULL.
+X0xStatus x0x_agent_request(const struct X0xAgent *agent,
+                            const struct X0xId *to,
+                            const uint8_t *payload,
+                            size_t len,
+                            uint32_t timeout_ms,
+                            X0xCallback callback,
+                            void *user_data,
+                            struct X0xOp **op_out);
+
+// Opens the agent's inbox: the direct messages and requests other agents send it arrive
+// there from now on (without one, senders get `X0X_REMOTE`). It keeps up to `capacity` unread
+// messages (0: the default, 1024) and drops the oldest beyond that (a dropped request is
+// refused). One inbox at a time.
+//
+// `*out` receives the inbox; free it with `x0x_inbox_free`. Returns `X0X_OK`, `X0X_IN_USE`
+// (an inbox is open: close it first), `X0X_CLOSED` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_agent_inbox(const struct X0xAgent *agent, size_t capacity, struct X0xInbox **out);
+
 // A new stream of the agent's events (each stream gets every event from now on). `*out`
 // receives it; free it with `x0x_event_stream_free`. Returns `X0X_OK`, `X0X_CLOSED` or
 // `X0X_INVALID_ARGUMENT`.
@@ -582,6 +648,69 @@ X0xStatus x0x_agent_builder_build(const struct X0xAgentBuilder *builder,
 // `bytes` may be NULL (no-op). The buffer must have been filled by an x0x function.
 void x0x_bytes_free(struct X0xBytes *bytes);
 
+// Frees an `X0xBytes` that the library allocated itself, struct and buffer: the result of an
+// async operation that produces bytes (`x0x_agent_request`). NULL is a no-op.
+//
+// (An `X0xBytes` of yours that a synchronous call filled is emptied with `x0x_bytes_free`
+// instead; never pass one of those here.)
+void x0x_bytes_destroy(struct X0xBytes *bytes);
+
+// The number of messages in `batch`, taken ones included (0 for NULL).
+size_t x0x_direct_message_batch_len(const struct X0xDirectMessageBatch *batch);
+
+// Takes the message at `index` out of `batch`: the caller owns it and frees it with
+// `x0x_direct_message_free`. NULL if `batch` is NULL, `index` is out of range, or the message
+// was taken already.
+struct X0xDirectMessage *x0x_direct_message_batch_take(struct X0xDirectMessageBatch *batch,
+                                                       size_t index);
+
+// Frees a batch and the messages not taken from it (each request among them is refused: its
+// requester gets `X0X_REMOTE`). NULL is a no-op.
+void x0x_direct_message_batch_free(struct X0xDirectMessageBatch *batch);
+
+// Writes where the payload is to `*data_out` (NULL when it is empty) and its length to
+// `*len_out`. The bytes are borrowed from `message`: valid until `x0x_direct_message_free`.
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_direct_message_payload(const struct X0xDirectMessage *message,
+                                     const uint8_t **data_out,
+                                     size_t *len_out);
+
+// Writes the sender's agent id to `*out` (proven by the direct connection's handshake).
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_direct_message_sender(const struct X0xDirectMessage *message, struct X0xId *out);
+
+// Writes when the sender sent it to `*out`: milliseconds since the Unix epoch, by the
+// sender's clock. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_direct_message_timestamp_ms(const struct X0xDirectMessage *message, uint64_t *out);
+
+// Writes the request's id to `*out` (unique per sender), or 0 for a plain message, which
+// expects no reply. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_direct_message_request_id(const struct X0xDirectMessage *message, uint64_t *out);
+
+// Answers the request with `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes):
+// its requester's `x0x_agent_request` completes with these bytes. Synchronous and never
+// blocks: the reply is handed to the connection, which sends it.
+//
+// Returns `X0X_OK`; `X0X_CANCELLED` when the requester stopped waiting (it cancelled, timed
+// out or left: nobody reads the reply); `X0X_INVALID_ARGUMENT` for NULL, a payload over the
+// limit, a plain message (request id 0) or a request answered already.
+X0xStatus x0x_direct_message_reply(const struct X0xDirectMessage *message,
+                                   const uint8_t *payload,
+                                   size_t len);
+
+// Answers the request with a failure: its requester's `x0x_agent_request` completes with
+// `X0X_REMOTE` and `reason` (NUL-terminated UTF-8, copied, cut to 1,024 bytes) as its message.
+// Synchronous and never blocks.
+//
+// Returns `X0X_OK`, `X0X_CANCELLED` (the requester stopped waiting) or `X0X_INVALID_ARGUMENT`
+// (NULL, bad UTF-8, a plain message, a request answered already).
+X0xStatus x0x_direct_message_reply_error(const struct X0xDirectMessage *message,
+                                         const char *reason);
+
+// Frees a message taken from a batch. A request freed unanswered is refused: its requester
+// gets `X0X_REMOTE` ("dropped the request without replying"). NULL is a no-op.
+void x0x_direct_message_free(struct X0xDirectMessage *message);
+
 // Waits for events and hands out up to `max` of them as one batch.
 //
 // Async: on success the callback's `result` is a non-empty `X0xEventBatch *` that the callee
@@ -635,6 +764,42 @@ X0xStatus x0x_id_from_hex(const char *hex, struct X0xId *out);
 //
 // Returns `X0X_OK`, `X0X_INVALID_ARGUMENT` (NULL `out`) or `X0X_CRYPTO`.
 X0xStatus x0x_agent_key_generate(struct X0xBytes *out);
+
+// Waits for direct messages and hands out up to `max` of them (oldest first) as one batch.
+//
+// Async: on success the callback's `result` is a non-empty `X0xDirectMessageBatch *` that the
+// callee owns: take the messages out with `x0x_direct_message_batch_take`, then free it with
+// `x0x_direct_message_batch_free`. `X0X_CLOSED` once the inbox is closed and drained.
+// Cancelling loses no message. Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL
+// inbox; then no callback runs). `op_out` may be NULL.
+X0xStatus x0x_inbox_next(const struct X0xInbox *inbox,
+                         size_t max,
+                         X0xCallback callback,
+                         void *user_data,
+                         struct X0xOp **op_out);
+
+// Takes up to `max` waiting messages without blocking: `*out` is a batch (the caller owns it:
+// `x0x_direct_message_batch_free`) or NULL when none are waiting.
+//
+// Returns `X0X_OK`, `X0X_CLOSED` (closed and drained; `*out` is NULL) or
+// `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_inbox_try_next(const struct X0xInbox *inbox,
+                             size_t max,
+                             struct X0xDirectMessageBatch **out);
+
+// Writes how many messages this inbox lost because it was full (the oldest are dropped first;
+// a dropped request is refused) to `*out`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_inbox_dropped(const struct X0xInbox *inbox, uint64_t *out);
+
+// Closes the inbox (idempotent): senders are refused from now on (`X0X_REMOTE`), and the
+// agent may open another inbox. Messages already queued can still be read; after them
+// `x0x_inbox_next` completes with `X0X_CLOSED`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
+X0xStatus x0x_inbox_close(const struct X0xInbox *inbox);
+
+// Closes the inbox and releases the caller's handle: a pending `x0x_inbox_next` completes
+// with `X0X_CLOSED`, and requests still queued are refused once no operation uses the inbox
+// any more. NULL is a no-op.
+void x0x_inbox_free(struct X0xInbox *inbox);
 
 // Sends every log record at `max_level` or more severe to `callback` from now on, replacing the
 // callback set before; `X0X_LOG_OFF` or a NULL callback turns logging off. Records below the

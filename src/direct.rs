@@ -514,6 +514,9 @@ impl Direct {
         if !inbox.push_all([message]) {
             return Answer::Refused(format!("agent {me:?} closed its inbox"));
         }
+        // The queued request holds its reply channel: held here too, an inbox dropped unread
+        // would live on until the requester gave up, instead of refusing it.
+        drop(inbox);
         let Some(replied) = replied else {
             return Answer::Delivered;
         };
@@ -527,16 +530,22 @@ impl Direct {
         }
     }
 
-    /// Closes the inbox and every direct connection (the agent is closing).
+    /// Stops taking letters and closes the inbox (the agent is closing). The connections stay
+    /// up, so that answers already handed over still leave, until [`Direct::close_links`].
     pub(crate) fn close(&self) {
-        let (links, inbox) = {
+        let inbox = {
             let mut state = self.lock();
             state.closed = true;
-            (std::mem::take(&mut state.links), state.inbox.take())
+            state.inbox.take()
         };
         if let Some(inbox) = inbox {
             inbox.close();
         }
+    }
+
+    /// Closes every direct connection (after [`Direct::close`]).
+    pub(crate) fn close_links(&self) {
+        let links = std::mem::take(&mut self.lock().links);
         for link in links.into_values() {
             link.connection.close(net::CLOSE_NORMAL.into(), b"closed");
         }

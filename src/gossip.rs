@@ -373,12 +373,14 @@ impl Network {
 
     /// Stops the driver: leaves, closes every connection and the endpoint.
     pub async fn shutdown(&self) {
+        // Letters are refused from here on; answers already handed over get the overlay's
+        // close grace to leave before the endpoint (and so every connection) closes.
+        self.direct.close();
         let (reply, done) = oneshot::channel();
         if self.send(Command::Shutdown { reply }).is_ok() {
             let _ = done.await;
         }
-        // After the driver's grace period: direct peers had time to read the farewell card.
-        self.direct.close();
+        self.direct.close_links();
     }
 }
 

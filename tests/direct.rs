@@ -331,3 +331,51 @@ async fn agents_are_found_by_capability_with_verified_cards() {
         agent.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_in_a_dropped_inbox_is_refused_at_once() {
+    let a = agent(&[]).await;
+    let b = agent(&[a.local_addr()]).await;
+    let inbox = b.inbox(16).unwrap();
+    let started = Instant::now();
+    let request = a.request(b.agent_id(), Bytes::from_static(b"unread"), WAIT);
+    let drop_unread = async {
+        while b.stats().direct_in == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Counted on arrival, queued just after.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(inbox);
+    };
+    let (result, ()) = tokio::join!(request, drop_unread);
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Remote, "{err}");
+    assert!(err.message().contains("without replying"), "{err}");
+    assert!(
+        started.elapsed() < WAIT / 2,
+        "refused at once, not at the timeout"
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_given_just_before_the_recipient_closes_still_arrives() {
+    let a = agent(&[]).await;
+    for round in 0..10 {
+        let b = agent(&[a.local_addr()]).await;
+        let inbox = b.inbox(16).unwrap();
+        let request = a.request(b.agent_id(), Bytes::from_static(b"last words?"), WAIT);
+        let answer_and_close = async {
+            let batch = inbox.next_batch(1).await.unwrap();
+            batch[0].reply(Bytes::from_static(b"goodbye")).unwrap();
+            b.close().await.unwrap();
+        };
+        let (reply, ()) = tokio::join!(request, answer_and_close);
+        assert_eq!(
+            reply.unwrap_or_else(|e| panic!("round {round}: {e}")),
+            Bytes::from_static(b"goodbye")
+        );
+    }
+    a.close().await.unwrap();
+}

@@ -1,7 +1,7 @@
 """x0x: networking for software agents.
 
-Post-quantum (ML-DSA-65) identities, signed gossip pub/sub and CRDT task lists, from a Rust core
-through a stable C ABI.
+Post-quantum (ML-DSA-65) identities, signed gossip pub/sub, direct messages and requests, and
+CRDT task lists, from a Rust core through a stable C ABI.
 
     import asyncio, x0x
 
@@ -16,6 +16,7 @@ from . import _logs
 from ._ffi import ffi as _ffi_module_ffi
 from ._ffi import lib as _lib
 from .agent import Agent, AgentBuilder, Stats, TopicStats, generate_agent_key
+from .direct import DirectMessage, Handler, Inbox, Reply, Server
 from .errors import (
     ClosedError,
     CorruptDataError,
@@ -61,9 +62,12 @@ __all__ = [
     "ConnectedEvent",
     "CorruptDataError",
     "CryptoError",
+    "DirectMessage",
     "DisconnectedEvent",
     "EventName",
+    "Handler",
     "InUseError",
+    "Inbox",
     "InternalError",
     "InvalidArgumentError",
     "MachineId",
@@ -75,6 +79,8 @@ __all__ = [
     "ProtocolError",
     "PublicKey",
     "RemoteError",
+    "Reply",
+    "Server",
     "Stats",
     "Subscription",
     "TaskId",

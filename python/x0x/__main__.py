@@ -1,8 +1,10 @@
-"""The x0x command (also python -m x0x): a node, publish, subscribe, so that shells can talk.
+"""The x0x command (also python -m x0x): a node, pub/sub and direct messages, so shells can talk.
 
 x0x node --bind 127.0.0.1:5483
 x0x subscribe chat --bootstrap 127.0.0.1:5483
 x0x publish chat "hello" --bootstrap 127.0.0.1:5483
+x0x inbox --bootstrap 127.0.0.1:5483                 # prints its agent id; echoes requests
+x0x request AGENT_ID "hello" --bootstrap 127.0.0.1:5483
 """
 
 import argparse
@@ -16,7 +18,17 @@ import signal
 import sys
 from typing import Any, Callable, Coroutine, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import Agent, AgentBuilder, InvalidArgumentError, Message, PeerEvent, X0xError, __version__
+from . import (
+    Agent,
+    AgentBuilder,
+    AgentId,
+    DirectMessage,
+    InvalidArgumentError,
+    Message,
+    PeerEvent,
+    X0xError,
+    __version__,
+)
 
 EPILOG = """\
 environment (used when the flag is absent; flags win):
@@ -25,7 +37,8 @@ environment (used when the flag is absent; flags win):
   X0X_DATA_DIR   the agent's home (--data-dir)
 
 --json prints one JSON object per line, each with an "event" field ("listening",
-"peer_joined", "peer_left", "subscribed", "message", "published"). SIGINT and SIGTERM leave
+"peer_joined", "peer_left", "subscribed", "message", "published", "inbox", "direct",
+"sent", "reply"). SIGINT and SIGTERM leave
 the network, then exit with 130 and 143. Errors print one line "x0x: error: ..." on stderr
 and exit with 2 (usage: a bad flag or address) or 1 (at run time: e.g. nobody to join).
 """
@@ -76,29 +89,48 @@ def _emit(args: argparse.Namespace, human: str, record: Dict[str, object]) -> No
     print(json.dumps(record) if args.json else human, flush=True)
 
 
-def _show(message: Message) -> str:
+def _text(payload: bytes) -> str:
+    """A payload for people: its text, or ``0x`` and hex when it is not UTF-8."""
     try:
-        text = message.payload.decode("utf-8")
+        return payload.decode("utf-8")
     except UnicodeDecodeError:
-        text = "0x" + message.payload.hex()
-    when = datetime.datetime.fromtimestamp(message.timestamp / 1000).strftime("%H:%M:%S.%f")[:-3]
-    return f"[{when}] {message.topic} {message.sender.to_hex()[:16]}: {text}"
+        return "0x" + payload.hex()
+
+
+def _when(timestamp_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(timestamp_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _encoded(payload: bytes) -> Dict[str, object]:
+    """A payload for JSON: its text with ``"encoding": "utf-8"``, else base64."""
+    try:
+        return {"payload": payload.decode("utf-8"), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"payload": base64.b64encode(payload).decode("ascii"), "encoding": "base64"}
+
+
+def _show(message: Message) -> str:
+    sender = message.sender.to_hex()[:16]
+    return f"[{_when(message.timestamp)}] {message.topic} {sender}: {_text(message.payload)}"
 
 
 def _record(message: Message) -> Dict[str, object]:
-    try:
-        payload, encoding = message.payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(message.payload).decode("ascii"), "base64"
     return {
         "event": "message",
         "topic": message.topic,
         "sender": message.sender.to_hex(),
-        "payload": payload,
-        "encoding": encoding,
+        **_encoded(message.payload),
         "hops": message.hops,
         "timestamp_ms": message.timestamp,
     }
+
+
+def _target(text: str) -> AgentId:
+    """The AGENT_ID argument; ``UsageError`` when it is not 64 hex digits."""
+    try:
+        return AgentId.from_hex(text)
+    except InvalidArgumentError as e:
+        raise UsageError(f"AGENT_ID: {e}") from None
 
 
 def _whoami(agent: Agent) -> Dict[str, object]:
@@ -167,7 +199,79 @@ async def publish(args: argparse.Namespace, builder: AgentBuilder) -> None:
         )
 
 
-COMMANDS: Dict[str, Command] = {"node": node, "subscribe": subscribe, "publish": publish}
+async def send(args: argparse.Namespace, builder: AgentBuilder) -> None:
+    """Sends each message to one agent over a direct connection, then leaves."""
+    to = _target(args.agent_id)
+    async with await builder.build() as agent:
+        await agent.join_network(timeout=args.timeout)
+        for text in args.messages:
+            await agent.send(to, text.encode("utf-8"), timeout=args.wait)
+        count = len(args.messages)
+        _emit(
+            args,
+            f"sent {count} message(s) to {to.to_hex()[:16]}",
+            {"event": "sent", "to": to.to_hex(), "count": count, **_whoami(agent)},
+        )
+
+
+async def request(args: argparse.Namespace, builder: AgentBuilder) -> None:
+    """Sends one request to an agent and prints its reply."""
+    to = _target(args.agent_id)
+    async with await builder.build() as agent:
+        await agent.join_network(timeout=args.timeout)
+        reply = await agent.request(to, args.text.encode("utf-8"), timeout=args.wait)
+        _emit(
+            args,
+            _text(reply),
+            {"event": "reply", "sender": to.to_hex(), **_encoded(reply), **_whoami(agent)},
+        )
+
+
+async def inbox(args: argparse.Namespace, builder: AgentBuilder) -> None:
+    """Prints the direct messages and requests that arrive, answering each request with its
+    own payload (``--count N``: exit after N)."""
+    async with await builder.build() as agent:
+        await agent.join_network(timeout=args.timeout)
+        done = asyncio.get_running_loop().create_future()
+        received = 0
+
+        def echo(message: DirectMessage) -> bytes:
+            nonlocal received
+            kind = f"request {message.request_id}" if message.is_request else "message"
+            sender = message.sender.to_hex()
+            _emit(
+                args,
+                f"[{_when(message.timestamp)}] {kind} from {sender[:16]}: {_text(message.payload)}",
+                {
+                    "event": "direct",
+                    "sender": sender,
+                    **_encoded(message.payload),
+                    "request_id": message.request_id,
+                    "timestamp_ms": message.timestamp,
+                },
+            )
+            received += 1
+            if args.count and received >= args.count and not done.done():
+                done.set_result(None)
+            return message.payload
+
+        async with agent.serve(echo):
+            _emit(
+                args,
+                f"inbox of {agent.peer_id()} open on {agent.local_addr}",
+                {"event": "inbox", **_whoami(agent)},
+            )
+            await done  # with --count; else until a signal cancels the command
+
+
+COMMANDS: Dict[str, Command] = {
+    "node": node,
+    "subscribe": subscribe,
+    "publish": publish,
+    "send": send,
+    "request": request,
+    "inbox": inbox,
+}
 
 
 def _prog() -> str:
@@ -221,6 +325,17 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     pub.add_argument("topic")
     pub.add_argument("messages", nargs="+")
     pub.add_argument("--linger", type=float, default=0.5, help="seconds to stay after publishing")
+    wait_help = "seconds to wait for the recipient's acknowledgement or reply (default 10)"
+    direct = command("send", "send messages to one agent over a direct connection")
+    direct.add_argument("agent_id", metavar="AGENT_ID", help="the recipient's agent id (hex)")
+    direct.add_argument("messages", nargs="+")
+    direct.add_argument("--wait", type=float, default=10.0, help=wait_help)
+    req = command("request", "send a request to one agent and print its reply")
+    req.add_argument("agent_id", metavar="AGENT_ID", help="the recipient's agent id (hex)")
+    req.add_argument("text")
+    req.add_argument("--wait", type=float, default=10.0, help=wait_help)
+    box = command("inbox", "print direct messages as they arrive; answer requests with an echo")
+    box.add_argument("--count", type=int, default=0, help="exit after this many messages")
     args = parser.parse_args(argv)
     args.origin = {}
     for dest, flag, variable in ENVIRONMENT:
@@ -272,6 +387,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     try:
         builder = _builder(args)
+        if getattr(args, "agent_id", None) is not None:
+            _target(args.agent_id)
     except UsageError as e:
         return _fail(e, 2)
     try:

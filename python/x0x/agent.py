@@ -3,11 +3,12 @@
 import asyncio
 import os
 from types import TracebackType
-from typing import Iterable, List, Mapping, Optional, Type, TypedDict, Union, cast
+from typing import Any, Iterable, List, Mapping, Optional, Type, TypedDict, Union, cast
 
 from . import _logs
 from ._ffi import c_str, call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
+from .direct import Handler, Inbox, Server
 from .events import EVENT_NAMES, EventHandler, EventName, EventPump, logger
 from .ids import AgentId, MachineId, PublicKey, TaskListId
 from .presence import AgentInfo, info_arrays, read_infos, string_array
@@ -339,6 +340,104 @@ class Agent(NativeHandle):
         out = ffi.new("X0xSubscription **")
         check(lib.x0x_agent_subscribe(self._handle(), c_str(topic, "topic"), capacity, out))
         return Subscription(out[0], topic)
+
+    async def send(
+        self,
+        agent_id: Union[AgentId, str],
+        payload: Union[bytes, bytearray, memoryview],
+        timeout: float = 10.0,
+    ) -> None:
+        """Send ``payload`` (at most 256 KiB) to the agent ``agent_id`` (an ``AgentId`` or
+        its hex) over a direct connection of their own: opened on demand, end-to-end
+        encrypted, never relayed.
+
+        Returns once the message is in the recipient's inbox. Raises ``NotFoundError`` when
+        no such agent can be found or reached, ``RemoteError`` when it refused the message (it
+        has no inbox open), ``X0xTimeoutError`` when no acknowledgement came within
+        ``timeout`` seconds (the message may still arrive), ``NotConnectedError`` before
+        ``join_network()`` or after ``leave_network()``, and ``ValueError`` for this agent's
+        own id or a payload over the limit. Cancelling the awaiting task cancels the send.
+        """
+        await self._post(lib.x0x_agent_send, agent_id, payload, timeout)
+
+    async def request(
+        self,
+        agent_id: Union[AgentId, str],
+        payload: Union[bytes, bytearray, memoryview],
+        timeout: float = 10.0,
+    ) -> bytes:
+        """Send ``payload`` to the agent ``agent_id`` as a request, as ``send`` does, and
+        return its reply.
+
+        Raises as ``send`` does, and ``RemoteError`` carrying the other agent's reason when its
+        handler failed or it dropped the request unanswered. After ``X0xTimeoutError`` the
+        request may still have been processed. Cancelling the awaiting task cancels the
+        request (the recipient's reply is discarded).
+        """
+        result = await self._post(lib.x0x_agent_request, agent_id, payload, timeout)
+        reply = ffi.cast("X0xBytes *", result)
+        try:
+            return ffi.buffer(reply.data, reply.len)[:] if reply.len else b""
+        finally:
+            lib.x0x_bytes_destroy(reply)
+
+    async def _post(
+        self,
+        start: Any,
+        agent_id: Union[AgentId, str],
+        payload: Union[bytes, bytearray, memoryview],
+        timeout: float,
+    ) -> Any:
+        """Runs ``x0x_agent_send`` or ``x0x_agent_request`` (``start``) and returns its result."""
+        if isinstance(agent_id, str):
+            agent_id = AgentId.from_hex(agent_id)
+        elif not isinstance(agent_id, AgentId):
+            kind = type(agent_id).__name__
+            raise TypeError(f"agent_id must be an AgentId or its hex, not {kind}")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        agent = self._handle()
+        to = agent_id._cdata()
+        data = ffi.from_buffer(payload)
+        ms = max(1, int(min(timeout * 1000, 0xFFFF_FFFF)))
+        return await call_async(
+            lambda cb, ud, op: start(agent, to, data, len(data), ms, cb, ud, op),
+            release=lib.x0x_bytes_destroy if start is lib.x0x_agent_request else None,
+        )
+
+    def inbox(self, capacity: int = 1024) -> Inbox:
+        """Open this agent's inbox: the direct messages and requests other agents send arrive
+        there from now on (without one, they get ``RemoteError``). At most ``capacity`` unread
+        messages are kept (oldest dropped first; a dropped request is refused). One inbox at a
+        time: ``InUseError`` while one is open (``serve`` opens one too). Use it with
+        ``async for`` or ``async with``."""
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        out = ffi.new("X0xInbox **")
+        check(lib.x0x_agent_inbox(self._handle(), capacity, out))
+        return Inbox(out[0])
+
+    def serve(self, handler: Handler, capacity: int = 1024) -> Server:
+        """Answer every direct request with ``handler``: ``async def handler(message) ->
+        bytes`` gets each ``DirectMessage`` in a task of its own and returns the reply. It
+        opens the agent's inbox (``capacity`` as for ``inbox``), so plain messages reach the
+        handler too (its result is then ignored).
+
+        A handler that raises makes the requester get ``RemoteError`` with
+        ``"ExceptionType: message"``. Returns the running ``Server``: ``close()`` it, or use
+        ``async with agent.serve(handler):``. Call it from a running event loop (the handlers
+        run on that loop; ``RuntimeError`` otherwise); ``InUseError`` while an inbox is open.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Agent.serve() needs a running event loop: call it from async code "
+                "(the handlers run on that loop)"
+            ) from None
+        return Server(self.inbox(capacity), handler)
 
     async def create_task_list(self, name: str) -> TaskList:
         """Create a task list; other agents join it with its ``id``."""

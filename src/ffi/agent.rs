@@ -7,14 +7,16 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::boundary::{arg_bytes, arg_out, arg_ref, arg_str, ffi_status, ffi_value};
-use super::bytes::X0xBytes;
+use super::bytes::{BytesResult, X0xBytes};
 use super::events::X0xEventStream;
 use super::identity::{write_id, X0xId};
+use super::inbox::X0xInbox;
 use super::op::{spawn_op, OpOutput, X0xCallback, X0xOp};
 use super::status::X0xStatus;
 use super::subscription::X0xSubscription;
-use crate::agent::{Agent, DEFAULT_JOIN_TIMEOUT};
-use crate::error::Error;
+use crate::agent::{Agent, DEFAULT_DIRECT_TIMEOUT, DEFAULT_INBOX_CAPACITY, DEFAULT_JOIN_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::identity::AgentId;
 use crate::pubsub::DEFAULT_SUBSCRIPTION_CAPACITY;
 use crate::stats::{Stats, TopicStats};
 
@@ -436,6 +438,124 @@ pub unsafe extern "C" fn x0x_agent_subscribe(
         };
         let subscription = agent.inner.subscribe_with_capacity(topic, capacity)?;
         *out = Box::into_raw(Box::new(X0xSubscription::new(subscription)));
+        Ok(())
+    })
+}
+
+/// The checked arguments of a direct message or request: whom to, the payload (copied) and
+/// the timeout (`timeout_ms` 0: the default).
+///
+/// # Safety
+/// As the extern fns that call it: `to` NULL or a valid `X0xId`, `payload` NULL or `len` bytes.
+unsafe fn letter(
+    to: *const X0xId,
+    payload: *const u8,
+    len: usize,
+    timeout_ms: u32,
+) -> Result<(AgentId, Bytes, Duration)> {
+    let to = AgentId(arg_ref(to, "to")?.bytes);
+    let payload = arg_bytes(payload, len, "payload")?;
+    if payload.len() > X0X_MAX_PAYLOAD_LEN {
+        return Err(Error::invalid_argument(format!(
+            "a direct message is at most {X0X_MAX_PAYLOAD_LEN} bytes, not {}",
+            payload.len()
+        )));
+    }
+    let timeout = match timeout_ms {
+        0 => DEFAULT_DIRECT_TIMEOUT,
+        ms => Duration::from_millis(ms.into()),
+    };
+    Ok((to, Bytes::copy_from_slice(payload), timeout))
+}
+
+/// Sends `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) to the agent `to`
+/// over a direct connection of their own (opened on demand, end-to-end encrypted, never
+/// relayed). `timeout_ms` 0 means the default (10 s).
+///
+/// Async: completes (`result` NULL) once the message is in the recipient's inbox. Failures:
+/// `X0X_NOT_FOUND` (no agent `to` can be found or reached), `X0X_REMOTE` (it refused: no inbox
+/// open, or it closed its inbox; the message is its reason), `X0X_TIMEOUT` (no
+/// acknowledgement in time: the message may still arrive), `X0X_NOT_CONNECTED` (not joined, or
+/// left), `X0X_INVALID_ARGUMENT` (`to` is this agent's own id), `X0X_CLOSED`, `X0X_CANCELLED`.
+/// Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` (NULL agent, NULL `to`, NULL
+/// payload with `len` > 0, a payload over the limit; then no callback runs). `op_out` may be
+/// NULL.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_send(
+    agent: *const X0xAgent,
+    to: *const X0xId,
+    payload: *const u8,
+    len: usize,
+    timeout_ms: u32,
+    callback: X0xCallback,
+    user_data: *mut c_void,
+    op_out: *mut *mut X0xOp,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
+        let (to, payload, timeout) = letter(to, payload, len, timeout_ms)?;
+        spawn_op(callback, user_data, op_out, async move {
+            agent.send(to, payload, timeout).await
+        });
+        Ok(())
+    })
+}
+
+/// Sends `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) to the agent `to` as
+/// a request and waits for its reply, over a direct connection as `x0x_agent_send` does.
+/// `timeout_ms` 0 means the default (10 s).
+///
+/// Async: on success the callback's `result` is an `X0xBytes *` holding the reply, which the
+/// callee owns and frees with `x0x_bytes_destroy` (an empty reply is `{NULL, 0}`, still to be
+/// destroyed). Failures as `x0x_agent_send`, and `X0X_REMOTE` when the other agent answered with
+/// a failure (`x0x_direct_message_reply_error`: the message is its reason) or dropped the
+/// request unanswered; on `X0X_TIMEOUT` the request may still have been processed.
+/// Cancelling the operation (`x0x_op_cancel`) cancels the request: the recipient's reply is
+/// discarded. Returns `X0X_OK` once started, or `X0X_INVALID_ARGUMENT` as `x0x_agent_send`.
+/// `op_out` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_request(
+    agent: *const X0xAgent,
+    to: *const X0xId,
+    payload: *const u8,
+    len: usize,
+    timeout_ms: u32,
+    callback: X0xCallback,
+    user_data: *mut c_void,
+    op_out: *mut *mut X0xOp,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
+        let (to, payload, timeout) = letter(to, payload, len, timeout_ms)?;
+        spawn_op(callback, user_data, op_out, async move {
+            let reply = agent.request(to, payload, timeout).await?;
+            Ok(BytesResult(Vec::from(reply)))
+        });
+        Ok(())
+    })
+}
+
+/// Opens the agent's inbox: the direct messages and requests other agents send it arrive
+/// there from now on (without one, senders get `X0X_REMOTE`). It keeps up to `capacity` unread
+/// messages (0: the default, 1024) and drops the oldest beyond that (a dropped request is
+/// refused). One inbox at a time.
+///
+/// `*out` receives the inbox; free it with `x0x_inbox_free`. Returns `X0X_OK`, `X0X_IN_USE`
+/// (an inbox is open: close it first), `X0X_CLOSED` or `X0X_INVALID_ARGUMENT` (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_agent_inbox(
+    agent: *const X0xAgent,
+    capacity: usize,
+    out: *mut *mut X0xInbox,
+) -> X0xStatus {
+    ffi_status(|| {
+        let agent = arg_ref(agent, "agent")?;
+        let out = arg_out(out, "out")?;
+        let capacity = match capacity {
+            0 => DEFAULT_INBOX_CAPACITY,
+            n => n,
+        };
+        *out = Box::into_raw(Box::new(X0xInbox::new(agent.inner.inbox(capacity)?)));
         Ok(())
     })
 }

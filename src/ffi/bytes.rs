@@ -43,3 +43,28 @@ pub unsafe extern "C" fn x0x_bytes_free(bytes: *mut X0xBytes) {
         bytes.len = 0;
     })
 }
+
+/// An async operation's byte result: handed to C as a heap `X0xBytes *` (see
+/// `x0x_bytes_destroy`), or freed here if nobody takes it.
+pub(crate) struct BytesResult(pub(crate) Vec<u8>);
+
+impl super::op::OpOutput for BytesResult {
+    fn into_raw(self: Box<Self>) -> *mut std::ffi::c_void {
+        Box::into_raw(Box::new(X0xBytes::from_vec(self.0))).cast()
+    }
+}
+
+/// Frees an `X0xBytes` that the library allocated itself, struct and buffer: the result of an
+/// async operation that produces bytes (`x0x_agent_request`). NULL is a no-op.
+///
+/// (An `X0xBytes` of yours that a synchronous call filled is emptied with `x0x_bytes_free`
+/// instead; never pass one of those here.)
+#[no_mangle]
+pub unsafe extern "C" fn x0x_bytes_destroy(bytes: *mut X0xBytes) {
+    super::boundary::ffi_value((), || {
+        if !bytes.is_null() {
+            x0x_bytes_free(bytes);
+            drop(Box::from_raw(bytes));
+        }
+    })
+}

@@ -10,7 +10,9 @@
 //!   size_t)` byte ranges or NUL-terminated UTF-8 strings. NULL where a value is needed, invalid
 //!   UTF-8 and impossible lengths give `X0X_INVALID_ARGUMENT`, never a crash.
 //! * **Outputs** allocated by the library are freed by the library (`x0x_bytes_free`,
-//!   `x0x_agent_free`, …), never with `free()`. Every `*_free` accepts NULL.
+//!   `x0x_agent_free`, …), never with `free()`. Every `*_free` accepts NULL. An async result
+//!   of bytes (`x0x_agent_request`) is an `X0xBytes *` allocated struct and all:
+//!   `x0x_bytes_destroy`.
 //! * **Handles** are opaque and thread-safe. Freeing a handle releases only the caller's
 //!   reference: operations in flight hold their own and finish normally.
 //! * **Async** functions take `(X0xCallback callback, void *user_data, X0xOp **op_out)`. The
@@ -33,8 +35,10 @@ pub mod agent;
 pub mod boundary;
 pub mod builder;
 pub mod bytes;
+pub mod direct_message;
 pub mod events;
 pub mod identity;
+pub mod inbox;
 pub mod log;
 pub mod message;
 pub mod op;

@@ -1081,7 +1081,7 @@ static void check_status_str(void) {
     CHECK(strcmp(x0x_status_str(X0X_PANIC), "PANIC") == 0);
     CHECK(strcmp(x0x_status_str(X0X_IN_USE), "IN_USE") == 0);
     CHECK(strcmp(x0x_status_str(X0X_REMOTE), "REMOTE") == 0);
-    CHECK(strcmp(x0x_status_str(14), "UNKNOWN") == 0);
+    CHECK(strcmp(x0x_status_str(X0X_REMOTE + 1), "UNKNOWN") == 0);
     CHECK(strcmp(x0x_status_str(-1), "UNKNOWN") == 0);
 }
 

@@ -261,3 +261,65 @@ def test_python_m_x0x_is_the_same_command() -> None:
         [sys.executable, "-m", "x0x", "--version"], capture_output=True, text=True, timeout=60
     )
     assert (module.returncode, module.stdout) == (0, finished(x0x("--version")).stdout)
+
+
+async def test_direct_messages_and_requests_cross_three_processes(
+    started: List["subprocess.Popen[str]"],
+) -> None:
+    inbox = x0x("inbox", "--json")  # alone, it starts a network
+    started.append(inbox)
+    opened = await record(inbox)
+    assert opened["event"] == "inbox" and len(opened["agent_id"]) == HEX_ID, opened
+    address, recipient = loopback(opened), opened["agent_id"]
+
+    done = finished(x0x("send", recipient, "hello ✓", "again", "--bootstrap", address))
+    assert (done.returncode, done.stderr) == (0, ""), done
+    assert done.stdout == f"sent 2 message(s) to {recipient[:16]}\n"
+    first, second = await record(inbox), await record(inbox)
+    assert isinstance(first.pop("timestamp_ms"), int) and len(first.pop("sender")) == HEX_ID
+    assert first == {"event": "direct", "payload": "hello ✓", "encoding": "utf-8", "request_id": 0}
+    assert second["payload"] == "again"
+
+    done = finished(x0x("request", recipient, "ping", "--json", "--bootstrap", address))
+    assert (done.returncode, done.stderr) == (0, ""), done
+    reply = json.loads(done.stdout)
+    assert {k: reply[k] for k in ("event", "sender", "payload", "encoding")} == {
+        "event": "reply",
+        "sender": recipient,
+        "payload": "ping",
+        "encoding": "utf-8",
+    }
+    request = await record(inbox)
+    assert request["sender"] == reply["agent_id"] and request["request_id"] != 0, request
+
+    # The human form prints the reply as it is.
+    done = finished(x0x("request", recipient, "echo me", "--bootstrap", address))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "echo me\n", "")
+    assert (await record(inbox))["payload"] == "echo me"
+
+    inbox.send_signal(signal.SIGTERM)
+    assert await exit_code(inbox) == 128 + signal.SIGTERM
+
+
+async def test_inbox_count_and_direct_errors(started: List["subprocess.Popen[str]"]) -> None:
+    node_info = await start_node(started)
+    address, node_id = loopback(node_info), node_info["agent_id"]
+    # A node reads no direct messages: the refusal is one error line, exit 1.
+    done = finished(x0x("request", node_id, "anyone?", "--bootstrap", address))
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr.startswith("x0x: error: agent ") and "no inbox open" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    # A malformed id is a usage error.
+    done = finished(x0x("send", "not-an-id", "x"))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("x0x: error: AGENT_ID: invalid id"), done.stderr
+
+    inbox = x0x("inbox", "--count", "1", "--bootstrap", address)  # the human form
+    started.append(inbox)
+    line = await read_line(inbox)
+    assert line.startswith("inbox of ") and " open on 0.0.0.0:" in line, line
+    recipient = line.split()[2]
+    done = finished(x0x("request", recipient, "last", "--bootstrap", address))
+    assert (done.returncode, done.stdout) == (0, "last\n"), done
+    assert (await read_line(inbox)).endswith(": last")
+    assert await exit_code(inbox) == 0

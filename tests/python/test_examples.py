@@ -50,6 +50,19 @@ def test_pubsub_messaging_crosses_between_agents() -> None:
     assert "alice: published 1, delivered 2, rejected 0" in out
 
 
+def test_direct_messages_are_answered_and_refused() -> None:
+    out = run("direct_messages.py")
+    for expected in (
+        "bob got a message: hi bob, two questions coming",
+        "alice asked 'are you there', bob replied 'ARE YOU THERE!'",
+        "alice asked 'loud and clear', bob replied 'LOUD AND CLEAR!'",
+        "bob's handler failed: ValueError: nothing to shout",
+        "refused: agent AgentId(",
+        "alice: 5 direct messages and requests sent",
+    ):
+        assert expected in out, out
+
+
 def test_events_example_sees_a_visitor_come_and_go() -> None:
     out = run("events.py")
     for expected in (
