@@ -5,6 +5,9 @@ x0x subscribe chat --bootstrap 127.0.0.1:5483
 x0x publish chat "hello" --bootstrap 127.0.0.1:5483
 x0x inbox --bootstrap 127.0.0.1:5483                 # prints its agent id; echoes requests
 x0x request AGENT_ID "hello" --bootstrap 127.0.0.1:5483
+x0x serve summarize --bootstrap 127.0.0.1:5483       # advertises a capability; echoes requests
+x0x find summarize --bootstrap 127.0.0.1:5483        # who advertises it
+x0x peers --bootstrap 127.0.0.1:5483                 # the agents whose cards it got
 """
 
 import argparse
@@ -22,6 +25,7 @@ from . import (
     Agent,
     AgentBuilder,
     AgentId,
+    AgentInfo,
     DirectMessage,
     InvalidArgumentError,
     Message,
@@ -38,7 +42,7 @@ environment (used when the flag is absent; flags win):
 
 --json prints one JSON object per line, each with an "event" field ("listening",
 "peer_joined", "peer_left", "subscribed", "message", "published", "inbox", "direct",
-"sent", "reply"). SIGINT and SIGTERM leave
+"sent", "reply", "agent"). SIGINT and SIGTERM leave
 the network, then exit with 130 and 143. Errors print one line "x0x: error: ..." on stderr
 and exit with 2 (usage: a bad flag or address) or 1 (at run time: e.g. nobody to join).
 """
@@ -227,6 +231,49 @@ async def request(args: argparse.Namespace, builder: AgentBuilder) -> None:
         )
 
 
+def _show_agent(args: argparse.Namespace, info: AgentInfo) -> None:
+    capabilities = ",".join(info.capabilities) or "-"
+    addresses = " ".join(info.addresses)
+    _emit(
+        args,
+        f"{info.agent_id.to_hex()} {capabilities} {addresses}",
+        {
+            "event": "agent",
+            "agent_id": info.agent_id.to_hex(),
+            "machine_id": info.machine_id.to_hex(),
+            "addresses": info.addresses,
+            "capabilities": info.capabilities,
+            "info": info.info,
+            "last_seen": info.last_seen,
+        },
+    )
+
+
+async def peers(args: argparse.Namespace, builder: AgentBuilder) -> None:
+    """Joins, waits ``--settle`` seconds for its peers' cards, and prints the agents it knows."""
+    async with await builder.build() as agent:
+        await agent.join_network(timeout=args.timeout)
+        await asyncio.sleep(args.settle)
+        for info in agent.peers():
+            _show_agent(args, info)
+
+
+async def find(args: argparse.Namespace, builder: AgentBuilder) -> None:
+    """Prints the agents that advertise a capability (exit status 1 when there are none)."""
+    async with await builder.build() as agent:
+        await agent.join_network(timeout=args.timeout)
+        found = await agent.find(args.capability, timeout=args.wait, limit=args.limit or None)
+        for info in found:
+            _show_agent(args, info)
+        if not found:
+            raise X0xError(f"no agent advertising {args.capability!r} was found")
+
+
+async def serve(args: argparse.Namespace, builder: AgentBuilder) -> None:
+    """Advertises a capability and answers requests with an echo, as ``inbox`` does."""
+    await inbox(args, builder.with_capabilities([args.capability]))
+
+
 async def inbox(args: argparse.Namespace, builder: AgentBuilder) -> None:
     """Prints the direct messages and requests that arrive, answering each request with its
     own payload (``--count N``: exit after N)."""
@@ -271,6 +318,9 @@ COMMANDS: Dict[str, Command] = {
     "send": send,
     "request": request,
     "inbox": inbox,
+    "serve": serve,
+    "find": find,
+    "peers": peers,
 }
 
 
@@ -336,6 +386,17 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     req.add_argument("--wait", type=float, default=10.0, help=wait_help)
     box = command("inbox", "print direct messages as they arrive; answer requests with an echo")
     box.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    server = command("serve", "advertise a capability; print and echo what arrives, as inbox")
+    server.add_argument("capability", metavar="CAPABILITY")
+    server.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    finder = command("find", "print the agents that advertise a capability")
+    finder.add_argument("capability", metavar="CAPABILITY")
+    finder.add_argument("--wait", type=float, default=2.0, help="seconds to look (default 2)")
+    finder.add_argument("--limit", type=int, default=0, help="stop after this many agents")
+    known = command("peers", "print the agents whose cards this agent got after joining")
+    known.add_argument(
+        "--settle", type=float, default=1.0, help="seconds to wait for cards (default 1)"
+    )
     args = parser.parse_args(argv)
     args.origin = {}
     for dest, flag, variable in ENVIRONMENT:

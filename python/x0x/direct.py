@@ -30,9 +30,6 @@ _BATCH = 256
 
 Reply = Union[bytes, bytearray, memoryview]
 """What a request is answered with: bytes, or an object that exposes them."""
-Handler = Callable[["DirectMessage"], Union[Awaitable[Optional[Reply]], Optional[Reply]]]
-"""``Agent.serve``'s handler: an ``async def`` (or a plain function) taking a ``DirectMessage``
-and returning the reply's bytes (ignored for plain messages, which may return ``None``)."""
 
 
 class DirectMessage(NativeHandle):
@@ -122,6 +119,11 @@ class DirectMessage(NativeHandle):
         return (
             f"<DirectMessage {kind} from {self.sender.to_hex()[:16]}…, {len(self.payload)} bytes>"
         )
+
+
+Handler = Callable[[DirectMessage], Union[Awaitable[Optional[Reply]], Optional[Reply]]]
+"""``Agent.serve``'s handler: an ``async def`` (or a plain function) taking a ``DirectMessage``
+and returning the reply's bytes (ignored for plain messages, which may return ``None``)."""
 
 
 class Inbox(NativeHandle):

@@ -323,3 +323,33 @@ async def test_inbox_count_and_direct_errors(started: List["subprocess.Popen[str
     assert (done.returncode, done.stdout) == (0, "last\n"), done
     assert (await read_line(inbox)).endswith(": last")
     assert await exit_code(inbox) == 0
+
+
+async def test_a_served_capability_is_found_and_answers(
+    started: List["subprocess.Popen[str]"],
+) -> None:
+    node_info = await start_node(started)
+    address = loopback(node_info)
+    server = x0x("serve", "summarize", "--json", "--bootstrap", address)
+    started.append(server)
+    opened = await record(server)
+    assert opened["event"] == "inbox", opened
+
+    done = finished(x0x("find", "summarize", "--json", "--wait", "5", "--bootstrap", address))
+    assert (done.returncode, done.stderr) == (0, ""), done
+    found = json.loads(done.stdout.splitlines()[0])
+    assert found["event"] == "agent" and found["agent_id"] == opened["agent_id"], found
+    assert found["capabilities"] == ["summarize"]
+    assert found["machine_id"] == opened["machine_id"]
+
+    done = finished(x0x("request", found["agent_id"], "summarize this", "--bootstrap", address))
+    assert (done.returncode, done.stdout) == (0, "summarize this\n"), done
+
+    done = finished(x0x("find", "nothing-here", "--wait", "0.5", "--bootstrap", address))
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr == "x0x: error: no agent advertising 'nothing-here' was found\n"
+
+    done = finished(x0x("peers", "--json", "--bootstrap", address))
+    assert done.returncode == 0, done
+    listed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert node_info["agent_id"] in [agent["agent_id"] for agent in listed], listed

@@ -63,6 +63,17 @@ def test_direct_messages_are_answered_and_refused() -> None:
         assert expected in out, out
 
 
+def test_request_response_finds_the_summarizer_by_capability() -> None:
+    out = run("request_response.py")
+    for expected in (
+        "with summarize, summarize:en",
+        "its card says model=first-five-words",
+        "same machine: True",
+        "summary: x0x lets software agents find ...",
+    ):
+        assert expected in out, out
+
+
 def test_events_example_sees_a_visitor_come_and_go() -> None:
     out = run("events.py")
     for expected in (
