@@ -671,3 +671,25 @@ async fn reap(direct: Weak<Direct>) {
         direct.close_idle(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_taken_once_per_sender_until_it_is_forgotten() {
+        let mut state = State::default();
+        let (alice, bob) = (AgentId([1; 32]), AgentId([2; 32]));
+        assert!(state.remember_request(alice, 7));
+        assert!(!state.remember_request(alice, 7), "a duplicate delivery");
+        assert!(state.remember_request(bob, 7), "ids are per sender");
+        for id in 100..100 + REQUESTS_REMEMBERED as u64 {
+            assert!(state.remember_request(alice, id));
+        }
+        assert_eq!(state.requests_seen.len(), REQUESTS_REMEMBERED);
+        assert!(
+            state.remember_request(alice, 7),
+            "forgotten after 4,096 newer ones"
+        );
+    }
+}
