@@ -49,15 +49,6 @@ static X0xAgent *new_agent(const char *bootstrap) {
     return agent;
 }
 
-static void join_ok(const X0xAgent *agent) {
-    X0xOp *op = NULL;
-    CHECK_OK(x0x_agent_join_network(agent, WAIT_MS, NULL, NULL, &op));
-    char msg[512];
-    X0xStatus status = finish_op(op, NULL, msg, sizeof msg);
-    if (status != X0X_OK) fprintf(stderr, "join failed: %s\n", msg);
-    CHECK_OK(status);
-}
-
 static void close_agent(X0xAgent *agent) {
     X0xOp *op = NULL;
     CHECK_OK(x0x_agent_close(agent, NULL, NULL, &op));

@@ -78,13 +78,6 @@ static X0xStatus join(const X0xAgent *agent, uint32_t timeout_ms, char *msg, siz
     return finish_op(op, NULL, msg, msg_len);
 }
 
-static void join_ok(const X0xAgent *agent) {
-    char msg[512];
-    X0xStatus status = join(agent, WAIT_MS, msg, sizeof msg);
-    if (status != X0X_OK) fprintf(stderr, "join failed: %s\n", msg);
-    CHECK_OK(status);
-}
-
 /* Publishes `text` (without its NUL) and waits for the operation; returns its status. */
 static X0xStatus publish(const X0xAgent *agent, const char *topic, const char *text) {
     X0xOp *op = NULL;

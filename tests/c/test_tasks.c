@@ -97,15 +97,6 @@ static X0xAgent *build_agent(const AgentConfig *cfg) {
     return agent;
 }
 
-static void join_ok(const X0xAgent *agent) {
-    X0xOp *op = NULL;
-    CHECK_OK(x0x_agent_join_network(agent, WAIT_MS, NULL, NULL, &op));
-    char msg[512];
-    X0xStatus status = finish_op(op, NULL, msg, sizeof msg);
-    if (status != X0X_OK) fprintf(stderr, "join failed: %s\n", msg);
-    CHECK_OK(status);
-}
-
 static void leave_ok(const X0xAgent *agent) {
     X0xOp *op = NULL;
     CHECK_OK(x0x_agent_leave_network(agent, NULL, NULL, &op));

@@ -2,7 +2,8 @@
  * The callback, operation and id helpers the C tests share. Include it after check.h.
  *
  * Waiter: a completion callback (on_done) that records what it got, with a mutex + condvar to
- * wait for it. finish_op: waits for a callback-less operation. Then small id and agent getters.
+ * wait for it. finish_op: waits for a callback-less operation; join_ok joins with it. Then
+ * small id and agent getters.
  * All static inline, so a test that uses only some of them builds without unused warnings.
  */
 #ifndef X0X_TEST_WAITER_H
@@ -112,6 +113,16 @@ static inline X0xStatus finish_op(X0xOp *op, void **result, char *msg, size_t ms
     if (msg != NULL) snprintf(msg, msg_len, "%s", x0x_op_error_message(op));
     x0x_op_free(op);
     return status;
+}
+
+/* Joins the network (bounded by WAIT_MS); a failure prints the operation's message. */
+static inline void join_ok(const X0xAgent *agent) {
+    X0xOp *op = NULL;
+    CHECK_OK(x0x_agent_join_network(agent, WAIT_MS, NULL, NULL, &op));
+    char msg[512];
+    X0xStatus status = finish_op(op, NULL, msg, sizeof msg);
+    if (status != X0X_OK) fprintf(stderr, "join failed: %s\n", msg);
+    CHECK_OK(status);
 }
 
 /* ---------------------------------------------------------------------------------------------
