@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use x0x::{Agent, AgentId, ErrorKind, Inbox};
 
+mod common;
+
 const JOIN: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(10);
 
+/// An agent from the default builder, joined through `bootstrap`.
 async fn agent(bootstrap: &[std::net::SocketAddr]) -> Agent {
-    let mut builder = Agent::builder();
-    for addr in bootstrap {
-        builder.with_bootstrap(&addr.to_string()).unwrap();
-    }
-    let agent = builder.build().await.unwrap();
+    let agent = common::agent(bootstrap).await;
     agent.join_network(JOIN).await.unwrap();
     agent
 }

@@ -4,20 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::agent;
 use x0x::testing::swarm_neighbours;
 use x0x::{Agent, ErrorKind};
 
+mod common;
+
 const JOIN: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(10);
-
-/// An agent from the default builder, bootstrapped to addresses as agents report them.
-async fn agent(bootstrap: &[std::net::SocketAddr]) -> Agent {
-    let mut builder = Agent::builder();
-    for addr in bootstrap {
-        builder.with_bootstrap(&addr.to_string()).unwrap();
-    }
-    builder.build().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_exchange_signed_messages() {

@@ -1,32 +1,18 @@
 """Direct messages and requests: ``DirectMessage``, ``Inbox`` and ``Server``."""
 
 import asyncio
-import collections
 import inspect
 from types import TracebackType
-from typing import (
-    Any,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Deque,
-    Dict,
-    Optional,
-    Set,
-    Type,
-    Union,
-)
+from typing import Any, Awaitable, Callable, Iterator, Optional, Set, Type, Union
 
-from ._ffi import c_str, call_async, check, ffi, lib
+from ._ffi import c_str, check, ffi, lib
 from ._handle import NativeHandle
-from .errors import ClosedError, InvalidArgumentError
+from ._stream import Stream
+from .errors import InvalidArgumentError
 from .events import logger
 from .ids import AgentId
 
 __all__ = ["DirectMessage", "Handler", "Inbox", "Reply", "Server"]
-
-# Messages taken from the library per crossing, as for subscriptions.
-_BATCH = 256
 
 Reply = Union[bytes, bytearray, memoryview]
 """What a request is answered with: bytes, or an object that exposes them."""
@@ -126,7 +112,7 @@ Handler = Callable[[DirectMessage], Union[Awaitable[Optional[Reply]], Optional[R
 and returning the reply's bytes (ignored for plain messages, which may return ``None``)."""
 
 
-class Inbox(NativeHandle):
+class Inbox(Stream[DirectMessage]):
     """The direct messages and requests other agents send this agent, as an async iterator
     (``Agent.inbox``).
 
@@ -138,15 +124,17 @@ class Inbox(NativeHandle):
     no message.
     """
 
-    __slots__ = ("_buffer", "_data", "_id", "_len", "_senders", "_u64")
+    __slots__ = ("_data", "_id", "_len", "_u64")
     _free = lib.x0x_inbox_free
+    _try_next = lib.x0x_inbox_try_next
+    _next = lib.x0x_inbox_next
+    _dropped = lib.x0x_inbox_dropped
+    _batch_free = lib.x0x_direct_message_batch_free
+    _batch_type = "X0xDirectMessageBatch"
 
     def __init__(self, ptr: object) -> None:
         """Wraps an ``X0xInbox *``; use ``Agent.inbox`` instead."""
         super().__init__(ptr)
-        self._buffer: Deque[DirectMessage] = collections.deque()
-        # Few distinct senders: reuse their AgentId objects.
-        self._senders: Dict[bytes, AgentId] = {}
         # Out-parameters of the accessors, allocated once.
         self._data = ffi.new("const uint8_t **")
         self._len = ffi.new("size_t *")
@@ -157,9 +145,7 @@ class Inbox(NativeHandle):
     def dropped(self) -> int:
         """Messages lost because the inbox was full (oldest dropped first; a dropped request
         is refused)."""
-        out = ffi.new("uint64_t *")
-        check(lib.x0x_inbox_dropped(self._handle(), out))
-        return int(out[0])
+        return self._dropped_count()
 
     def _message(self, ptr: object) -> DirectMessage:
         try:
@@ -167,10 +153,7 @@ class Inbox(NativeHandle):
             length = self._len[0]
             payload = ffi.buffer(self._data[0], length)[:] if length else b""
             check(lib.x0x_direct_message_sender(ptr, self._id))
-            key = ffi.buffer(self._id.bytes)[:]
-            sender = self._senders.get(key)
-            if sender is None:
-                sender = self._senders[key] = AgentId(key)
+            sender = self._sender(self._id.bytes)
             check(lib.x0x_direct_message_timestamp_ms(ptr, self._u64))
             timestamp = int(self._u64[0])
             check(lib.x0x_direct_message_request_id(ptr, self._u64))
@@ -179,57 +162,11 @@ class Inbox(NativeHandle):
             raise
         return DirectMessage(ptr, payload, sender, timestamp, int(self._u64[0]))
 
-    def _unpack(self, batch: object) -> None:
-        try:
-            for i in range(lib.x0x_direct_message_batch_len(batch)):
-                ptr = lib.x0x_direct_message_batch_take(batch, i)
-                if ptr != ffi.NULL:
-                    self._buffer.append(self._message(ptr))
-        finally:
-            lib.x0x_direct_message_batch_free(batch)
-
-    async def __anext__(self) -> DirectMessage:
-        """The next message; waits for one. ``StopAsyncIteration`` once closed."""
-        if self._buffer:
-            return self._buffer.popleft()
-        if self._ptr is None:
-            raise StopAsyncIteration
-        inbox = self._ptr
-        out = ffi.new("X0xDirectMessageBatch **")
-        status = lib.x0x_inbox_try_next(inbox, _BATCH, out)
-        if status == lib.X0X_CLOSED:
-            raise StopAsyncIteration
-        check(status)
-        batch = out[0]
-        if batch == ffi.NULL:
-            try:
-                result = await call_async(
-                    lambda cb, ud, op: lib.x0x_inbox_next(inbox, _BATCH, cb, ud, op),
-                    release=lib.x0x_direct_message_batch_free,
-                )
-            except ClosedError:
-                raise StopAsyncIteration from None
-            batch = ffi.cast("X0xDirectMessageBatch *", result)
-        self._unpack(batch)
-        if self._ptr is None:  # closed while the batch came: it is not read any more
-            self.close()
-            raise StopAsyncIteration
-        return self._buffer.popleft()
-
-    def __aiter__(self) -> AsyncIterator[DirectMessage]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[DirectMessage]:
-        # A generator, so that leaving an ``async for`` early (break, exception) closes.
-        try:
-            while True:
-                try:
-                    message = await self.__anext__()
-                except StopAsyncIteration:
-                    return
-                yield message
-        finally:
-            self.close()
+    def _unpack(self, batch: Any) -> Iterator[DirectMessage]:
+        for i in range(lib.x0x_direct_message_batch_len(batch)):
+            ptr = lib.x0x_direct_message_batch_take(batch, i)
+            if ptr != ffi.NULL:
+                yield self._message(ptr)
 
     def close(self) -> None:
         """Close the inbox (idempotent): senders are refused from now on, what was not read
@@ -237,22 +174,7 @@ class Inbox(NativeHandle):
         inbox. A pending ``__anext__`` ends with ``StopAsyncIteration``."""
         while self._buffer:
             self._buffer.popleft()._release()  # refused now, not when collected
-        self._release()
-
-    async def aclose(self) -> None:
-        """Same as ``close()``, for ``contextlib.aclosing`` and friends."""
-        self.close()
-
-    async def __aenter__(self) -> "Inbox":
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
+        super().close()
 
     def __repr__(self) -> str:
         return f"<Inbox{' closed' if self._ptr is None else ''}>"

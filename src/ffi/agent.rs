@@ -442,17 +442,20 @@ pub unsafe extern "C" fn x0x_agent_subscribe(
     })
 }
 
-/// The checked arguments of a direct message or request: whom to, the payload (copied) and
-/// the timeout (`timeout_ms` 0: the default).
+/// The checked arguments of a direct message or request: the agent, whom to, the payload
+/// (copied) and the timeout (`timeout_ms` 0: the default).
 ///
 /// # Safety
-/// As the extern fns that call it: `to` NULL or a valid `X0xId`, `payload` NULL or `len` bytes.
+/// As the extern fns that call it: `agent` NULL or live, `to` NULL or a valid `X0xId`,
+/// `payload` NULL or `len` bytes.
 unsafe fn letter(
+    agent: *const X0xAgent,
     to: *const X0xId,
     payload: *const u8,
     len: usize,
     timeout_ms: u32,
-) -> Result<(AgentId, Bytes, Duration)> {
+) -> Result<(Arc<Agent>, AgentId, Bytes, Duration)> {
+    let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
     let to = AgentId(arg_ref(to, "to")?.bytes);
     let payload = arg_bytes(payload, len, "payload")?;
     if payload.len() > X0X_MAX_PAYLOAD_LEN {
@@ -465,7 +468,7 @@ unsafe fn letter(
         0 => DEFAULT_DIRECT_TIMEOUT,
         ms => Duration::from_millis(ms.into()),
     };
-    Ok((to, Bytes::copy_from_slice(payload), timeout))
+    Ok((agent, to, Bytes::copy_from_slice(payload), timeout))
 }
 
 /// Sends `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes) to the agent `to`
@@ -492,8 +495,7 @@ pub unsafe extern "C" fn x0x_agent_send(
     op_out: *mut *mut X0xOp,
 ) -> X0xStatus {
     ffi_status(|| {
-        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
-        let (to, payload, timeout) = letter(to, payload, len, timeout_ms)?;
+        let (agent, to, payload, timeout) = letter(agent, to, payload, len, timeout_ms)?;
         spawn_op(callback, user_data, op_out, async move {
             agent.send(to, payload, timeout).await
         });
@@ -525,8 +527,7 @@ pub unsafe extern "C" fn x0x_agent_request(
     op_out: *mut *mut X0xOp,
 ) -> X0xStatus {
     ffi_status(|| {
-        let agent = Arc::clone(&arg_ref(agent, "agent")?.inner);
-        let (to, payload, timeout) = letter(to, payload, len, timeout_ms)?;
+        let (agent, to, payload, timeout) = letter(agent, to, payload, len, timeout_ms)?;
         spawn_op(callback, user_data, op_out, async move {
             let reply = agent.request(to, payload, timeout).await?;
             Ok(BytesResult(Vec::from(reply)))

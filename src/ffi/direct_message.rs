@@ -115,6 +115,22 @@ pub unsafe extern "C" fn x0x_direct_message_sender(
     ffi_status(|| write_id(out, arg_ref(message, "message")?.inner.sender().0))
 }
 
+/// Writes one of `message`'s numbers to `*out`; INVALID_ARGUMENT for NULL.
+///
+/// # Safety
+/// As the extern fns that call it: `message` NULL or live, `out` NULL or writable.
+unsafe fn write_u64(
+    message: *const X0xDirectMessage,
+    out: *mut u64,
+    field: fn(&DirectMessage) -> u64,
+) -> X0xStatus {
+    ffi_status(|| {
+        let message = arg_ref(message, "message")?;
+        *arg_out(out, "out")? = field(&message.inner);
+        Ok(())
+    })
+}
+
 /// Writes when the sender sent it to `*out`: milliseconds since the Unix epoch, by the
 /// sender's clock. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
 #[no_mangle]
@@ -122,11 +138,7 @@ pub unsafe extern "C" fn x0x_direct_message_timestamp_ms(
     message: *const X0xDirectMessage,
     out: *mut u64,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let message = arg_ref(message, "message")?;
-        *arg_out(out, "out")? = message.inner.timestamp_ms();
-        Ok(())
-    })
+    write_u64(message, out, DirectMessage::timestamp_ms)
 }
 
 /// Writes the request's id to `*out` (unique per sender), or 0 for a plain message, which
@@ -136,11 +148,7 @@ pub unsafe extern "C" fn x0x_direct_message_request_id(
     message: *const X0xDirectMessage,
     out: *mut u64,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let message = arg_ref(message, "message")?;
-        *arg_out(out, "out")? = message.inner.request_id();
-        Ok(())
-    })
+    write_u64(message, out, DirectMessage::request_id)
 }
 
 /// Answers the request with `payload[0..len]` (copied; at most `X0X_MAX_PAYLOAD_LEN` bytes):

@@ -3,14 +3,13 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::boundary::{
-    arg_out, arg_ref, batch_free, batch_get, batch_len, ffi_status, ffi_value, Batch,
-};
+use super::boundary::{batch_free, batch_get, batch_len, Batch};
 use super::identity::X0xId;
-use super::op::{spawn_op, OpOutput, X0xCallback, X0xOp};
+use super::op::{OpOutput, X0xCallback, X0xOp};
 use super::status::X0xStatus;
-use super::subscription::X0X_MAX_BATCH;
-use crate::error::{Error, ErrorKind};
+use super::stream::{
+    impl_pulled, stream_close, stream_free, stream_next, stream_try_next, PulledHandle,
+};
 use crate::events::{Event, EventStream};
 use crate::tasklists::TaskStatus;
 
@@ -158,9 +157,18 @@ impl X0xEventStream {
     }
 }
 
-fn closed() -> Error {
-    Error::new(ErrorKind::Closed, "the event stream is closed")
+impl PulledHandle for X0xEventStream {
+    type Queue = EventStream;
+    const ARG: &'static str = "stream";
+    const CLOSED: &'static str = "the event stream is closed";
+    fn queue(&self) -> &Arc<EventStream> {
+        &self.inner
+    }
 }
+
+impl_pulled!(EventStream, Event, X0xEventBatch, |events: Vec<Event>| {
+    batch(&events)
+});
 
 /// Waits for events and hands out up to `max` of them as one batch.
 ///
@@ -175,17 +183,7 @@ pub unsafe extern "C" fn x0x_event_stream_next(
     user_data: *mut c_void,
     op_out: *mut *mut X0xOp,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let inner = Arc::clone(&arg_ref(stream, "stream")?.inner);
-        spawn_op(callback, user_data, op_out, async move {
-            let events = inner
-                .next_batch(max.clamp(1, X0X_MAX_BATCH))
-                .await
-                .ok_or_else(closed)?;
-            Ok(batch(&events))
-        });
-        Ok(())
-    })
+    stream_next(stream, max, callback, user_data, op_out)
 }
 
 /// Takes up to `max` waiting events without blocking: `*out` is a batch or NULL when none.
@@ -196,39 +194,19 @@ pub unsafe extern "C" fn x0x_event_stream_try_next(
     max: usize,
     out: *mut *mut X0xEventBatch,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let stream = arg_ref(stream, "stream")?;
-        let out = arg_out(out, "out")?;
-        *out = std::ptr::null_mut();
-        let events = stream
-            .inner
-            .try_next_batch(max.clamp(1, X0X_MAX_BATCH))
-            .ok_or_else(closed)?;
-        if !events.is_empty() {
-            *out = Box::into_raw(Box::new(batch(&events)));
-        }
-        Ok(())
-    })
+    stream_try_next(stream, max, out)
 }
 
 /// Ends the stream (idempotent). Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_event_stream_close(stream: *const X0xEventStream) -> X0xStatus {
-    ffi_status(|| {
-        arg_ref(stream, "stream")?.inner.close();
-        Ok(())
-    })
+    stream_close(stream)
 }
 
 /// Releases the caller's handle (and ends the stream). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_event_stream_free(stream: *mut X0xEventStream) {
-    ffi_value((), || {
-        if let Some(stream) = stream.as_mut() {
-            stream.inner.close();
-            drop(Box::from_raw(stream));
-        }
-    })
+    stream_free(stream)
 }
 
 /// The number of events in `batch` (0 for NULL).

@@ -3,13 +3,14 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::boundary::{arg_out, arg_ref, ffi_status, ffi_value};
 use super::direct_message::X0xDirectMessageBatch;
-use super::op::{spawn_op, X0xCallback, X0xOp};
+use super::op::{X0xCallback, X0xOp};
 use super::status::X0xStatus;
-use super::subscription::X0X_MAX_BATCH;
-use crate::direct::Inbox;
-use crate::error::{Error, ErrorKind};
+use super::stream::{
+    impl_pulled, stream_close, stream_dropped, stream_free, stream_next, stream_try_next,
+    PulledHandle,
+};
+use crate::direct::{DirectMessage, Inbox};
 
 /// An agent's inbox. Opaque; from `x0x_agent_inbox`, released with `x0x_inbox_free`.
 /// Thread-safe, but keep at most one `x0x_inbox_next` outstanding.
@@ -25,13 +26,21 @@ impl X0xInbox {
     }
 }
 
-fn closed() -> Error {
-    Error::new(ErrorKind::Closed, "the inbox is closed")
+impl PulledHandle for X0xInbox {
+    type Queue = Inbox;
+    const ARG: &'static str = "inbox";
+    const CLOSED: &'static str = "the inbox is closed";
+    fn queue(&self) -> &Arc<Inbox> {
+        &self.inner
+    }
 }
 
-fn clamp(max: usize) -> usize {
-    max.clamp(1, X0X_MAX_BATCH)
-}
+impl_pulled!(
+    Inbox,
+    DirectMessage,
+    X0xDirectMessageBatch,
+    X0xDirectMessageBatch::new
+);
 
 /// Waits for direct messages and hands out up to `max` of them (oldest first) as one batch.
 ///
@@ -48,14 +57,7 @@ pub unsafe extern "C" fn x0x_inbox_next(
     user_data: *mut c_void,
     op_out: *mut *mut X0xOp,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let inner = Arc::clone(&arg_ref(inbox, "inbox")?.inner);
-        spawn_op(callback, user_data, op_out, async move {
-            let messages = inner.next_batch(clamp(max)).await.ok_or_else(closed)?;
-            Ok(X0xDirectMessageBatch::new(messages))
-        });
-        Ok(())
-    })
+    stream_next(inbox, max, callback, user_data, op_out)
 }
 
 /// Takes up to `max` waiting messages without blocking: `*out` is a batch (the caller owns it:
@@ -69,27 +71,14 @@ pub unsafe extern "C" fn x0x_inbox_try_next(
     max: usize,
     out: *mut *mut X0xDirectMessageBatch,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let inbox = arg_ref(inbox, "inbox")?;
-        let out = arg_out(out, "out")?;
-        *out = std::ptr::null_mut();
-        let messages = inbox.inner.try_next_batch(clamp(max)).ok_or_else(closed)?;
-        if !messages.is_empty() {
-            *out = Box::into_raw(Box::new(X0xDirectMessageBatch::new(messages)));
-        }
-        Ok(())
-    })
+    stream_try_next(inbox, max, out)
 }
 
 /// Writes how many messages this inbox lost because it was full (the oldest are dropped first;
 /// a dropped request is refused) to `*out`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_inbox_dropped(inbox: *const X0xInbox, out: *mut u64) -> X0xStatus {
-    ffi_status(|| {
-        let inbox = arg_ref(inbox, "inbox")?;
-        *arg_out(out, "out")? = inbox.inner.dropped();
-        Ok(())
-    })
+    stream_dropped(inbox, out)
 }
 
 /// Closes the inbox (idempotent): senders are refused from now on (`X0X_REMOTE`), and the
@@ -97,10 +86,7 @@ pub unsafe extern "C" fn x0x_inbox_dropped(inbox: *const X0xInbox, out: *mut u64
 /// `x0x_inbox_next` completes with `X0X_CLOSED`. Returns `X0X_OK` or `X0X_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_inbox_close(inbox: *const X0xInbox) -> X0xStatus {
-    ffi_status(|| {
-        arg_ref(inbox, "inbox")?.inner.close();
-        Ok(())
-    })
+    stream_close(inbox)
 }
 
 /// Closes the inbox and releases the caller's handle: a pending `x0x_inbox_next` completes
@@ -108,11 +94,5 @@ pub unsafe extern "C" fn x0x_inbox_close(inbox: *const X0xInbox) -> X0xStatus {
 /// any more. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_inbox_free(inbox: *mut X0xInbox) {
-    ffi_value((), || {
-        if let Some(inbox) = inbox.as_mut() {
-            // Freeing is closing: a pending next gets X0X_CLOSED rather than waiting forever.
-            inbox.inner.close();
-            drop(Box::from_raw(inbox));
-        }
-    })
+    stream_free(inbox)
 }

@@ -44,6 +44,7 @@ pub mod message;
 pub mod op;
 pub mod presence;
 pub mod status;
+mod stream;
 pub mod subscription;
 pub mod tasklist;
 

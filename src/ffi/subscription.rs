@@ -3,12 +3,14 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::boundary::{arg_out, arg_ref, ffi_status, ffi_value};
 use super::message::X0xMessageBatch;
-use super::op::{spawn_op, X0xCallback, X0xOp};
+use super::op::{X0xCallback, X0xOp};
 use super::status::X0xStatus;
-use crate::error::{Error, ErrorKind};
-use crate::pubsub::Subscription;
+use super::stream::{
+    impl_pulled, stream_close, stream_dropped, stream_free, stream_next, stream_try_next,
+    PulledHandle,
+};
+use crate::pubsub::{Message, Subscription};
 
 /// The largest batch `max` is clamped to.
 pub const X0X_MAX_BATCH: usize = 4096;
@@ -27,13 +29,16 @@ impl X0xSubscription {
     }
 }
 
-fn closed() -> Error {
-    Error::new(ErrorKind::Closed, "the subscription is closed")
+impl PulledHandle for X0xSubscription {
+    type Queue = Subscription;
+    const ARG: &'static str = "subscription";
+    const CLOSED: &'static str = "the subscription is closed";
+    fn queue(&self) -> &Arc<Subscription> {
+        &self.inner
+    }
 }
 
-fn clamp(max: usize) -> usize {
-    max.clamp(1, X0X_MAX_BATCH)
-}
+impl_pulled!(Subscription, Message, X0xMessageBatch, X0xMessageBatch::new);
 
 /// Waits for messages and hands out up to `max` of them (oldest first) as one batch.
 ///
@@ -49,14 +54,7 @@ pub unsafe extern "C" fn x0x_subscription_next(
     user_data: *mut c_void,
     op_out: *mut *mut X0xOp,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let inner = Arc::clone(&arg_ref(subscription, "subscription")?.inner);
-        spawn_op(callback, user_data, op_out, async move {
-            let messages = inner.next_batch(clamp(max)).await.ok_or_else(closed)?;
-            Ok(X0xMessageBatch::new(messages))
-        });
-        Ok(())
-    })
+    stream_next(subscription, max, callback, user_data, op_out)
 }
 
 /// Takes up to `max` waiting messages without blocking: `*out` is a batch (free it with
@@ -69,19 +67,7 @@ pub unsafe extern "C" fn x0x_subscription_try_next(
     max: usize,
     out: *mut *mut X0xMessageBatch,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let subscription = arg_ref(subscription, "subscription")?;
-        let out = arg_out(out, "out")?;
-        *out = std::ptr::null_mut();
-        let messages = subscription
-            .inner
-            .try_next_batch(clamp(max))
-            .ok_or_else(closed)?;
-        if !messages.is_empty() {
-            *out = Box::into_raw(Box::new(X0xMessageBatch::new(messages)));
-        }
-        Ok(())
-    })
+    stream_try_next(subscription, max, out)
 }
 
 /// Writes how many messages this subscription lost because its queue was full (the oldest are
@@ -91,11 +77,7 @@ pub unsafe extern "C" fn x0x_subscription_dropped(
     subscription: *const X0xSubscription,
     out: *mut u64,
 ) -> X0xStatus {
-    ffi_status(|| {
-        let subscription = arg_ref(subscription, "subscription")?;
-        *arg_out(out, "out")? = subscription.inner.dropped();
-        Ok(())
-    })
+    stream_dropped(subscription, out)
 }
 
 /// Unsubscribes (idempotent). Messages already queued can still be read; after them
@@ -103,21 +85,12 @@ pub unsafe extern "C" fn x0x_subscription_dropped(
 /// `X0X_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_subscription_close(subscription: *const X0xSubscription) -> X0xStatus {
-    ffi_status(|| {
-        arg_ref(subscription, "subscription")?.inner.close();
-        Ok(())
-    })
+    stream_close(subscription)
 }
 
 /// Releases the caller's handle; the subscription ends when no operation uses it any more.
 /// NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn x0x_subscription_free(subscription: *mut X0xSubscription) {
-    ffi_value((), || {
-        if let Some(subscription) = subscription.as_mut() {
-            // Freeing is unsubscribing: a pending next gets X0X_CLOSED rather than waiting forever.
-            subscription.inner.close();
-            drop(Box::from_raw(subscription));
-        }
-    })
+    stream_free(subscription)
 }

@@ -26,117 +26,11 @@
 
 #define TEST_NAME "test_direct"
 #include "check.h"
-
-/* The bound on every wait for the network (generous: valgrind is much slower). */
-#define WAIT_MS 30000
-
-/* ---------------------------------------------------------------------------------------------
- * A callback that records what it got, with a mutex + condvar to wait for it
- * ------------------------------------------------------------------------------------------- */
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int calls;
-    X0xStatus status;
-    void *result;
-    bool message_was_null;
-    char message[1024];
-} Waiter;
-
-static void waiter_init(Waiter *w) {
-    memset(w, 0, sizeof *w);
-    CHECK(pthread_mutex_init(&w->mu, NULL) == 0);
-    CHECK(pthread_cond_init(&w->cv, NULL) == 0);
-    w->status = -1;
-}
-
-static void waiter_destroy(Waiter *w) {
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-}
-
-static void on_done(void *user_data, X0xStatus status, void *result, const char *message) {
-    Waiter *w = user_data;
-    pthread_mutex_lock(&w->mu);
-    w->calls++;
-    w->status = status;
-    w->result = result;
-    w->message_was_null = message == NULL;
-    /* `message` is borrowed for the duration of the call only: copy it. */
-    snprintf(w->message, sizeof w->message, "%s", message ? message : "");
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* Waits until the callback has run at least once or `timeout_ms` passed; returns the call count. */
-static int waiter_wait(Waiter *w, int timeout_ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&w->mu);
-    while (w->calls == 0) {
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &deadline) == ETIMEDOUT) break;
-    }
-    int calls = w->calls;
-    pthread_mutex_unlock(&w->mu);
-    return calls;
-}
-
-static int waiter_calls(Waiter *w) {
-    pthread_mutex_lock(&w->mu);
-    int calls = w->calls;
-    pthread_mutex_unlock(&w->mu);
-    return calls;
-}
-
-/* Lets queued callbacks run: callbacks run in order on one thread, so once a later operation's
- * callback has run, any (buggy) extra callback queued before it would have run too. */
-static void drain_callbacks(void) {
-    Waiter w;
-    waiter_init(&w);
-    CHECK_OK(x0x_sleep(20, on_done, &w, NULL));
-    CHECK(waiter_wait(&w, WAIT_MS) == 1);
-    waiter_destroy(&w);
-}
+#include "waiter.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Agents, operations and messages
  * ------------------------------------------------------------------------------------------- */
-
-static bool id_eq(const X0xId *a, const X0xId *b) {
-    return memcmp(a->bytes, b->bytes, X0X_ID_LEN) == 0;
-}
-
-static X0xId agent_id(const X0xAgent *agent) {
-    X0xId id;
-    memset(&id, 0, sizeof id);
-    CHECK_OK(x0x_agent_agent_id(agent, &id));
-    return id;
-}
-
-static X0xStats stats(const X0xAgent *agent) {
-    X0xStats s;
-    memset(&s, 0, sizeof s);
-    CHECK_OK(x0x_agent_stats(agent, &s));
-    return s;
-}
-
-/* Waits (bounded) for a callback-less operation, then frees it. Returns the operation's status
- * and its result through `result` (may be NULL); copies its error message into `msg`. */
-static X0xStatus finish_op(X0xOp *op, void **result, char *msg, size_t msg_len) {
-    CHECK(op != NULL);
-    X0xStatus status = -1;
-    CHECK_OK(x0x_op_wait(op, WAIT_MS, &status, result));
-    if (msg != NULL) snprintf(msg, msg_len, "%s", x0x_op_error_message(op));
-    x0x_op_free(op);
-    return status;
-}
 
 /* Builds an agent with the default builder, as a user would; `bootstrap` may be NULL. */
 static X0xAgent *new_agent(const char *bootstrap) {
@@ -153,15 +47,6 @@ static X0xAgent *new_agent(const char *bootstrap) {
     CHECK_OK(status);
     CHECK(agent != NULL);
     return agent;
-}
-
-static void join_ok(const X0xAgent *agent) {
-    X0xOp *op = NULL;
-    CHECK_OK(x0x_agent_join_network(agent, WAIT_MS, NULL, NULL, &op));
-    char msg[512];
-    X0xStatus status = finish_op(op, NULL, msg, sizeof msg);
-    if (status != X0X_OK) fprintf(stderr, "join failed: %s\n", msg);
-    CHECK_OK(status);
 }
 
 static void close_agent(X0xAgent *agent) {

@@ -24,79 +24,12 @@
 
 #define TEST_NAME "test_identity"
 #include "check.h"
-
+#include "waiter.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Assertions and bookkeeping
  * ------------------------------------------------------------------------------------------- */
 
-
-/* ---------------------------------------------------------------------------------------------
- * A callback that records what it got, with a mutex + condvar to wait for it
- * ------------------------------------------------------------------------------------------- */
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int calls;
-    X0xStatus status;
-    void *result;
-    bool message_was_null;
-    char message[1024];
-    pthread_t thread;
-} Waiter;
-
-static void waiter_init(Waiter *w) {
-    memset(w, 0, sizeof *w);
-    CHECK(pthread_mutex_init(&w->mu, NULL) == 0);
-    CHECK(pthread_cond_init(&w->cv, NULL) == 0);
-    w->status = -1;
-}
-
-static void waiter_destroy(Waiter *w) {
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-}
-
-static void on_done(void *user_data, X0xStatus status, void *result, const char *message) {
-    Waiter *w = user_data;
-    pthread_mutex_lock(&w->mu);
-    w->calls++;
-    w->status = status;
-    w->result = result;
-    w->thread = pthread_self();
-    w->message_was_null = message == NULL;
-    /* `message` is borrowed for the duration of the call only: copy it. */
-    snprintf(w->message, sizeof w->message, "%s", message ? message : "");
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* Waits until the callback has run at least once or `timeout_ms` passed; returns the call count. */
-static int waiter_wait(Waiter *w, int timeout_ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&w->mu);
-    while (w->calls == 0) {
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &deadline) == ETIMEDOUT) break;
-    }
-    int calls = w->calls;
-    pthread_mutex_unlock(&w->mu);
-    return calls;
-}
-
-static int waiter_calls(Waiter *w) {
-    pthread_mutex_lock(&w->mu);
-    int calls = w->calls;
-    pthread_mutex_unlock(&w->mu);
-    return calls;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers
@@ -148,30 +81,6 @@ static X0xAgentBuilder *ephemeral_builder(void) {
     X0xAgentBuilder *b = default_builder();
     CHECK_OK(x0x_agent_builder_with_ephemeral_machine_key(b));
     return b;
-}
-
-static bool id_is_zero(const X0xId *id) {
-    for (size_t i = 0; i < X0X_ID_LEN; i++)
-        if (id->bytes[i] != 0) return false;
-    return true;
-}
-
-static bool id_eq(const X0xId *a, const X0xId *b) {
-    return memcmp(a->bytes, b->bytes, X0X_ID_LEN) == 0;
-}
-
-static X0xId agent_id(const X0xAgent *agent) {
-    X0xId id;
-    memset(&id, 0, sizeof id);
-    CHECK_OK(x0x_agent_agent_id(agent, &id));
-    return id;
-}
-
-static X0xId machine_id(const X0xAgent *agent) {
-    X0xId id;
-    memset(&id, 0, sizeof id);
-    CHECK_OK(x0x_agent_machine_id(agent, &id));
-    return id;
 }
 
 /* Reads a whole small file; returns its length, or -1. */

@@ -31,10 +31,7 @@
 
 #define TEST_NAME "test_tasks"
 #include "check.h"
-
-
-/* The bound on every wait for the network (generous: valgrind is much slower). */
-#define WAIT_MS 30000
+#include "waiter.h"
 
 #define EVENT_LOG_LAST_KIND X0X_EVENT_AGENT_LEFT
 #include "event_log.h"
@@ -59,15 +56,6 @@
  * Ids, agents and operations
  * ------------------------------------------------------------------------------------------- */
 
-static bool id_eq(const X0xId *a, const X0xId *b) {
-    return memcmp(a->bytes, b->bytes, X0X_ID_LEN) == 0;
-}
-
-static bool id_is_zero(const X0xId *id) {
-    static const X0xId zero;
-    return id_eq(id, &zero);
-}
-
 static X0xId id_filled(uint8_t byte) {
     X0xId id;
     memset(id.bytes, byte, sizeof id.bytes);
@@ -76,24 +64,6 @@ static X0xId id_filled(uint8_t byte) {
 
 static void id_hex(const X0xId *id, char out[X0X_ID_HEX_LEN + 1]) {
     CHECK_OK(x0x_id_to_hex(id, out, X0X_ID_HEX_LEN + 1));
-}
-
-static X0xId agent_id(const X0xAgent *agent) {
-    X0xId id;
-    memset(&id, 0, sizeof id);
-    CHECK_OK(x0x_agent_agent_id(agent, &id));
-    return id;
-}
-
-/* Waits (bounded) for a callback-less operation, then frees it. Returns the operation's status
- * and its result through `result` (may be NULL); copies its error message into `msg`. */
-static X0xStatus finish_op(X0xOp *op, void **result, char *msg, size_t msg_len) {
-    CHECK(op != NULL);
-    X0xStatus status = -1;
-    CHECK_OK(x0x_op_wait(op, WAIT_MS, &status, result));
-    if (msg != NULL) snprintf(msg, msg_len, "%s", x0x_op_error_message(op));
-    x0x_op_free(op);
-    return status;
 }
 
 typedef struct {
@@ -127,15 +97,6 @@ static X0xAgent *build_agent(const AgentConfig *cfg) {
     return agent;
 }
 
-static void join_ok(const X0xAgent *agent) {
-    X0xOp *op = NULL;
-    CHECK_OK(x0x_agent_join_network(agent, WAIT_MS, NULL, NULL, &op));
-    char msg[512];
-    X0xStatus status = finish_op(op, NULL, msg, sizeof msg);
-    if (status != X0X_OK) fprintf(stderr, "join failed: %s\n", msg);
-    CHECK_OK(status);
-}
-
 static void leave_ok(const X0xAgent *agent) {
     X0xOp *op = NULL;
     CHECK_OK(x0x_agent_leave_network(agent, NULL, NULL, &op));
@@ -155,12 +116,6 @@ static void close_and_free(X0xAgent *agent) {
     CHECK_OK(x0x_agent_close(agent, NULL, NULL, &op));
     CHECK_OK(finish_op(op, NULL, NULL, 0));
     x0x_agent_free(agent);
-}
-
-static bool is_connected(const X0xAgent *agent) {
-    bool connected = false;
-    CHECK_OK(x0x_agent_is_connected(agent, &connected));
-    return connected;
 }
 
 /* ---------------------------------------------------------------------------------------------

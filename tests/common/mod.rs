@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests that play a rogue peer (`hostile.rs`,
-//! `reliability.rs`): agents, the background-panic watch, drop counters, and forged envelopes.
+//! Helpers shared by the integration tests: agents (`network.rs`, `direct.rs` and the rogue-peer
+//! tests), and for the rogue-peer tests (`hostile.rs`, `reliability.rs`) the background-panic
+//! watch, drop counters, and forged envelopes.
 //! Each test binary compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 

@@ -7,37 +7,17 @@ import json
 import os
 import signal
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List
 
 import pytest
+from conftest import MakeAgent
 from processes import python, read_line, send
 
 import x0x
 from x0x import Agent, AgentId, DirectMessage
 from x0x._ffi import pending_count
 
-MakeAgent = Callable[..., Awaitable[Agent]]
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture
-async def make_agent() -> AsyncIterator[MakeAgent]:
-    """Builds agents as the README does and closes them all at the end."""
-    agents: List[Agent] = []
-
-    async def make(bootstrap: Optional[str] = None, join: bool = True) -> Agent:
-        builder = Agent.builder()
-        if bootstrap:
-            builder.with_bootstrap(bootstrap)
-        agent = await builder.build()
-        agents.append(agent)
-        if join:
-            await agent.join_network(timeout=10)
-        return agent
-
-    yield make
-    for agent in agents:
-        await agent.close()
 
 
 class Peer:

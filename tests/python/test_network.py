@@ -7,35 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pytest
+from conftest import MakeAgent
 from processes import exit_code, python, read_line
 
 import x0x
 from x0x import Agent, Message
-
-MakeAgent = Callable[..., Awaitable[Agent]]
-
-
-@pytest.fixture
-async def make_agent() -> AsyncIterator[MakeAgent]:
-    """Builds agents as the README does and closes them all at the end."""
-    agents: List[Agent] = []
-
-    async def make(bootstrap: Optional[str] = None, join: bool = True) -> Agent:
-        builder = Agent.builder()
-        if bootstrap:
-            builder.with_bootstrap(bootstrap)
-        agent = await builder.build()
-        agents.append(agent)
-        if join:
-            await agent.join_network(timeout=10)
-        return agent
-
-    yield make
-    for agent in agents:
-        await agent.close()
 
 
 async def next_message(subscription: x0x.Subscription, timeout: float = 10) -> Message:
