@@ -317,7 +317,7 @@ impl NodeHarness {
                 } => self.sent.push(frame),
                 // The harness has one peer; lookups it starts go nowhere.
                 Action::Send {
-                    frame: Outgoing::Directory(_),
+                    frame: Outgoing::Directory(_) | Outgoing::Card(_),
                     ..
                 } => {}
                 Action::Adopt { conn_id } if conn_id == CONN_ID => {
@@ -333,7 +333,9 @@ impl NodeHarness {
                 | Action::Close { .. }
                 | Action::Dial { .. }
                 | Action::JoinDone { .. }
-                | Action::PeerSample(_) => {}
+                | Action::PeerSample(_)
+                | Action::Located { .. }
+                | Action::Found { .. } => {}
             }
         }
     }
