@@ -410,6 +410,18 @@ impl Agent {
         Ok(())
     }
 
+    /// Open and joined (or joining): what publishing and talking to other agents need.
+    fn check_joined(&self) -> Result<()> {
+        self.check_open()?;
+        if !self.network.context().is_joined() {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "not connected to the network: call join_network() first",
+            ));
+        }
+        Ok(())
+    }
+
     /// Joins the network through the bootstrap peers: done when one neighbour is up, or at once
     /// without bootstrap peers (this agent starts a network).
     ///
@@ -553,14 +565,8 @@ impl Agent {
         timeout: Duration,
         limit: Option<usize>,
     ) -> Result<Vec<AgentInfo>> {
-        self.check_open()?;
+        self.check_joined()?;
         presence::check_capability(capability)?;
-        if !self.network.context().is_joined() {
-            return Err(Error::new(
-                ErrorKind::NotConnected,
-                "not connected to the network: call join_network() first",
-            ));
-        }
         let limit = limit.unwrap_or(usize::MAX);
         let deadline = tokio::time::Instant::now() + timeout;
         let presence = Arc::clone(self.network.presence());
@@ -614,13 +620,7 @@ impl Agent {
     /// Publishes `payload` on `topic`, signed by this agent. It reaches every subscriber in the
     /// network, this agent's own included. Resolves once queued for signing.
     pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<()> {
-        self.check_open()?;
-        if !self.network.context().is_joined() {
-            return Err(Error::new(
-                ErrorKind::NotConnected,
-                "not connected to the network: call join_network() first",
-            ));
-        }
+        self.check_joined()?;
         self.publisher.publish(topic, payload).await
     }
 
@@ -679,13 +679,7 @@ impl Agent {
         request_id: u64,
         timeout: Duration,
     ) -> Result<Answer> {
-        self.check_open()?;
-        if !self.network.context().is_joined() {
-            return Err(Error::new(
-                ErrorKind::NotConnected,
-                "not connected to the network: call join_network() first",
-            ));
-        }
+        self.check_joined()?;
         if to == self.agent_id() {
             return Err(Error::invalid_argument(
                 "that is this agent's own id: an agent does not send to itself",

@@ -650,7 +650,9 @@ impl Driver {
             } => self.dial(addr, expected, bootstrap, timeout),
             Action::Adopt { conn_id } => {
                 self.adopt(conn_id);
-                self.show_card(conn_id);
+                if let Some(card) = self.current_card() {
+                    self.show_card(conn_id, &card);
+                }
             }
             Action::Close {
                 conn_id,
@@ -805,36 +807,40 @@ impl Driver {
         );
     }
 
-    /// Shows this agent's card on `conn_id` unless that peer run has seen the current one.
-    fn show_card(&mut self, conn_id: u64) {
+    /// This agent's current card and when it was signed (`None`, logged, if it cannot sign).
+    fn current_card(&self) -> Option<(Bytes, u64)> {
+        self.shared
+            .presence
+            .card()
+            .map_err(|e| log::error!("x0x: cannot sign this agent's card: {e}"))
+            .ok()
+    }
+
+    /// Shows `card` (signed at `signed`) on `conn_id` unless that peer run has seen it.
+    fn show_card(&mut self, conn_id: u64, (card, signed): &(Bytes, u64)) {
         let Some(link) = self.links.get(&conn_id) else {
             return;
-        };
-        let (card, signed) = match self.shared.presence.card() {
-            Ok(card) => card,
-            Err(e) => {
-                log::error!("x0x: cannot sign this agent's card: {e}");
-                return;
-            }
         };
         let peer = (link.peer, link.incarnation);
         if self
             .cards_shown
             .get(&peer)
-            .is_some_and(|(_, shown)| *shown == signed)
+            .is_some_and(|(_, shown)| shown == signed)
         {
             return;
         }
-        self.cards_shown.insert(peer, (Instant::now(), signed));
-        self.send(conn_id, Outgoing::Card(card));
+        self.cards_shown.insert(peer, (Instant::now(), *signed));
+        self.send(conn_id, Outgoing::Card(card.clone()));
     }
 
     /// Shows the current card on every link whose peer has not seen it (it was renewed or
     /// changed), and forgets peers not shown a card for a card's lifetime.
     fn show_card_to_all(&mut self) {
-        let links: Vec<u64> = self.links.keys().copied().collect();
-        for conn_id in links {
-            self.show_card(conn_id);
+        if let Some(card) = self.current_card() {
+            let links: Vec<u64> = self.links.keys().copied().collect();
+            for conn_id in links {
+                self.show_card(conn_id, &card);
+            }
         }
         let now = Instant::now();
         self.cards_shown

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,7 @@ use crate::context::AgentContext;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::identity::{AgentId, Keypair, MachineId, PublicKey};
+use crate::pubsub::now_ms;
 use crate::wire;
 
 /// Capabilities an agent may advertise at most.
@@ -120,12 +121,6 @@ pub(crate) fn check_capability(capability: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Signs a card for `key`.
@@ -277,7 +272,6 @@ impl Presence {
 
     /// A card that expires at once: shown when leaving, so that peers drop this agent now.
     pub(crate) fn farewell(&self) -> Result<Bytes> {
-        let own = self.own();
         let body = CardBody {
             agent_key: self.key.public_key().as_bytes().to_vec(),
             addresses: Vec::new(),
@@ -286,7 +280,6 @@ impl Presence {
             incarnation: self.incarnation,
             expires_ms: 0,
         };
-        drop(own);
         sign_card(&self.key, &body)
     }
 
