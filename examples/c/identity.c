@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
     X0xAgentBuilder *builder = NULL;
     X0xAgent *agent = NULL;
     X0xOp *op = NULL;
+    X0xStatus status = X0X_OK;
 
     /* A header/library mismatch would make everything below unreliable: check it first. */
     char header_version[32];
@@ -69,7 +70,6 @@ int main(int argc, char **argv) {
 
     /* Building reads or creates the key file, so it is asynchronous. With a NULL callback we
      * simply block on the operation; x0x_op_wait then hands us the result. */
-    X0xStatus status = X0X_OK;
     void *result = NULL;
     if (x0x_agent_builder_build(builder, NULL, NULL, &op) != X0X_OK ||
         x0x_op_wait(op, X0X_WAIT_FOREVER, &status, &result) != X0X_OK) {
@@ -106,6 +106,20 @@ int main(int argc, char **argv) {
 
 out:
     /* Every *_free accepts NULL, so one cleanup path serves all exits. */
+    x0x_op_free(op);
+    op = NULL;
+    /* Close before free: closing waits until the agent has left and its socket is closed;
+     * freeing alone lets that happen in the background, maybe while the process exits. */
+    if (agent != NULL) {
+        if (x0x_agent_close(agent, NULL, NULL, &op) != X0X_OK ||
+            x0x_op_wait(op, X0X_WAIT_FOREVER, &status, NULL) != X0X_OK) {
+            fprintf(stderr, "close: %s\n", x0x_last_error_message());
+            exit_code = 1;
+        } else if (status != X0X_OK) {
+            fprintf(stderr, "close: %s: %s\n", x0x_status_str(status), x0x_op_error_message(op));
+            exit_code = 1;
+        }
+    }
     x0x_op_free(op);
     x0x_agent_free(agent);
     x0x_agent_builder_free(builder);
