@@ -17,11 +17,9 @@ ROOT = Path(__file__).resolve().parent
 HEADER = ROOT / "include" / "x0x.h"
 _INT_DEFINE = re.compile(r"#\s*define\s+[A-Za-z_]\w*\s+\(?-?(0x[0-9a-fA-F]+|\d+)[uUlL]*\)?\s*$")
 
-# The one completion trampoline every async call reports to (python/x0x/_ffi.py), and the
-# one that log records arrive at (python/x0x/_logs.py).
+# The one callback into Python: log records (python/x0x/_logs.py). Async operations report
+# to a completion queue's file descriptor instead (python/x0x/_ffi.py).
 CDEF_EXTRA = """
-extern "Python" void _x0x_on_complete(void *user_data, int32_t status, void *result,
-                                      const char *message);
 extern "Python" void _x0x_on_log(void *user_data, int32_t level, const char *target,
                                  const char *message);
 """

@@ -112,6 +112,10 @@ typedef struct X0xAgentBuilder X0xAgentBuilder;
 // `x0x_agent_info_list_free`.
 typedef struct X0xAgentInfoList X0xAgentInfoList;
 
+// A completion queue. Opaque; create it with `x0x_completion_queue_new`, release it with
+// `x0x_completion_queue_free`.
+typedef struct X0xCompletionQueue X0xCompletionQueue;
+
 // A direct message or request. Opaque; taken from an `X0xDirectMessageBatch` with
 // `x0x_direct_message_batch_take`, released with `x0x_direct_message_free`. Thread-safe: it
 // may be read and answered from any thread.
@@ -828,8 +832,19 @@ X0xStatus x0x_op_cancel(const struct X0xOp *op);
 // has already settled, with its result unless `x0x_op_wait` took it (then `result` is NULL).
 //
 // Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` if `op` or `callback` is NULL or the operation
-// already has a callback (then `callback` never runs).
+// already has a callback or queue (then `callback` never runs).
 X0xStatus x0x_op_then(const struct X0xOp *op, X0xCallback callback, void *user_data);
+
+// Attaches a completion queue to an operation started without a callback: when the operation
+// settles (at once if it already has), `token` is queued and the queue's descriptor becomes
+// readable. Nothing calls back; collect the outcome with `x0x_op_wait(op, 0, …)` after taking
+// the token (`x0x_completion_queue_take`). The operation keeps the queue alive until then.
+//
+// Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` if `op` or `queue` is NULL or the operation
+// already has a callback or queue (then nothing is queued).
+X0xStatus x0x_op_then_queue(const struct X0xOp *op,
+                            const struct X0xCompletionQueue *queue,
+                            uint64_t token);
 
 // Blocks until the operation has settled (its callback, if any, has returned) or `timeout_ms`
 // passed (`X0X_WAIT_FOREVER`: no limit; 0: just poll).
@@ -932,6 +947,33 @@ X0xStatus x0x_agent_find(const struct X0xAgent *agent,
                          X0xCallback callback,
                          void *user_data,
                          struct X0xOp **op_out);
+
+// Creates a completion queue and stores it in `*out`.
+//
+// Returns `X0X_OK`, `X0X_IO` (no descriptor could be created) or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_completion_queue_new(struct X0xCompletionQueue **out);
+
+// Writes the queue's file descriptor to `*fd_out`: readable while completions wait to be
+// taken. Watch it for reading (`epoll`, `poll`, `loop.add_reader`); never read, write or close
+// it yourself: `x0x_completion_queue_take` resets it and the queue closes it.
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL).
+X0xStatus x0x_completion_queue_fd(const struct X0xCompletionQueue *queue, int32_t *fd_out);
+
+// Takes up to `max` tokens of settled operations, oldest first, into `tokens` and writes how
+// many to `*count_out` (0 when none wait). The descriptor stops being readable once the queue
+// is empty. Collect each operation's outcome with `x0x_op_wait(op, 0, …)`.
+//
+// Returns `X0X_OK` or `X0X_INVALID_ARGUMENT` (NULL `queue`/`count_out`, or NULL `tokens` with
+// `max` > 0).
+X0xStatus x0x_completion_queue_take(const struct X0xCompletionQueue *queue,
+                                    uint64_t *tokens,
+                                    size_t max,
+                                    size_t *count_out);
+
+// Releases the caller's handle. Operations attached to the queue keep it (and its descriptor)
+// alive until they settle; their tokens are then dropped unread. NULL is a no-op.
+void x0x_completion_queue_free(struct X0xCompletionQueue *queue);
 
 // The name of `status` without the `X0X_` prefix (`"INVALID_ARGUMENT"`), or `"UNKNOWN"`.
 //

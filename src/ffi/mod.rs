@@ -20,6 +20,7 @@
 //!   with `X0X_OK`, an error, `X0X_CANCELLED` or `X0X_CLOSED`. It may run before the starting
 //!   function returns. A NULL callback is allowed: then `x0x_op_wait` hands out the result.
 //!   `x0x_op_cancel` is idempotent and safe against completion. `op_out` may be NULL.
+//!   An event loop may attach a completion queue instead (`x0x_op_then_queue`, `queue.rs`).
 //! * **Panics** never cross the boundary: they become `X0X_PANIC` (or NULL for functions that
 //!   return pointers) with a message.
 //! * **Shutdown**: call `x0x_shutdown()` before the process exits if callbacks call into a
@@ -43,6 +44,7 @@ pub mod log;
 pub mod message;
 pub mod op;
 pub mod presence;
+pub mod queue;
 pub mod status;
 mod stream;
 pub mod subscription;

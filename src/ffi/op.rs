@@ -11,6 +11,9 @@
 //! `x0x_op_wait(op, 0, …)` — no thread hop at all. Otherwise the caller attaches a callback
 //! (`x0x_op_then`) or passes one at the start.
 //!
+//! An event loop can instead attach a completion queue (`x0x_op_then_queue`, see `queue.rs`):
+//! the settling worker then only makes a file descriptor readable.
+//!
 //! Callbacks never run on a tokio worker: completions are queued to one dedicated thread,
 //! `x0x-callbacks`. A callback that blocks (or waits for Python's GIL) delays other callbacks
 //! but never the network, and no library lock is held while it runs.
@@ -28,6 +31,7 @@ use once_cell::sync::Lazy;
 use tokio::sync::Notify;
 
 use super::boundary::{arg_out, arg_ref, ffi_status, ffi_value, to_c_string};
+use super::queue::{self, QueueShared, X0xCompletionQueue};
 use super::status::{status_of, X0xStatus, X0X_CLOSED, X0X_OK, X0X_PANIC};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime;
@@ -78,12 +82,21 @@ struct Settled {
     output: Option<Box<dyn OpOutput>>,
 }
 
+/// Who learns of the outcome: a callback, or a completion queue.
+enum Waiter {
+    Callback(CallbackFn, UserData),
+    Queue(Arc<QueueShared>, u64),
+}
+
 #[derive(Default)]
 struct OpState {
-    /// The callback waiting for the outcome (set at start or by `x0x_op_then`).
-    callback: Option<(CallbackFn, UserData)>,
-    /// Whether a callback was ever attached: only one may be.
+    /// Who is waiting for the outcome (set at start, by `x0x_op_then` or `x0x_op_then_queue`).
+    waiter: Option<Waiter>,
+    /// Whether a callback was ever attached (then `x0x_op_wait` on the callback thread would
+    /// wait for itself).
     had_callback: bool,
+    /// Whether a callback or queue was ever attached: only one may be.
+    had_waiter: bool,
     /// The outcome, once settled (for a callback op: once its callback returned).
     settled: Option<Settled>,
 }
@@ -152,8 +165,8 @@ impl Completion {
             output,
         };
         let mut state = self.shared.lock();
-        match state.callback.take() {
-            Some((callback, user_data)) => {
+        match state.waiter.take() {
+            Some(Waiter::Callback(callback, user_data)) => {
                 drop(state); // never hold the op's lock across the hand-off
                 dispatch(Job {
                     callback,
@@ -162,10 +175,13 @@ impl Completion {
                     settled,
                 });
             }
-            None => {
+            waiter => {
                 state.settled = Some(settled);
                 drop(state);
                 self.shared.settled_changed.notify_all();
+                if let Some(Waiter::Queue(queue, token)) = waiter {
+                    queue.push(token); // after settling: the taker's x0x_op_wait finds it
+                }
             }
         }
     }
@@ -276,8 +292,9 @@ pub(crate) unsafe fn spawn_op<T, F>(
         cancel_requested: AtomicBool::new(false),
         cancel: Notify::new(),
         state: Mutex::new(OpState {
-            callback: callback.map(|cb| (cb, UserData(user_data))),
+            waiter: callback.map(|cb| Waiter::Callback(cb, UserData(user_data))),
             had_callback: callback.is_some(),
+            had_waiter: callback.is_some(),
             settled: None,
         }),
         settled_changed: Condvar::new(),
@@ -327,7 +344,7 @@ pub unsafe extern "C" fn x0x_op_cancel(op: *const X0xOp) -> X0xStatus {
 /// has already settled, with its result unless `x0x_op_wait` took it (then `result` is NULL).
 ///
 /// Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` if `op` or `callback` is NULL or the operation
-/// already has a callback (then `callback` never runs).
+/// already has a callback or queue (then `callback` never runs).
 #[no_mangle]
 pub unsafe extern "C" fn x0x_op_then(
     op: *const X0xOp,
@@ -339,14 +356,11 @@ pub unsafe extern "C" fn x0x_op_then(
         let callback =
             callback.ok_or_else(|| Error::invalid_argument("callback must not be NULL"))?;
         let mut state = shared.lock();
-        if state.had_callback {
-            return Err(Error::invalid_argument(
-                "the operation already has a callback; it can have only one",
-            ));
-        }
+        check_no_waiter(&state)?;
         state.had_callback = true;
+        state.had_waiter = true;
         match state.settled.take() {
-            None => state.callback = Some((callback, UserData(user_data))),
+            None => state.waiter = Some(Waiter::Callback(callback, UserData(user_data))),
             Some(settled) => {
                 drop(state);
                 dispatch(Job {
@@ -359,6 +373,44 @@ pub unsafe extern "C" fn x0x_op_then(
         }
         Ok(())
     })
+}
+
+/// Attaches a completion queue to an operation started without a callback: when the operation
+/// settles (at once if it already has), `token` is queued and the queue's descriptor becomes
+/// readable. Nothing calls back; collect the outcome with `x0x_op_wait(op, 0, …)` after taking
+/// the token (`x0x_completion_queue_take`). The operation keeps the queue alive until then.
+///
+/// Returns `X0X_OK`, or `X0X_INVALID_ARGUMENT` if `op` or `queue` is NULL or the operation
+/// already has a callback or queue (then nothing is queued).
+#[no_mangle]
+pub unsafe extern "C" fn x0x_op_then_queue(
+    op: *const X0xOp,
+    queue: *const X0xCompletionQueue,
+    token: u64,
+) -> X0xStatus {
+    ffi_status(|| {
+        let shared = &arg_ref(op, "op")?.shared;
+        let queue = queue::shared(arg_ref(queue, "queue")?);
+        let mut state = shared.lock();
+        check_no_waiter(&state)?;
+        state.had_waiter = true;
+        if state.settled.is_none() {
+            state.waiter = Some(Waiter::Queue(queue, token));
+        } else {
+            drop(state);
+            queue.push(token);
+        }
+        Ok(())
+    })
+}
+
+fn check_no_waiter(state: &OpState) -> Result<()> {
+    if state.had_waiter {
+        return Err(Error::invalid_argument(
+            "the operation already has a callback or queue; it can have only one",
+        ));
+    }
+    Ok(())
 }
 
 /// Blocks until the operation has settled (its callback, if any, has returned) or `timeout_ms`

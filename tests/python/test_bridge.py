@@ -27,14 +27,14 @@ async def _wait_for_no_pending() -> None:
 
 async def test_native_op_completes_on_the_calling_loop() -> None:
     assert await _sleep(0) == ffi.NULL  # settles inside the start call: the fast path
-    assert await _sleep(2) == ffi.NULL  # settles later: through the callback thread
+    assert await _sleep(2) == ffi.NULL  # settles later: through the loop's completion queue
     results = await asyncio.gather(*(_sleep(i % 3) for i in range(200)))
     assert all(r == ffi.NULL for r in results)
     assert _ffi.pending_count() == 0
 
 
 async def test_failed_native_op_raises_its_error(tmp_path: Path) -> None:
-    # The build fails on the runtime's blocking pool, so the error comes through the callback.
+    # The build fails on the runtime's blocking pool, so the error comes through the queue.
     (tmp_path / "file").write_bytes(b"")
     builder = x0x.Agent.builder().with_machine_key(tmp_path / "file" / "machine.key")
     with pytest.raises(x0x.X0xOSError, match="Not a directory"):
@@ -67,6 +67,30 @@ async def test_cancelling_build_raises_and_leaks_nothing() -> None:
     await _wait_for_no_pending()
 
 
+def test_cancelling_after_the_result_arrived_leaves_the_freed_op_alone() -> None:
+    # The queue frees an operation when it reports; a task cancelled between that and its
+    # resumption must not cancel the freed operation (it once did: a segfault on Ctrl-C).
+    original = _ffi._LoopQueue._settle
+    tasks: list[asyncio.Future[Any]] = []
+
+    def settle_then_cancel(self: Any, entry: Any) -> None:
+        original(self, entry)
+        tasks[-1].cancel()
+
+    async def main() -> None:
+        for _ in range(20):
+            tasks.append(asyncio.ensure_future(_sleep(1)))
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[-1]
+        await _wait_for_no_pending()
+
+    _ffi._LoopQueue._settle = settle_then_cancel  # type: ignore[method-assign]
+    try:
+        asyncio.run(main())
+    finally:
+        _ffi._LoopQueue._settle = original  # type: ignore[method-assign]
+
+
 async def test_wait_for_timeout_cancels_the_native_op() -> None:
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(_sleep(60_000), 0.05)
@@ -90,21 +114,27 @@ def test_completion_after_the_loop_closed_is_dropped_safely() -> None:
     asyncio.run(_wait_for_no_pending())
 
 
-def test_callbacks_run_on_the_library_thread() -> None:
+def test_completions_are_settled_on_the_loops_own_thread() -> None:
     seen = []
-    original = _ffi._settle
+    original = _ffi._LoopQueue._settle
 
-    def spy(*args: Any) -> None:
-        seen.append(threading.current_thread() is threading.main_thread())
-        original(*args)
+    def spy(self: Any, entry: Any) -> None:
+        seen.append(threading.current_thread())
+        original(self, entry)
 
-    _ffi._settle = spy  # type: ignore[assignment]
+    _ffi._LoopQueue._settle = spy  # type: ignore[method-assign]
     try:
         asyncio.run(_sleep(5))  # long enough not to settle inside the start call
+        results = []
+        worker = threading.Thread(target=lambda: results.append(asyncio.run(_sleep(5))))
+        worker.start()
+        worker.join()
     finally:
-        _ffi._settle = original
-    # _settle runs on the loop (main) thread, handed over by call_soon_threadsafe.
-    assert seen == [True]
+        _ffi._LoopQueue._settle = original  # type: ignore[method-assign]
+    # Each loop drains its own queue when its descriptor is readable: no other thread runs
+    # Python for it (there is no callback thread in between).
+    assert seen == [threading.main_thread(), worker]
+    assert results == [ffi.NULL]
 
 
 def test_every_status_has_its_exception_class() -> None:
