@@ -14,6 +14,7 @@ import itertools
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from . import _loops
 from ._x0x_cffi import ffi, lib
 from .errors import X0xError, error_for
 
@@ -58,39 +59,68 @@ def take_bytes(fill: Callable[[CData], int]) -> bytes:
 
 
 class _Pending:
-    """An operation attached to a queue. ``op`` becomes None once the queue has freed it."""
+    """An operation attached to a queue, and what its awaiting task learns when it reports.
 
-    __slots__ = ("future", "op", "release")
+    ``op`` becomes None once the queue has collected the outcome and freed the operation;
+    ``abandoned`` is set when the awaiting task stopped waiting (cancelled) before that.
+    """
+
+    __slots__ = ("abandoned", "message", "op", "release", "result", "status", "waiter", "wake")
 
     def __init__(
-        self, op: CData, future: "asyncio.Future[CData]", release: Optional[Release]
+        self,
+        op: CData,
+        release: Optional[Release],
+        waiter: Any,
+        wake: Callable[[Any], None],
     ) -> None:
         self.op: Optional[CData] = op
-        self.future = future
         self.release = release
+        self.waiter = waiter  # an asyncio future or a trio event
+        self.wake = wake  # called with the waiter once the outcome is in
+        self.abandoned = False
+        self.status = lib.X0X_OK
+        self.result: CData = ffi.NULL
+        self.message = ""
+
+    def outcome(self) -> CData:
+        """The result, or raises the operation's error."""
+        if self.status != lib.X0X_OK:
+            raise error_for(self.status, self.message)
+        return self.result
+
+    def abandon(self) -> None:
+        """The awaiting task stops waiting: cancel the operation if it has not reported, else
+        free its result (nobody will receive it)."""
+        self.abandoned = True
+        if self.op is not None:
+            lib.x0x_op_cancel(self.op)  # it reports CANCELLED (or its result) later
+        elif self.status == lib.X0X_OK:
+            _release(self.release, self.result)
+            self.result = ffi.NULL
 
 
 # How many tokens one take collects; a longer backlog takes several, in the same wake-up.
 _BATCH = 256
 
 
-class _LoopQueue:
+class _Queue:
     """One event loop's completion queue and the operations attached to it. Used only on the
-    loop's own thread, so it needs no lock."""
+    loop's own thread, so it needs no lock. The loop calls ``drain`` when ``fd`` is readable."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
         out = ffi.new("X0xCompletionQueue **")
         check(lib.x0x_completion_queue_new(out))
         self._queue = ffi.gc(out[0], lib.x0x_completion_queue_free)
         fd = ffi.new("int32_t *")
         check(lib.x0x_completion_queue_fd(self._queue, fd))
+        self.fd = int(fd[0])
         self.pending: Dict[int, _Pending] = {}
         # Reused by every drain: the loop's thread is the only user.
         self._tokens = ffi.new("uint64_t[]", _BATCH)
         self._count = ffi.new("size_t *")
         self._status = ffi.new("X0xStatus *")
         self._result = ffi.new("void **")
-        loop.add_reader(fd[0], self._drain)
 
     def attach(self, op: CData, entry: _Pending) -> None:
         token = next(_tokens)
@@ -100,7 +130,7 @@ class _LoopQueue:
             del self.pending[token]
             raise last_error(status)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         while True:
             lib.x0x_completion_queue_take(self._queue, self._tokens, _BATCH, self._count)
             count = self._count[0]
@@ -111,25 +141,37 @@ class _LoopQueue:
             if count < _BATCH:
                 return
 
+    def close(self) -> None:
+        """Gives up on every operation still attached (its loop is gone): each is cancelled
+        and released; the library frees a result that comes anyway."""
+        pending, self.pending = self.pending, {}
+        for entry in pending.values():
+            op, entry.op = entry.op, None
+            entry.abandoned = True
+            if op is not None:
+                lib.x0x_op_cancel(op)
+                lib.x0x_op_free(op)
+
+    def __del__(self) -> None:
+        self.close()
+
     def _settle(self, entry: _Pending) -> None:
-        op, entry.op = entry.op, None
+        op = entry.op
         lib.x0x_op_wait(op, 0, self._status, self._result)  # settled: returns at once
-        status, result = self._status[0], self._result[0]
-        message = "" if status == lib.X0X_OK else _decode(lib.x0x_op_error_message(op))
+        entry.status, entry.result = self._status[0], self._result[0]
+        if entry.status != lib.X0X_OK:
+            entry.message = _decode(lib.x0x_op_error_message(op))
+        entry.op = None
         lib.x0x_op_free(op)
-        future = entry.future
-        if future.done():  # the awaiting task was cancelled meanwhile
-            _release(entry.release, result)
-        elif status == lib.X0X_OK:
-            future.set_result(result)
+        if entry.abandoned:
+            _release(entry.release, entry.result)
         else:
-            future.set_exception(error_for(status, message))
+            entry.wake(entry.waiter)
 
 
-_loop_queues: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue]" = (
-    weakref.WeakKeyDictionary()
-)
 _tokens = itertools.count(1)
+# Every live queue, for pending_count().
+_queues: "weakref.WeakSet[_Queue]" = weakref.WeakSet()
 
 
 def _release(release: Optional[Release], result: CData) -> None:
@@ -172,35 +214,112 @@ async def call_async(
     if settled:
         lib.x0x_op_free(op)
         return result
-    return await _await_completion(op, release)
+    if _loops.library() == "trio":
+        return await _await_on_trio(op, release)
+    return await _await_on_asyncio(op, release)
 
 
-async def _await_completion(op: CData, release: Optional[Release]) -> CData:
-    loop = asyncio.get_running_loop()
-    queue = _loop_queues.get(loop)
+# asyncio: one queue per loop, its descriptor watched with loop.add_reader.
+_asyncio_queues: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _asyncio_queue(loop: asyncio.AbstractEventLoop) -> _Queue:
+    queue = _asyncio_queues.get(loop)
+    if queue is None:
+        _forget_closed_loops()
+        queue = _asyncio_queues[loop] = _Queue()
+        _queues.add(queue)
+        loop.add_reader(queue.fd, queue.drain)
+    return queue
+
+
+def _forget_closed_loops() -> None:
+    # A closed loop never drains its queue again (asyncio.run closes it right after cancelling
+    # its tasks, before their operations report): release what it left behind.
+    for loop, queue in list(_asyncio_queues.items()):
+        if loop.is_closed():
+            del _asyncio_queues[loop]
+            queue.close()
+
+
+def _wake_future(future: "asyncio.Future[None]") -> None:
+    if not future.done():  # done: cancelled, and the task is about to learn it
+        future.set_result(None)
+
+
+async def _await_on_asyncio(op: CData, release: Optional[Release]) -> CData:
     try:
-        if queue is None:
-            queue = _loop_queues[loop] = _LoopQueue(loop)
-        future: asyncio.Future[CData] = loop.create_future()
-        entry = _Pending(op, future, release)
+        loop = asyncio.get_running_loop()
+        queue = _asyncio_queue(loop)
+        entry = _Pending(op, release, loop.create_future(), _wake_future)
         queue.attach(op, entry)  # the queue frees op from here on
     except BaseException:
         lib.x0x_op_free(op)
         raise
     try:
-        return await future
-    except asyncio.CancelledError:
-        if entry.op is not None:  # not reported yet: it will report CANCELLED (or its result)
-            lib.x0x_op_cancel(entry.op)
-        # Cancelled after the result was set but before we resumed: nobody else frees it.
-        elif future.done() and not future.cancelled() and future.exception() is None:
-            _release(release, future.result())
+        await entry.waiter
+    except BaseException:
+        entry.abandon()
         raise
+    return entry.outcome()
+
+
+# trio: one queue per run, its descriptor watched by a system task.
+def _trio_queue() -> _Queue:
+    trio = _loops.trio()
+    queue: Optional[_Queue] = _trio_run_queue().get(None)
+    if queue is None:
+        queue = _Queue()
+        _queues.add(queue)
+        _trio_run_queue().set(queue)
+        trio.lowlevel.spawn_system_task(_watch_on_trio, queue, name="x0x completion queue")
+    return queue
+
+
+async def _watch_on_trio(queue: _Queue) -> None:
+    trio = _loops.trio()
+    while True:
+        await trio.lowlevel.wait_readable(queue.fd)
+        queue.drain()
+
+
+_trio_run_var: Any = None
+
+
+def _trio_run_queue() -> Any:
+    global _trio_run_var
+    if _trio_run_var is None:
+        _trio_run_var = _loops.trio().lowlevel.RunVar("x0x_completion_queue")
+    return _trio_run_var
+
+
+def _set_event(event: Any) -> None:
+    event.set()
+
+
+async def _await_on_trio(op: CData, release: Optional[Release]) -> CData:
+    try:
+        queue = _trio_queue()
+        event = _loops.trio().Event()
+        entry = _Pending(op, release, event, _set_event)
+        queue.attach(op, entry)  # the queue frees op from here on
+    except BaseException:
+        lib.x0x_op_free(op)
+        raise
+    try:
+        await entry.waiter.wait()
+    except BaseException:  # trio.Cancelled, KeyboardInterrupt
+        entry.abandon()
+        raise
+    return entry.outcome()
 
 
 def pending_count() -> int:
     """How many native operations have not reported back yet (for tests and leak checks)."""
-    return sum(len(queue.pending) for queue in list(_loop_queues.values()))
+    _forget_closed_loops()
+    return sum(len(queue.pending) for queue in list(_queues))
 
 
 # Log callbacks (_logs.py) into an interpreter that is finalizing can abort it; stop them first.

@@ -1,11 +1,10 @@
 """``Agent`` and ``AgentBuilder``."""
 
-import asyncio
 import os
 from types import TracebackType
 from typing import Any, Iterable, List, Mapping, Optional, Type, TypedDict, Union, cast
 
-from . import _logs
+from . import _logs, _loops
 from ._ffi import c_str, call_async, check, ffi, lib, take_bytes
 from ._handle import NativeHandle
 from .direct import Handler, Inbox, Server
@@ -212,6 +211,16 @@ class AgentBuilder(NativeHandle):
             release=lib.x0x_agent_free,
         )
         return Agent(ffi.cast("X0xAgent *", result))
+
+
+def _needs_a_loop(what: str) -> None:
+    try:
+        _loops.library()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} needs a running event loop (asyncio or trio): call it from async code "
+            "(the handlers run on that loop)"
+        ) from None
 
 
 class Agent(NativeHandle):
@@ -430,13 +439,7 @@ class Agent(NativeHandle):
         ``async with agent.serve(handler):``. Call it from a running event loop (the handlers
         run on that loop; ``RuntimeError`` otherwise); ``InUseError`` while an inbox is open.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError(
-                "Agent.serve() needs a running event loop: call it from async code "
-                "(the handlers run on that loop)"
-            ) from None
+        _needs_a_loop("Agent.serve()")
         return Server(self.inbox(capacity), handler)
 
     async def create_task_list(self, name: str) -> TaskList:
@@ -537,13 +540,7 @@ class Agent(NativeHandle):
         """
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}")
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError(
-                "Agent.on() needs a running event loop: call it from async code "
-                "(the handlers run on that loop)"
-            ) from None
+        _needs_a_loop("Agent.on()")
         if self._events is None:
             self._events = EventPump(self._handle())
         self._events.handlers[event].append(handler)

@@ -1,10 +1,10 @@
 """Direct messages and requests: ``DirectMessage``, ``Inbox`` and ``Server``."""
 
-import asyncio
 import inspect
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Iterator, Optional, Set, Type, Union
 
+from . import _loops
 from ._ffi import c_str, check, ffi, lib
 from ._handle import NativeHandle
 from ._stream import Stream
@@ -208,9 +208,8 @@ class Server:
         """Serves ``inbox`` with ``handler``; use ``Agent.serve`` instead."""
         self._inbox = inbox
         self._handler = handler
-        self._tasks: Set[asyncio.Future[None]] = set()
-        self._reader = asyncio.ensure_future(self._read())
-        self._reader.add_done_callback(self._finished)
+        self._tasks: Set[_loops.Task] = set()
+        self._reader = _loops.spawn(self._read, what="the direct message server")
 
     @property
     def closed(self) -> bool:
@@ -224,21 +223,21 @@ class Server:
 
     async def _read(self) -> None:
         async for message in self._inbox:
-            task = asyncio.ensure_future(self._answer(message))
-            self._tasks.add(task)  # keep a reference until it finishes
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: "asyncio.Future[None]") -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("x0x: a direct message server task failed", exc_info=task.exception())
+            task = _loops.spawn(
+                self._answer,
+                message,
+                what="a direct message handler task",
+                on_done=self._tasks.discard,
+            )
+            if not task.done():
+                self._tasks.add(task)  # keep a reference until it finishes
 
     async def _answer(self, message: DirectMessage) -> None:
         try:
             result = self._handler(message)
             if inspect.isawaitable(result):
                 result = await result
-        except asyncio.CancelledError:
+        except _loops.cancelled_class():
             self._refuse(message, "the handler was cancelled")
             raise
         except Exception as e:
@@ -277,9 +276,9 @@ class Server:
 
     async def wait_closed(self) -> None:
         """Wait until the server is closed and every handler it started has finished."""
-        await asyncio.wait({self._reader})
+        await self._reader.wait()
         while self._tasks:
-            await asyncio.wait(set(self._tasks))
+            await next(iter(self._tasks)).wait()
 
     async def __aenter__(self) -> "Server":
         return self

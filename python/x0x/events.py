@@ -1,6 +1,5 @@
 """Agent events: names, payloads (TypedDicts), and the pump that calls handlers."""
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -19,6 +18,7 @@ from typing import (
     get_args,
 )
 
+from . import _loops
 from ._ffi import call_async, check, ffi, lib
 from .errors import ClosedError
 
@@ -139,6 +139,10 @@ def _decode(event: Any) -> Tuple[str, EventPayload]:
     return name, DisconnectedEvent(neighbours=0)
 
 
+async def _awaited(awaitable: Awaitable[object]) -> None:
+    await awaitable
+
+
 class EventPump:
     """Reads one agent's event stream and calls the registered handlers, on the caller's loop."""
 
@@ -147,8 +151,8 @@ class EventPump:
         check(lib.x0x_agent_events(agent_ptr, out))
         self._stream = ffi.gc(out[0], lib.x0x_event_stream_free)
         self.handlers: Dict[str, List[EventHandler]] = {name: [] for name in EVENT_NAMES}
-        self._tasks: Set[asyncio.Future[None]] = set()
-        self._task = asyncio.ensure_future(self._run())
+        self._tasks: Set[_loops.Task] = set()
+        self._task = _loops.spawn(self._run, what="the event pump")
 
     async def _run(self) -> None:
         # Re-read the handle each round: close() may have freed it while a batch was delivered.
@@ -177,16 +181,16 @@ class EventPump:
         try:
             result = handler(payload)
             if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)  # keep a reference until it finishes
-                task.add_done_callback(lambda t: self._finished(name, t))
+                task = _loops.spawn(
+                    _awaited,
+                    result,
+                    what=f"an async {name!r} event handler",
+                    on_done=self._tasks.discard,
+                )
+                if not task.done():
+                    self._tasks.add(task)  # keep a reference until it finishes
         except Exception:
             logger.exception("x0x: the %r event handler %r raised", name, handler)
-
-    def _finished(self, name: str, task: "asyncio.Future[None]") -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("x0x: an async %r event handler raised", name, exc_info=task.exception())
 
     def close(self) -> None:
         """Stops the pump and frees the stream."""

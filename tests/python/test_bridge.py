@@ -70,7 +70,7 @@ async def test_cancelling_build_raises_and_leaks_nothing() -> None:
 def test_cancelling_after_the_result_arrived_leaves_the_freed_op_alone() -> None:
     # The queue frees an operation when it reports; a task cancelled between that and its
     # resumption must not cancel the freed operation (it once did: a segfault on Ctrl-C).
-    original = _ffi._LoopQueue._settle
+    original = _ffi._Queue._settle
     tasks: list[asyncio.Future[Any]] = []
 
     def settle_then_cancel(self: Any, entry: Any) -> None:
@@ -84,11 +84,11 @@ def test_cancelling_after_the_result_arrived_leaves_the_freed_op_alone() -> None
                 await tasks[-1]
         await _wait_for_no_pending()
 
-    _ffi._LoopQueue._settle = settle_then_cancel  # type: ignore[method-assign]
+    _ffi._Queue._settle = settle_then_cancel  # type: ignore[method-assign]
     try:
         asyncio.run(main())
     finally:
-        _ffi._LoopQueue._settle = original  # type: ignore[method-assign]
+        _ffi._Queue._settle = original  # type: ignore[method-assign]
 
 
 async def test_wait_for_timeout_cancels_the_native_op() -> None:
@@ -116,13 +116,13 @@ def test_completion_after_the_loop_closed_is_dropped_safely() -> None:
 
 def test_completions_are_settled_on_the_loops_own_thread() -> None:
     seen = []
-    original = _ffi._LoopQueue._settle
+    original = _ffi._Queue._settle
 
     def spy(self: Any, entry: Any) -> None:
         seen.append(threading.current_thread())
         original(self, entry)
 
-    _ffi._LoopQueue._settle = spy  # type: ignore[method-assign]
+    _ffi._Queue._settle = spy  # type: ignore[method-assign]
     try:
         asyncio.run(_sleep(5))  # long enough not to settle inside the start call
         results = []
@@ -130,7 +130,7 @@ def test_completions_are_settled_on_the_loops_own_thread() -> None:
         worker.start()
         worker.join()
     finally:
-        _ffi._LoopQueue._settle = original  # type: ignore[method-assign]
+        _ffi._Queue._settle = original  # type: ignore[method-assign]
     # Each loop drains its own queue when its descriptor is readable: no other thread runs
     # Python for it (there is no callback thread in between).
     assert seen == [threading.main_thread(), worker]
