@@ -560,6 +560,10 @@ def summarize(run: Result, args: argparse.Namespace) -> Dict[str, float]:
     if "stats" in sent:
         row["per_envelope"] = sent["stats"]["published"] / max(1, sent["stats"]["envelopes_signed"])
         row["sign_rate"] = args.messages / sent["signed_seconds"]
+    if "blocked_seconds" in sent:  # x0x C: publish calls that waited for the signer to catch up
+        row["blocked"] = 100 * sent["blocked_seconds"] / sent["seconds"]
+    if rec.get("batches"):  # x0x C: receive batches (one wake-up, or one try_next, each)
+        row["per_batch"] = rec["received"] / rec["batches"]
     phases = [
         ("pub", "throughput", run["sent_latency"]["throughput_cpu"], args.messages),
         ("sub", "throughput", rec["cpu"], max(1, rec["received"])),
@@ -617,6 +621,8 @@ ROWS = [
     ("latency p99 us", "p99", 1),
     ("latency samples lost", "lat_lost", 0),
     ("messages per signed envelope", "per_envelope", 1),
+    ("% of publish time waiting (signer)", "blocked", 1),
+    ("messages per receive batch", "per_batch", 1),
 ]
 
 

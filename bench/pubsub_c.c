@@ -609,6 +609,10 @@ static void expect_word(const char *word, double timeout) {
     }
 }
 
+/* Publishes that had to wait for the signer, and how long they waited in all. */
+static uint64_t blocked;
+static double blocked_s;
+
 /* Publishes one message. The op almost always settles inside the call (the message is queued
  * for the signer); one that is still pending means the signer is far behind: wait for it. */
 static void publish(const X0xAgent *agent, const uint8_t *data, size_t len) {
@@ -616,7 +620,12 @@ static void publish(const X0xAgent *agent, const uint8_t *data, size_t len) {
     check("publish", x0x_agent_publish(agent, TOPIC, data, len, NULL, NULL, &op));
     X0xStatus status = X0X_OK;
     X0xStatus waited = x0x_op_wait(op, 0, &status, NULL);
-    if (waited == X0X_TIMEOUT) waited = x0x_op_wait(op, X0X_WAIT_FOREVER, &status, NULL);
+    if (waited == X0X_TIMEOUT) {
+        double start = monotonic_s();
+        waited = x0x_op_wait(op, X0X_WAIT_FOREVER, &status, NULL);
+        blocked++;
+        blocked_s += monotonic_s() - start;
+    }
     if (waited != X0X_OK || status != X0X_OK) {
         die("publish: %s: %s", x0x_status_str(waited != X0X_OK ? waited : status),
             x0x_op_error_message(op));
@@ -649,6 +658,8 @@ static int run_publisher(const Args *args) {
 
     X0xStats before = stats_of(agent);
     ThreadCpu cpu = thread_cpu();
+    blocked = 0;
+    blocked_s = 0;
     double start = monotonic_s();
     for (long seq = 0; seq < args->messages; seq++) {
         put_header(buf, KIND_THROUGHPUT, (uint64_t)seq, wall_ns());
@@ -669,6 +680,8 @@ static int run_publisher(const Args *args) {
     text_double(&out, "rate", (double)args->messages / elapsed);
     text_add(&out, ", ");
     text_double(&out, "signed_seconds", signed_seconds);
+    text_add(&out, ", \"blocked\": %" PRIu64 ", ", blocked);
+    text_double(&out, "blocked_seconds", blocked_s);
     text_add(&out, ", ");
     text_stats(&out, &before, &after);
     say("sent", &out);
