@@ -207,7 +207,11 @@ static void cpu_add(ThreadCpu *cpu, const char *name, int64_t ns) {
         }
     }
     if (cpu->count == MAX_THREAD_NAMES) return;
-    snprintf(cpu->names[cpu->count], sizeof cpu->names[0], "%s", name);
+    char *copy = cpu->names[cpu->count];
+    snprintf(copy, sizeof cpu->names[0], "%s", name);
+    for (char *c = copy; *c != '\0'; c++) {
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = '_'; /* JSON-safe */
+    }
     cpu->ns[cpu->count++] = ns;
 }
 
@@ -402,7 +406,7 @@ typedef struct {
     double first, last, active; /* monotonic s: first/last throughput message, last of any */
     int64_t *latencies;
     uint8_t *latency_seen;
-    size_t latency_count;
+    uint64_t latency_count;
 } Receiver;
 
 static void arm(Receiver *rx) {
@@ -495,7 +499,7 @@ static void expect_word_rx(Receiver *rx, const char *word, double timeout) {
 }
 
 /* Returns once `*have >= want` or nothing arrived for DRAIN_IDLE_S (bounded by max_wait). */
-static void settle(Receiver *rx, const uint64_t *have, size_t want, double max_wait) {
+static void settle(Receiver *rx, const uint64_t *have, uint64_t want, double max_wait) {
     double start = monotonic_s();
     while (*have < want) {
         double now = monotonic_s();
@@ -541,7 +545,7 @@ static int run_subscriber(const Args *args) {
     say("warm", &out);
 
     expect_word_rx(&rx, "sent", timeout);
-    settle(&rx, &rx.count, (size_t)args->messages, timeout);
+    settle(&rx, &rx.count, (uint64_t)args->messages, timeout);
     uint64_t dropped = 0;
     check("dropped", x0x_subscription_dropped(rx.sub, &dropped));
     double span = rx.count > 1 ? rx.last - rx.first : 0.0;
@@ -560,18 +564,9 @@ static int run_subscriber(const Args *args) {
 
     cpu = thread_cpu();
     expect_word_rx(&rx, "sent", timeout);
-    uint64_t latency_count = 0;
-    double start = monotonic_s();
-    for (;;) { /* settle() on the latency count */
-        latency_count = rx.latency_count;
-        if (latency_count >= (uint64_t)args->samples) break;
-        double now = monotonic_s();
-        double since = now - (rx.active > start ? rx.active : start);
-        if (since > DRAIN_IDLE_S || now - start > timeout) break;
-        pump(&rx, DRAIN_IDLE_S - since);
-    }
-    text_add(&out, "\"received\": %zu, \"ns\": [", rx.latency_count);
-    for (size_t i = 0; i < rx.latency_count; i++) {
+    settle(&rx, &rx.latency_count, (uint64_t)args->samples, timeout);
+    text_add(&out, "\"received\": %" PRIu64 ", \"ns\": [", rx.latency_count);
+    for (uint64_t i = 0; i < rx.latency_count; i++) {
         text_add(&out, "%s%" PRId64, i ? ", " : "", rx.latencies[i]);
     }
     text_add(&out, "], ");
