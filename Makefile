@@ -14,7 +14,7 @@ PY_CHECKED := python/x0x examples tests/python tests/netns bench scripts/api_md.
 # The build scripts drive untyped setuptools/cffi APIs; everything users import is strict.
 MYPY_CHECKED := python/x0x examples tests/python bench scripts/api_md.py scripts/wheel_smoke.py
 
-.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz reliability simulate header docs bench bench-topics clean
+.PHONY: demo test lint test-rust test-c test-python test-pypy test-wheels wheels test-old-distro test-sdist test-reliability test-fuzz reliability simulate header docs bench bench-c bench-topics clean
 
 $(STAMP): $(RUST_SOURCES) $(PY_SOURCES) include/x0x.h
 	$(PYTHON) -m venv $(VENV)
@@ -126,10 +126,24 @@ docs: $(STAMP)
 header:
 	X0X_BLESS=1 cargo test --test header
 
-bench: $(STAMP)
+bench: $(STAMP) bench-c
 	$(PY) bench/ffi_overhead.py
 	$(PY) bench/pubsub.py
 	$(PY) bench/tasklist_convergence.py
+
+# The C publisher and subscriber of bench/pubsub.py ("x0x C"; it runs this target itself),
+# linked against the shipped static library as tests/c/Makefile builds it (its `lib` target:
+# cargo build --release --lib, then scripts/static_lib.sh into <cargo target dir>/release/dist).
+BENCH_C := build/bench/pubsub_c
+BENCH_C_LIB := $(abspath $(or $(CARGO_TARGET_DIR),target))/release/dist/libx0x.a
+bench-c:
+	$(MAKE) -C tests/c lib
+	@$(MAKE) --no-print-directory $(BENCH_C)
+
+$(BENCH_C): bench/pubsub_c.c include/x0x.h $(BENCH_C_LIB)
+	mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -O2 -Iinclude -o $@ $< $(BENCH_C_LIB) \
+	  -lpthread -ldl -lm -lrt -lutil
 
 # What agents receive for topics they are not on, and N agent processes' idle cost and latency
 # (bench/README.md). Not in `bench`: the scale runs start up to 50 agent processes.

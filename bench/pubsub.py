@@ -2,14 +2,17 @@
 
     python bench/pubsub.py [--messages N] [--latency-samples N] [--rounds N] [--profile DIR]
 
-Each implementation runs as two OS processes (this file, re-run with a hidden ``--role``), a
-publisher and a subscriber, both Python on asyncio, talking over 127.0.0.1. The parent process
-only coordinates them, line by line over their stdin/stdout, and never touches the data path.
+Each implementation runs as two OS processes, a publisher and a subscriber, talking over
+127.0.0.1: this file re-run with a hidden ``--role`` (Python on asyncio), or for "x0x C" the
+program ``bench/pubsub_c.c`` (built with ``make bench-c``; this script runs that first). The
+parent process only coordinates them, line by line over their stdin/stdout, and never touches
+the data path.
 
 * x0x: the subscriber builds an agent with the default builder (as the README shows: the
   machine's key, any port), joins as the first node and subscribes with a queue large enough
   never to drop; the publisher bootstraps to it. Every message is signed (ML-DSA-65, batched by
   the signer) and verified on arrival.
+* x0x C: the same, in C through the C ABI (``include/x0x.h``): no Python in either process.
 * pyzmq: a ``zmq.asyncio`` SUB binds tcp://127.0.0.1, the PUB connects; both high-water marks are
   0 (unlimited), so zmq queues rather than silently dropping.
 
@@ -34,8 +37,10 @@ import math
 import os
 import platform
 import pstats
+import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -50,6 +55,10 @@ DRAIN_IDLE = 2.0  # a phase is over once nothing has arrived for this long after
 EXIT_TIMEOUT = 15.0
 X0X_CAPACITY = 1 << 20
 RUNQ_WAIT = "(runq wait)"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The C roles ("x0x C"): bench/pubsub_c.c, built by the top-level Makefile's bench-c target.
+C_BINARY = os.path.join(ROOT, "build", "bench", "pubsub_c")
+C_MAIN_THREAD = "c-main"  # what bench/pubsub_c.c calls its main thread
 
 Result = Dict[str, Any]
 
@@ -68,6 +77,7 @@ def thread_cpu_ns() -> Dict[str, int]:
 
     x0x names its threads ``x0x-rt`` (tokio workers and blocking pool), ``x0x-signer`` and
     ``x0x-callbacks``; libzmq ``ZMQbg/IO/0`` and ``ZMQbg/Reaper``; the interpreter's is ``python``.
+    (bench/pubsub_c.c reports the same for its process, its main thread as ``c-main``.)
     """
     totals: Dict[str, int] = {}
     try:
@@ -419,9 +429,12 @@ class Child:
 
     @staticmethod
     async def spawn(name: str, role: str, args: argparse.Namespace, *extra: str) -> "Child":
+        if role.startswith("x0xc-"):
+            program = [args.c_binary]  # bench/pubsub_c.c
+        else:
+            program = [sys.executable, os.path.abspath(__file__)]
         argv = [
-            sys.executable,
-            os.path.abspath(__file__),
+            *program,
             "--role",
             role,
             "--messages",
@@ -519,7 +532,7 @@ def percentile(values: Sequence[int], q: float) -> float:
 
 
 def thread_group(name: str) -> str:
-    if name.startswith(("x0x-", "(")):
+    if name.startswith(("x0x-", "(")) or name == C_MAIN_THREAD:
         return name
     if name.startswith("ZMQbg/IO"):
         return "zmq-io"
@@ -547,6 +560,10 @@ def summarize(run: Result, args: argparse.Namespace) -> Dict[str, float]:
     if "stats" in sent:
         row["per_envelope"] = sent["stats"]["published"] / max(1, sent["stats"]["envelopes_signed"])
         row["sign_rate"] = args.messages / sent["signed_seconds"]
+    if "blocked_seconds" in sent:  # x0x C: publish calls that waited for the signer to catch up
+        row["blocked"] = 100 * sent["blocked_seconds"] / sent["seconds"]
+    if rec.get("batches"):  # x0x C: receive batches (one wake-up, or one try_next, each)
+        row["per_batch"] = rec["received"] / rec["batches"]
     phases = [
         ("pub", "throughput", run["sent_latency"]["throughput_cpu"], args.messages),
         ("sub", "throughput", rec["cpu"], max(1, rec["received"])),
@@ -591,7 +608,7 @@ def fmt(value: float, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
-LABELS = {"x0x": "x0x", "zmq": "pyzmq", "zmqdrain": "pyzmq drain"}
+LABELS = {"x0x": "x0x", "x0xc": "x0x C", "zmq": "pyzmq", "zmqdrain": "pyzmq drain"}
 ROWS = [
     ("throughput, received msg/s", "rate", 0),
     ("publish calls/s (publisher side)", "send_rate", 0),
@@ -604,6 +621,8 @@ ROWS = [
     ("latency p99 us", "p99", 1),
     ("latency samples lost", "lat_lost", 0),
     ("messages per signed envelope", "per_envelope", 1),
+    ("% of publish time waiting (signer)", "blocked", 1),
+    ("messages per receive batch", "per_batch", 1),
 ]
 
 
@@ -612,18 +631,27 @@ def median_of(rows: List[Dict[str, float]], key: str) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def medians(results: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    """Every figure's median over the rounds, per implementation."""
+    return {
+        impl: {key: median_of(rows, key) for key in sorted({k for r in rows for k in r})}
+        for impl, rows in results.items()
+    }
+
+
 def print_table(results: Dict[str, List[Dict[str, float]]]) -> None:
     impls = list(results)
-    others = impls[1:] if impls[0] == "x0x" else []
+    # Ratios: each x0x implementation against each pyzmq one, in the same run.
+    pairs = [(a, b) for a in impls if a.startswith("x0x") for b in impls if b.startswith("zmq")]
     header = f"{'metric':<34}" + "".join(f" {LABELS[i]:>12}" for i in impls)
-    header += "".join(f" {'x0x/' + LABELS[o]:>17}" for o in others)
+    header += "".join(f" {LABELS[a] + '/' + LABELS[b]:>17}" for a, b in pairs)
     print(header)
     for label, key, digits in ROWS:
-        values = [median_of(results[i], key) for i in impls]
-        line = f"{label:<34}" + "".join(f" {fmt(v, digits):>12}" for v in values)
-        for other in others:
-            a, b = values[0], median_of(results[other], key)
-            ratio = a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+        values = {i: median_of(results[i], key) for i in impls}
+        line = f"{label:<34}" + "".join(f" {fmt(values[i], digits):>12}" for i in impls)
+        for a, b in pairs:
+            x, y = values[a], values[b]
+            ratio = x / y if y and not math.isnan(x) and not math.isnan(y) else math.nan
             line += f" {fmt(ratio, 2):>17}"
         print(line)
 
@@ -633,7 +661,10 @@ def print_cpu(results: Dict[str, List[Dict[str, float]]]) -> None:
     keys = sorted({k for rows in results.values() for r in rows for k in r if k[:4] == "cpu/"})
     if not keys:
         return
-    threads = sorted({k.split("/")[3] for k in keys}, key=lambda t: (t[0] == "(", t != "python", t))
+    threads = sorted(
+        {k.split("/")[3] for k in keys},
+        key=lambda t: (t[0] == "(", t not in ("python", C_MAIN_THREAD), t),
+    )
     print("\nCPU time per message by thread, us, from /proc/self/task/*/schedstat (the latency")
     print("phase includes the wake-ups between messages). runq wait: runnable, but no CPU was free")
     print("(not in the total); large values mean the processes or other load competed for CPUs.")
@@ -647,9 +678,39 @@ def print_cpu(results: Dict[str, List[Dict[str, float]]]) -> None:
                 print(line + "".join(f" {fmt(v, 1):>13}" for v in values) + f" {total:>8.1f}")
 
 
+def build_c(args: argparse.Namespace) -> Optional[str]:
+    """Builds the C roles (``make bench-c``) unless ``--c-binary`` names them; returns why
+    "x0x C" cannot run, or None."""
+    if args.c_binary is not None:
+        return None if os.access(args.c_binary, os.X_OK) else f"{args.c_binary} is not executable"
+    args.c_binary = C_BINARY
+    compiler = os.environ.get("CC", "cc")
+    missing = [tool for tool in ("make", compiler) if shutil.which(tool) is None]
+    if missing:
+        return f"no {' or '.join(missing)} to build {os.path.relpath(C_BINARY, ROOT)}"
+    print("building the C roles: make bench-c", flush=True)
+    build = subprocess.run(
+        ["make", "--no-print-directory", "-C", ROOT, "bench-c"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if build.returncode != 0:
+        tail = "\n".join(build.stdout.splitlines()[-15:])
+        return f"make bench-c failed ({build.returncode}):\n{tail}"
+    return None
+
+
 def parent_main(args: argparse.Namespace) -> None:
     import zmq
 
+    if "x0xc" in args.impls:
+        problem = build_c(args)
+        if problem is not None:
+            print(f"skipping {LABELS['x0xc']}: {problem}", file=sys.stderr)
+            args.impls = [impl for impl in args.impls if impl != "x0xc"]
+            if not args.impls:
+                raise BenchError("nothing left to run")
     print(
         f"machine: {os.cpu_count()} CPUs ({cpu_model()}), "
         f"{platform.python_implementation()} {platform.python_version()}, "
@@ -686,6 +747,11 @@ def parent_main(args: argparse.Namespace) -> None:
         )
         for role in ("pub", "sub"):
             print_profile(os.path.join(args.profile, f"{role}.pstats"), f"{role} process")
+    figures = {
+        impl: {key: None if math.isnan(v) else v for key, v in row.items()}
+        for impl, row in medians(results).items()
+    }
+    print(json.dumps({"rounds": args.rounds, "medians": figures}))
     print(f"\ntotal time {time.perf_counter() - started:.1f} s, load average after: {load()}")
 
 
@@ -700,9 +766,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--impls",
-        default="x0x,zmq",
-        help="comma-separated from x0x, zmq, zmqdrain (a SUB that also drains with "
-        "NOBLOCK recv after each await); default x0x,zmq",
+        default="x0x,x0xc,zmq",
+        help="comma-separated from x0x, x0xc (the C publisher and subscriber, "
+        "bench/pubsub_c.c), zmq, zmqdrain (a SUB that also drains with NOBLOCK recv after "
+        "each await); default x0x,x0xc,zmq",
+    )
+    parser.add_argument(
+        "--c-binary",
+        metavar="PATH",
+        help="the built bench/pubsub_c.c to run as x0xc (default: make bench-c builds "
+        "build/bench/pubsub_c)",
     )
     parser.add_argument("--profile", metavar="DIR", help="also profile one x0x run (cProfile)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
