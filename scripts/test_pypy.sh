@@ -5,8 +5,9 @@
 #
 # Sets up (or refreshes) a PyPy venv, .venv-pypy, with the package installed editable (its
 # extension module lands next to the CPython one in python/x0x/, under PyPy's own name) and just
-# what the tests import: pytest and pytest-asyncio. The dev extra's mypy, ruff, pyzmq and
-# pytest-cov are for lint, benchmarks and coverage, which run on CPython (`make test`).
+# what the tests import: pytest, anyio (its pytest plugin runs each async test on asyncio and on
+# trio) and trio. The dev extra's mypy, ruff, pyzmq and pytest-cov are for lint, benchmarks and
+# coverage, which run on CPython (`make test`).
 # PyPy on Debian: apt-get install -y pypy3 pypy3-dev pypy3-venv.
 # Env: PYPY (default pypy3), PYPY_VENV (default .venv-pypy), PYTEST_TIMEOUT seconds (default 900).
 set -euo pipefail
@@ -22,7 +23,7 @@ if [[ ! -x $VENV/bin/python ]]; then
     "$PYPY" -m venv "$VENV"
 fi
 # Keep the lower bounds in step with the dev extra in pyproject.toml.
-"$VENV/bin/python" -m pip install -q "pytest>=7" "pytest-asyncio>=0.21"
+"$VENV/bin/python" -m pip install -q "pytest>=7" "anyio[trio]>=4.1" "trio>=0.23"
 # Always reinstall: it rebuilds the extension when src/ or the bindings changed (cargo and
 # setuptools keep it incremental).
 "$VENV/bin/python" -m pip install -q -e .

@@ -280,9 +280,14 @@ def _trio_queue() -> _Queue:
 
 async def _watch_on_trio(queue: _Queue) -> None:
     trio = _loops.trio()
-    while True:
-        await trio.lowlevel.wait_readable(queue.fd)
-        queue.drain()
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(queue.fd)
+            queue.drain()
+    finally:
+        # Cancelled: the run is ending and will never drain its queue again. Release what it
+        # left behind now, as asyncio does for a closed loop (not when the queue is collected).
+        queue.close()
 
 
 _trio_run_var: Any = None

@@ -1,6 +1,5 @@
 """Python processes that tests drive line by line over stdin/stdout, as a user's shells would."""
 
-import asyncio
 import os
 import shutil
 import socket
@@ -9,6 +8,9 @@ import sys
 import sysconfig
 from pathlib import Path
 from typing import Dict, Optional
+
+import anyio
+import anyio.to_thread
 
 
 def python(*argv: str, cwd: Optional[Path] = None) -> "subprocess.Popen[str]":
@@ -48,10 +50,10 @@ def free_port() -> int:
 
 async def read_line(proc: "subprocess.Popen[str]", timeout: float = 30) -> str:
     """The next line the process prints, without its newline; fails with its stderr if it
-    exited."""
+    exited. Read on a worker thread (on asyncio and trio alike), which a timeout abandons."""
     assert proc.stdout is not None
-    loop = asyncio.get_running_loop()  # asyncio.to_thread is 3.9+; the package supports 3.8
-    line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), timeout)
+    with anyio.fail_after(timeout):
+        line = await anyio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
     if not line:
         raise AssertionError(f"the process exited: {proc.stderr.read() if proc.stderr else ''}")
     return line.rstrip("\n")
@@ -66,5 +68,4 @@ def send(proc: "subprocess.Popen[str]", line: str) -> None:
 
 async def exit_code(proc: "subprocess.Popen[str]", timeout: float = 20) -> int:
     """Waits (off the event loop) for the process to exit."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, proc.wait, timeout)
+    return await anyio.to_thread.run_sync(proc.wait, timeout, abandon_on_cancel=True)

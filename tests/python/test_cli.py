@@ -1,7 +1,6 @@
 """The installed ``x0x`` command, run as a new user runs it: separate processes, the default
 builder (no --bind), real loopback sockets, and the addresses the command itself reports."""
 
-import asyncio
 import importlib.metadata
 import json
 import signal
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
+import anyio
 import pytest
 from processes import exit_code, free_port, read_line, x0x
 
@@ -250,7 +250,7 @@ async def test_a_reader_that_goes_away_ends_the_subscriber_quietly(
             await agent.publish("t", b"anyone?")
             if subscriber.poll() is not None:
                 break
-            await asyncio.sleep(0.1)
+            await anyio.sleep(0.1)
     assert await exit_code(subscriber) == 1
     assert subscriber.stderr is not None and subscriber.stderr.read() == ""
 

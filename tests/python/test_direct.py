@@ -2,14 +2,18 @@
 (``direct_peer.py``) and between agents in this one, all built with the default builder and
 joined at the addresses they report."""
 
-import asyncio
+import gc
 import json
+import math
 import os
 import signal
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List
 
+import anyio
+import anyio.to_thread
 import pytest
+from background import Background
 from conftest import MakeAgent
 from processes import python, read_line, send
 
@@ -148,10 +152,15 @@ async def test_a_thousand_concurrent_requests_are_all_answered(
 ) -> None:
     alice = await make_agent()
     other = await peer(alice)
-    replies = await asyncio.gather(
-        *(alice.request(other.agent_id, str(i).encode(), timeout=60) for i in range(1000))
-    )
-    assert replies == [f"echo:{i}".encode() for i in range(1000)]
+    replies: Dict[int, bytes] = {}
+
+    async def ask(i: int) -> None:
+        replies[i] = await alice.request(other.agent_id, str(i).encode(), timeout=60)
+
+    async with anyio.create_task_group() as group:
+        for i in range(1000):
+            group.start_soon(ask, i)
+    assert [replies[i] for i in range(1000)] == [f"echo:{i}".encode() for i in range(1000)]
     stats = await other.stats()
     assert stats["direct_in"] == 1000 and stats["direct_refused"] == 0
     assert pending_count() == 0
@@ -164,18 +173,19 @@ async def test_cancelling_a_request_cancels_it_at_the_recipient(
     other = await peer(alice)
     assert await alice.request(other.agent_id, b"warm up") == b"echo:warm up"
     refused = (await other.stats())["direct_refused"]
-    task = asyncio.ensure_future(alice.request(other.agent_id, b"slow", timeout=60))
-    await asyncio.sleep(0.3)  # the recipient's handler is sleeping on it now
-    task.cancel()
-    started = time.monotonic()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - started < 1
+    async with anyio.create_task_group() as group:
+        task = Background(group, alice.request, other.agent_id, b"slow", 60)
+        await anyio.sleep(0.3)  # the recipient's handler is sleeping on it now
+        task.cancel()
+        started = time.monotonic()
+        await task.wait()
+        assert task.cancelled
+        assert time.monotonic() - started < 1
     # The stop crosses the network: the recipient stops waiting for its handler's reply.
     for _ in range(100):
         if (await other.stats())["direct_refused"] > refused:
             break
-        await asyncio.sleep(0.05)
+        await anyio.sleep(0.05)
     assert (await other.stats())["direct_refused"] == refused + 1
     assert pending_count() == 0
     assert await alice.request(other.agent_id, b"after") == b"echo:after"
@@ -186,41 +196,46 @@ async def test_the_inbox_yields_messages_and_requests(make_agent: MakeAgent) -> 
     bob = await make_agent(bootstrap=alice.local_addr)
     inbox = bob.inbox()
     await alice.send(bob.agent_id, b"hello")
-    message = await asyncio.wait_for(inbox.__anext__(), 10)
+    with anyio.fail_after(10):
+        message = await inbox.__anext__()
     assert (message.payload, message.sender, message.request_id) == (b"hello", alice.agent_id, 0)
     assert not message.is_request and abs(message.timestamp / 1000 - time.time()) < 60
     with pytest.raises(x0x.InvalidArgumentError, match="not a request"):
         message.reply(b"x")
     assert "message from" in repr(message)
 
-    pending = asyncio.ensure_future(alice.request(bob.agent_id, b"question"))
-    request = await asyncio.wait_for(inbox.__anext__(), 10)
-    assert request.is_request and request.request_id != 0 and request.payload == b"question"
-    assert "request" in repr(request)
-    with pytest.raises(TypeError):
-        request.reply("not bytes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="at most 262144 bytes"):
-        request.reply(bytes(262_145))
-    assert request.reply(memoryview(b"answer")) is True
-    with pytest.raises(x0x.InvalidArgumentError, match="answered already"):
-        request.reply(b"twice")
-    assert await pending == b"answer"
+    async with anyio.create_task_group() as group:
+        pending = Background(group, alice.request, bob.agent_id, b"question")
+        with anyio.fail_after(10):
+            request = await inbox.__anext__()
+        assert request.is_request and request.request_id != 0 and request.payload == b"question"
+        assert "request" in repr(request)
+        with pytest.raises(TypeError):
+            request.reply("not bytes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="at most 262144 bytes"):
+            request.reply(bytes(262_145))
+        assert request.reply(memoryview(b"answer")) is True
+        with pytest.raises(x0x.InvalidArgumentError, match="answered already"):
+            request.reply(b"twice")
+        assert await pending.result() == b"answer"
 
-    pending = asyncio.ensure_future(alice.request(bob.agent_id, b"q2"))
-    request = await asyncio.wait_for(inbox.__anext__(), 10)
-    assert request.reply_error("no\0pe: ✗") is True
-    with pytest.raises(x0x.RemoteError) as info:
-        await pending
-    assert str(info.value) == "no\ufffdpe: ✗"
+        pending = Background(group, alice.request, bob.agent_id, b"q2")
+        with anyio.fail_after(10):
+            request = await inbox.__anext__()
+        assert request.reply_error("no\0pe: ✗") is True
+        with pytest.raises(x0x.RemoteError) as info:
+            await pending.result()
+        assert str(info.value) == "no\ufffdpe: ✗"
 
     # A requester that gave up: the reply finds nobody waiting.
     with pytest.raises(x0x.X0xTimeoutError, match="may still have been processed"):
         await alice.request(bob.agent_id, b"q3", timeout=0.3)
-    request = await asyncio.wait_for(inbox.__anext__(), 10)
+    with anyio.fail_after(10):
+        request = await inbox.__anext__()
     for _ in range(100):
         if bob.stats()["direct_refused"] >= 2:  # the stop reached bob
             break
-        await asyncio.sleep(0.05)
+        await anyio.sleep(0.05)
     assert request.reply(b"too late") is False
     assert request.closed
     inbox.close()
@@ -243,13 +258,12 @@ async def test_the_inbox_is_bounded_and_one_at_a_time(make_agent: MakeAgent) -> 
         payloads = [(await inbox.__anext__()).payload for _ in range(2)]
         assert payloads == [b"3", b"4"]
         # Cancelling a pending __anext__ loses nothing.
-        waiting = asyncio.ensure_future(inbox.__anext__())
-        await asyncio.sleep(0.05)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+        with anyio.move_on_after(0.05) as scope:
+            await inbox.__anext__()
+        assert scope.cancelled_caught
         await alice.send(bob.agent_id, b"kept")
-        assert (await asyncio.wait_for(inbox.__anext__(), 10)).payload == b"kept"
+        with anyio.fail_after(10):
+            assert (await inbox.__anext__()).payload == b"kept"
     assert inbox.closed
     with pytest.raises(x0x.ClosedError):
         inbox.dropped  # noqa: B018
@@ -259,15 +273,16 @@ async def test_the_inbox_is_bounded_and_one_at_a_time(make_agent: MakeAgent) -> 
     # A request still queued when the inbox closes is refused.
     inbox = bob.inbox()
     arrived = bob.stats()["direct_in"]
-    pending = asyncio.ensure_future(alice.request(bob.agent_id, b"unread"))
-    for _ in range(200):
-        if bob.stats()["direct_in"] > arrived:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)  # counted on arrival, queued just after
-    inbox.close()
-    with pytest.raises(x0x.RemoteError, match="without replying"):
-        await asyncio.wait_for(pending, 10)
+    async with anyio.create_task_group() as group:
+        pending = Background(group, alice.request, bob.agent_id, b"unread")
+        for _ in range(200):
+            if bob.stats()["direct_in"] > arrived:
+                break
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.1)  # counted on arrival, queued just after
+        inbox.close()
+        with pytest.raises(x0x.RemoteError, match="without replying"):
+            await pending.result()
 
     # Leaving async for closes the inbox; a closed inbox ends iteration.
     inbox = bob.inbox()
@@ -278,27 +293,28 @@ async def test_the_inbox_is_bounded_and_one_at_a_time(make_agent: MakeAgent) -> 
     for _ in range(50):  # the loop finalizes the abandoned iterator shortly
         if inbox.closed:
             break
-        __import__("gc").collect()
-        await asyncio.sleep(0.02)
+        gc.collect()
+        await anyio.sleep(0.02)
     assert inbox.closed
     with pytest.raises(StopAsyncIteration):
         await inbox.__anext__()
-    waiting = asyncio.ensure_future(bob.inbox().__anext__())
-    await asyncio.sleep(0.05)
-    await bob.close()  # the agent's close ends its inbox too
-    with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(waiting, 10)
+    async with anyio.create_task_group() as group:
+        waiting = Background(group, bob.inbox().__anext__)
+        await anyio.sleep(0.05)
+        await bob.close()  # the agent's close ends its inbox too
+        with pytest.raises(StopAsyncIteration):
+            await waiting.result()
 
 
 async def test_serve_answers_until_closed(make_agent: MakeAgent) -> None:
     alice = await make_agent()
     bob = await make_agent(bootstrap=alice.local_addr)
-    plain: asyncio.Queue[bytes] = asyncio.Queue()
-    release = asyncio.Event()
+    plain_in, plain = anyio.create_memory_object_stream[bytes](math.inf)
+    waiting, release = anyio.Event(), anyio.Event()
 
     async def handler(message: DirectMessage) -> Any:
         if not message.is_request:
-            plain.put_nowait(message.payload)
+            plain_in.send_nowait(message.payload)
             raise RuntimeError("logged, not sent anywhere")
         if message.payload == b"none":
             return None
@@ -306,48 +322,42 @@ async def test_serve_answers_until_closed(make_agent: MakeAgent) -> None:
             message.reply(b"answered by the handler")
             return None
         if message.payload == b"wait":
+            waiting.set()
             await release.wait()
         return message.payload.upper()
 
-    async with bob.serve(handler) as server:
+    async with bob.serve(handler) as server, anyio.create_task_group() as group:
         assert not server.closed and server.dropped == 0 and "serving" in repr(server)
         assert await alice.request(bob.agent_id, b"abc") == b"ABC"
         with pytest.raises(x0x.RemoteError, match=r"^TypeError: the handler returned NoneType$"):
             await alice.request(bob.agent_id, b"none")
         assert await alice.request(bob.agent_id, b"self") == b"answered by the handler"
         await alice.send(bob.agent_id, b"note")
-        assert await asyncio.wait_for(plain.get(), 10) == b"note"
-        slow = asyncio.ensure_future(alice.request(bob.agent_id, b"wait"))
-        for _ in range(200):
-            if "1 handler(s) running" in repr(server):
-                break
-            await asyncio.sleep(0.01)
+        with anyio.fail_after(10):
+            assert await plain.receive() == b"note"
+        slow = Background(group, alice.request, bob.agent_id, b"wait")
+        with anyio.fail_after(10):
+            await waiting.wait()  # its handler runs (the earlier ones may still be finishing)
         server.close()
         assert server.closed
         with pytest.raises(x0x.RemoteError, match="no inbox open"):
             await alice.request(bob.agent_id, b"late")
-        closing = asyncio.ensure_future(server.wait_closed())
-        await asyncio.sleep(0.1)
+        closing = Background(group, server.wait_closed)
+        await anyio.sleep(0.1)
         assert not closing.done(), "wait_closed waits for running handlers"
         release.set()
-        await asyncio.wait_for(closing, 10)
-        assert await slow == b"WAIT", "a handler running at close still answers"
+        await closing.result()
+        assert await slow.result() == b"WAIT", "a handler running at close still answers"
     # A sync handler works too, and a new server may open once the last one closed.
     async with bob.serve(lambda message: bytes(reversed(message.payload))):
         assert await alice.request(bob.agent_id, b"abc") == b"cba"
 
 
-def test_serve_needs_a_running_loop() -> None:
-    async def scenario() -> None:
-        agent = await Agent.builder().build()
-        try:
-            loop = asyncio.get_running_loop()
-            with pytest.raises(RuntimeError, match="needs a running event loop"):
-                await loop.run_in_executor(None, agent.serve, lambda message: b"")
-        finally:
-            await agent.close()
-
-    asyncio.run(scenario())
+async def test_serve_needs_a_running_loop() -> None:
+    async with await Agent.builder().build() as agent:
+        # A thread of its own runs no event loop.
+        with pytest.raises(RuntimeError, match="needs a running event loop"):
+            await anyio.to_thread.run_sync(agent.serve, lambda message: b"")
 
 
 async def test_bad_arguments_are_refused(make_agent: MakeAgent) -> None:

@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
+import anyio
+import anyio.to_thread
 import pytest
 from processes import exit_code, free_port, python, read_line, send
 
@@ -68,7 +70,8 @@ async def test_three_agents_in_one_process_with_the_default_builder() -> None:
         for agent in agents:
             await agent.publish("room", agent.agent_id.to_hex().encode())
         for room in rooms:
-            got = {await asyncio.wait_for(room.__anext__(), 15) for _ in range(3)}
+            with anyio.fail_after(15):
+                got = {await room.__anext__() for _ in range(3)}
             assert {(m.sender, m.payload) for m in got} == {
                 (a.agent_id, a.agent_id.to_hex().encode()) for a in agents
             }
@@ -129,12 +132,13 @@ async def test_a_second_build_with_the_same_data_dir_is_refused(tmp_path: Path) 
     async with await Agent.builder().with_data_dir(home).build() as first:
         await first.join_network()
         key = (home / "agent.key").read_bytes()
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-c", SECOND_BUILD, str(home)],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-c", SECOND_BUILD, str(home)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         )
         name, is_os_error, message = done.stdout.strip().split(" ", 2)
         assert (name, is_os_error) == ("InUseError", "True"), done.stderr
@@ -145,7 +149,8 @@ async def test_a_second_build_with_the_same_data_dir_is_refused(tmp_path: Path) 
         assert (home / "agent.key").read_bytes() == key
         inbox = first.subscribe("t")
         await first.publish("t", b"still working")
-        assert (await asyncio.wait_for(inbox.__anext__(), 10)).payload == b"still working"
+        with anyio.fail_after(10):
+            assert (await inbox.__anext__()).payload == b"still working"
     # Closed: the home is free again, for the same agent.
     async with await Agent.builder().with_data_dir(home).build() as again:
         assert again.agent_id == first.agent_id
@@ -156,7 +161,7 @@ async def test_a_joiner_started_before_its_bootstrap_node_joins() -> None:
     command = ["subscribe", "t", "--count", "1", "--bootstrap", address, "--timeout", "8"]
     subscriber = python("-m", "x0x", *command)
     try:
-        await asyncio.sleep(2)
+        await anyio.sleep(2)
         node = await Agent.builder().with_bind(address).build()
         async with node:
             await node.join_network()

@@ -1,10 +1,11 @@
 """Ids, keys and the agent builder, through the real native library."""
 
-import asyncio
 import os
 import stat
 from pathlib import Path
+from typing import List
 
+import anyio
 import pytest
 
 import x0x
@@ -94,13 +95,21 @@ async def test_default_machine_key_lives_under_home(isolated_home: Path) -> None
 
 
 async def test_agents_built_at_once_in_a_new_home_share_one_machine_key() -> None:
-    built = await asyncio.gather(
-        *(Agent.builder().build() for _ in range(4)), return_exceptions=True
-    )
-    agents = [a for a in built if isinstance(a, Agent)]
+    agents: List[Agent] = []
+    errors: List[Exception] = []
+
+    async def build() -> None:
+        try:
+            agents.append(await Agent.builder().build())
+        except Exception as error:
+            errors.append(error)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(4):
+            group.start_soon(build)
     for agent in agents:
         await agent.close()
-    assert len(agents) == 4, [e for e in built if not isinstance(e, Agent)]
+    assert len(agents) == 4, errors
     assert len({a.machine_id for a in agents}) == 1
     assert len({a.agent_id for a in agents}) == 4
 

@@ -1,9 +1,9 @@
 """The library's log records (x0x's own and its dependencies') in Python's ``logging``."""
 
-import asyncio
 import logging
 import socket
 
+import anyio
 import pytest
 
 import x0x
@@ -24,7 +24,7 @@ async def test_a_failed_dial_and_quic_records_reach_python_logging(
         for _ in range(500):  # records come from the library's log thread
             if any(wanted in r.getMessage() for r in caplog.records):
                 break
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.01)
         await agent.close()
     dial = [r for r in caplog.records if wanted in r.getMessage()]
     assert dial and dial[0].name == "x0x.gossip" and dial[0].levelno == logging.DEBUG

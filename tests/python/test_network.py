@@ -1,15 +1,19 @@
 """Agents talking over real QUIC sockets, in this process and across processes, built with the
 default builder (one HOME's machine key, the default bind) and joined at the address they report."""
 
-import asyncio
 import contextlib
+import gc
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Callable, Dict, List, Tuple
 
+import anyio
 import pytest
+from background import Background
 from conftest import MakeAgent
 from processes import exit_code, python, read_line
 
@@ -18,7 +22,8 @@ from x0x import Agent, Message
 
 
 async def next_message(subscription: x0x.Subscription, timeout: float = 10) -> Message:
-    return await asyncio.wait_for(subscription.__anext__(), timeout)
+    with anyio.fail_after(timeout):
+        return await subscription.__anext__()
 
 
 def cli(*args: str) -> "subprocess.Popen[str]":
@@ -33,7 +38,7 @@ async def test_two_agents_exchange_signed_messages(make_agent: MakeAgent) -> Non
     await bob.publish("chat", b"hello")
     message = await next_message(inbox)
     assert message == Message(b"hello", bob.agent_id, message.timestamp, "chat", 1)
-    assert abs(message.timestamp / 1000 - __import__("time").time()) < 60
+    assert abs(message.timestamp / 1000 - time.time()) < 60
     stats = alice.stats()
     assert stats["delivered"] == 1 and stats["dropped_bad_signature"] == 0
     assert stats["envelopes_received"] == 1 and stats["duplicates"] == 0
@@ -69,12 +74,13 @@ async def test_messages_from_a_separate_process(make_agent: MakeAgent) -> None:
 
 async def test_messages_to_a_separate_process(make_agent: MakeAgent) -> None:
     alice = await make_agent()
-    joined = asyncio.Event()
+    joined = anyio.Event()
     alice.on("peer_joined", lambda event: joined.set())
     subscriber = cli("subscribe", "t", "--count", "2", "--bootstrap", alice.local_addr)
     try:
         assert (await read_line(subscriber)).startswith("subscribed to 't'")
-        await asyncio.wait_for(joined.wait(), 15)
+        with anyio.fail_after(15):
+            await joined.wait()
         await alice.publish("t", b"first")
         await alice.publish("t", "second ✓".encode())
         lines = [await read_line(subscriber) for _ in range(2)]
@@ -97,7 +103,7 @@ async def test_every_subscriber_gets_every_message_in_order(make_agent: MakeAgen
         payloads = [(await next_message(subscription)).payload for _ in range(300)]
         assert payloads == [str(i).encode() for i in range(300)]
     assert other.dropped == 0
-    with pytest.raises(asyncio.TimeoutError):
+    with pytest.raises(TimeoutError):
         await next_message(other, timeout=0.3)
 
 
@@ -109,7 +115,7 @@ async def test_slow_subscriber_drops_oldest_and_counts(make_agent: MakeAgent) ->
     for _ in range(100):
         if alice.stats()["delivered"] >= 10:
             break
-        await asyncio.sleep(0.02)
+        await anyio.sleep(0.02)
     assert slow.dropped == 6
     assert [(await next_message(slow)).payload for _ in range(4)] == [b"6", b"7", b"8", b"9"]
     assert alice.stats()["queue_overflow"] == 6
@@ -118,11 +124,9 @@ async def test_slow_subscriber_drops_oldest_and_counts(make_agent: MakeAgent) ->
 async def test_cancelling_anext_loses_nothing(make_agent: MakeAgent) -> None:
     alice = await make_agent()
     inbox = alice.subscribe("t")
-    pending = asyncio.ensure_future(inbox.__anext__())
-    await asyncio.sleep(0.05)
-    pending.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await pending
+    with anyio.move_on_after(0.05) as waiting:  # cancels the pending __anext__
+        await inbox.__anext__()
+    assert waiting.cancelled_caught
     assert not inbox.closed
     await alice.publish("t", b"after the cancel")
     assert (await next_message(inbox)).payload == b"after the cancel"
@@ -131,11 +135,12 @@ async def test_cancelling_anext_loses_nothing(make_agent: MakeAgent) -> None:
 async def test_close_and_break_unsubscribe(make_agent: MakeAgent) -> None:
     alice = await make_agent()
     inbox = alice.subscribe("t")
-    waiter = asyncio.ensure_future(inbox.__anext__())
-    await asyncio.sleep(0.05)
-    inbox.close()
-    with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(waiter, 5)
+    async with anyio.create_task_group() as group:
+        waiter = Background(group, inbox.__anext__)
+        await anyio.sleep(0.05)
+        inbox.close()
+        with pytest.raises(StopAsyncIteration):
+            await waiter.result(timeout=5)
     async with alice.subscribe("t") as scoped:
         await alice.publish("t", b"x")
         assert (await next_message(scoped)).payload == b"x"
@@ -149,8 +154,8 @@ async def test_close_and_break_unsubscribe(make_agent: MakeAgent) -> None:
     for _ in range(50):  # the loop finalizes the abandoned iterator shortly
         if looped.closed:
             break
-        __import__("gc").collect()
-        await asyncio.sleep(0.02)
+        gc.collect()
+        await anyio.sleep(0.02)
     assert looped.closed
 
 
@@ -195,7 +200,7 @@ async def test_unreachable_bootstrap_times_out() -> None:
 async def test_events_fire_with_payloads(make_agent: MakeAgent) -> None:
     alice = await make_agent()
     seen: List[Tuple[str, Dict[str, object]]] = []
-    done = asyncio.Event()
+    done = anyio.Event()
 
     def record(name: str) -> Callable[[Dict[str, object]], None]:
         def handler(payload: Dict[str, object]) -> None:
@@ -217,7 +222,8 @@ async def test_events_fire_with_payloads(make_agent: MakeAgent) -> None:
     alice.on("peer_joined", failing)
     bob = await make_agent(bootstrap=alice.local_addr)
     await bob.leave_network()
-    await asyncio.wait_for(done.wait(), 15)
+    with anyio.fail_after(15):
+        await done.wait()
     bob_id = bob.peer_id()
     assert ("connected", {"neighbours": 1}) in seen
     assert ("peer_joined", {"peer_id": bob_id}) in seen
@@ -231,8 +237,8 @@ async def test_events_fire_with_payloads(make_agent: MakeAgent) -> None:
 
 async def test_killed_peer_is_noticed_and_the_rest_still_delivers(make_agent: MakeAgent) -> None:
     alice = await make_agent()
-    left = asyncio.Queue()  # type: asyncio.Queue[str]
-    alice.on("peer_left", lambda event: left.put_nowait(event["peer_id"]))
+    left_in, left = anyio.create_memory_object_stream[str](math.inf)
+    alice.on("peer_left", lambda event: left_in.send_nowait(event["peer_id"]))
     node = cli("node", "--bootstrap", alice.local_addr)
     try:
         line = await read_line(node)
@@ -241,11 +247,9 @@ async def test_killed_peer_is_noticed_and_the_rest_still_delivers(make_agent: Ma
         inbox = alice.subscribe("t")
         os.kill(node.pid, signal.SIGKILL)  # no goodbye: only the idle timeout can tell
         node.wait(timeout=10)
-        deadline = asyncio.get_running_loop().time() + 20
-        while (
-            await asyncio.wait_for(left.get(), deadline - asyncio.get_running_loop().time())
-        ) != victim:
-            pass
+        with anyio.fail_after(20):
+            while await left.receive() != victim:
+                pass
         await carol.publish("t", b"still here")
         assert (await next_message(inbox)).payload == b"still here"
     finally:
@@ -274,7 +278,7 @@ async def test_closing_agents_releases_sockets_and_threads() -> None:
         await first.close()
 
     await cycle()  # starts the runtime's threads once
-    await asyncio.sleep(0.5)
+    await anyio.sleep(0.5)
     before = _sockets_and_threads()
     for _ in range(3):
         await cycle()
@@ -282,7 +286,7 @@ async def test_closing_agents_releases_sockets_and_threads() -> None:
         # Each count on its own (tuples compare lexicographically: (2, 6) <= (3, 5)).
         if all(now <= then for now, then in zip(_sockets_and_threads(), before)):
             break
-        await asyncio.sleep(0.1)
+        await anyio.sleep(0.1)
     after = _sockets_and_threads()
     assert after[0] <= before[0], f"sockets leaked: {before} -> {after}"
     assert after[1] <= before[1], f"threads leaked: {before} -> {after}"

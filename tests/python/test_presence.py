@@ -1,13 +1,13 @@
 """Presence and capability discovery across processes: agents built as the README shows, one
 HOME, joined at the addresses they report."""
 
-import asyncio
 import json
 import subprocess
 import time
 from pathlib import Path
 from typing import AsyncIterator, Dict, List, Tuple
 
+import anyio
 import pytest
 from processes import exit_code, python, read_line, send
 
@@ -54,7 +54,10 @@ async def test_an_agent_in_another_process_is_found_by_capability(agents: List[A
         assert any(addr.endswith(f":{port}") for addr in info.addresses)
         assert 0 <= info.age < 60 and abs(info.last_seen - time.time()) < 60
         assert identity["agent_id"] in [p.agent_id.to_hex() for p in finder.peers()]
-        await asyncio.sleep(0.1)  # events reach the loop through the callback thread
+        for _ in range(100):  # the event reaches the loop a moment after the card
+            if identity["agent_id"] in joined:
+                break
+            await anyio.sleep(0.05)
         assert identity["agent_id"] in joined
         assert await finder.find("nobody-does-this", timeout=0.5) == []
 
@@ -67,20 +70,23 @@ async def test_an_agent_in_another_process_is_found_by_capability(agents: List[A
             if found and found[0].capabilities == ["review"]:
                 break
             assert time.monotonic() < deadline, found
-            await asyncio.sleep(0.1)
+            await anyio.sleep(0.1)
         assert found[0].info == {"role": "capability_peer"}, "info kept"
 
         # Leaving: the agents that hold its card drop it.
-        left: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        left: List[str] = []
+        gone = anyio.Event()
 
         def on_left(event: Dict[str, str]) -> None:
-            if not left.done():
-                left.set_result(event["agent_id"])
+            left.append(event["agent_id"])
+            gone.set()
 
         finder.on("agent_left", on_left)
         send(proc, "leave")
         assert await read_line(proc) == "left"
-        assert await asyncio.wait_for(left, 10) == identity["agent_id"]
+        with anyio.fail_after(10):
+            await gone.wait()
+        assert left[0] == identity["agent_id"]
         assert identity["agent_id"] not in [p.agent_id.to_hex() for p in finder.peers()]
     finally:
         send(proc, "quit")

@@ -1,11 +1,11 @@
 """Task lists between real agents: convergence, late joins, partitions, restarts, events."""
 
-import asyncio
 import json
 import logging
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
+import anyio
 import pytest
 from processes import exit_code, python, read_line, send
 
@@ -37,11 +37,9 @@ async def make_agent() -> AsyncIterator[MakeAgent]:
 
 
 async def until(condition: Callable[[], bool], timeout: float = 15) -> None:
-    async def poll() -> None:
+    with anyio.fail_after(timeout):
         while not condition():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(poll(), timeout)
+            await anyio.sleep(0.02)
 
 
 def same(*lists: TaskList) -> bool:
@@ -97,9 +95,10 @@ async def test_concurrent_claims_in_two_processes_pick_one_winner(make_agent: Ma
                 mine = plan.get_tasks()[0]
                 if mine.assignee and theirs["assignee"] == mine.assignee.to_hex():
                     return theirs
-                await asyncio.sleep(0.1)
+                await anyio.sleep(0.1)
 
-        theirs = await asyncio.wait_for(peer_agrees(), 20)
+        with anyio.fail_after(20):
+            theirs = await peer_agrees()
         assert theirs["status"] == "Claimed"
         assert plan.get_tasks()[0].assignee in (alice.agent_id, bob)
         send(peer, "quit")
@@ -133,7 +132,7 @@ async def test_partition_then_heal_converges(make_agent: MakeAgent) -> None:
     await theirs.add_task("bob only")
     await theirs.claim_task(shared)
     await mine.complete_task(shared)
-    await asyncio.sleep(0.2)
+    await anyio.sleep(0.2)
     assert not same(mine, theirs)
 
     await bob.join_network()  # heal
