@@ -172,7 +172,8 @@ class Writer:
             f"     Do not edit; regenerate with: {REGENERATE} -->\n\n",
             markdown(self.package) + "\n\n",
             "Every name below is importable from `x0x` (it is `x0x.__all__`). `async def` methods\n"
-            "are coroutines: await them on a running asyncio event loop.\n\n",
+            "are coroutines: await them in a running asyncio event loop or trio run (or\n"
+            "anyio on either backend).\n\n",
             "## Contents\n\n",
         ]
         headings = [

@@ -3,6 +3,7 @@ that share one HOME, as a new user would."""
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -46,3 +47,18 @@ async def test_the_quick_start_works_in_two_shells(tmp_path: Path) -> None:
             if proc is not None:
                 proc.kill()
                 proc.wait()
+
+
+def test_the_trio_example_runs_as_written(tmp_path: Path) -> None:
+    section = README.read_text(encoding="utf-8").split("### trio and anyio", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README.md has no python block under trio and anyio"
+    script = tmp_path / "trio_chat.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # Its own message came back through its subscription: "<agent id> b'hello'".
+    sender, _, payload = done.stdout.strip().partition(" ")
+    assert len(sender) == 64 and payload == "b'hello'", done.stdout
