@@ -144,7 +144,9 @@ def test_cancelling_after_the_result_arrived_leaves_the_freed_op_alone() -> None
 
     async def main() -> None:
         for _ in range(20):
-            tasks.append(asyncio.ensure_future(_sleep(1)))
+            # 20 ms: long enough not to settle inside the start call (the fast path skips the
+            # queue, and this test with it), even on PyPy.
+            tasks.append(asyncio.ensure_future(_sleep(20)))
             with pytest.raises(asyncio.CancelledError):
                 await tasks[-1]
         await _wait_for_no_pending()
@@ -172,7 +174,7 @@ def test_a_trio_cancel_after_the_result_arrived_returns_the_result() -> None:
             scopes.append(trio.CancelScope())
             returned = []
             with scopes[-1]:
-                returned.append(await _sleep(1))
+                returned.append(await _sleep(20))  # 20 ms: not settled inside the start call
                 await trio.sleep(1)  # the next checkpoint: cancelled here
             assert scopes[-1].cancelled_caught and returned == [ffi.NULL]
         await _wait_for_no_pending()
