@@ -1,5 +1,6 @@
 """Python processes that tests drive line by line over stdin/stdout, as a user's shells would."""
 
+import json
 import os
 import shutil
 import socket
@@ -7,7 +8,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import anyio
 import anyio.to_thread
@@ -69,3 +70,17 @@ def send(proc: "subprocess.Popen[str]", line: str) -> None:
 async def exit_code(proc: "subprocess.Popen[str]", timeout: float = 20) -> int:
     """Waits (off the event loop) for the process to exit."""
     return await anyio.to_thread.run_sync(proc.wait, timeout, abandon_on_cancel=True)
+
+
+def run_bench(script: Path, *args: str, timeout: float = 600) -> Tuple[str, Dict[str, Any]]:
+    """Runs a benchmark script of bench/ to the end; returns its output and its last JSON line
+    (the figures it prints last), failing with its output if it failed."""
+    done = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, done.stdout
+    figures = json.loads(lines[-1])
+    assert isinstance(figures, dict)
+    return done.stdout, figures

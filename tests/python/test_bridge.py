@@ -260,7 +260,12 @@ def test_a_trio_run_that_ends_with_an_op_in_flight_leaves_nothing_pending() -> N
     assert _ffi.pending_count() == 0  # released as the run ended, not once collected
 
 
-def test_completions_are_settled_on_the_loops_own_thread() -> None:
+@pytest.mark.parametrize(
+    "run",
+    [lambda: asyncio.run(_sleep(20)), lambda: trio.run(_sleep, 20)],  # 20 ms: via the queue
+    ids=["asyncio", "trio"],
+)
+def test_completions_are_settled_on_the_loops_own_thread(run: Any) -> None:
     seen = []
     original = _ffi._Queue._settle
 
@@ -270,37 +275,15 @@ def test_completions_are_settled_on_the_loops_own_thread() -> None:
 
     _ffi._Queue._settle = spy  # type: ignore[method-assign]
     try:
-        asyncio.run(_sleep(5))  # long enough not to settle inside the start call
+        run()
         results = []
-        worker = threading.Thread(target=lambda: results.append(asyncio.run(_sleep(5))))
+        worker = threading.Thread(target=lambda: results.append(run()))
         worker.start()
         worker.join()
     finally:
         _ffi._Queue._settle = original  # type: ignore[method-assign]
-    # Each loop drains its own queue when its descriptor is readable: no other thread runs
-    # Python for it (there is no callback thread in between).
-    assert seen == [threading.main_thread(), worker]
-    assert results == [ffi.NULL]
-
-
-def test_completions_are_settled_on_the_trio_runs_own_thread() -> None:
-    seen = []
-    original = _ffi._Queue._settle
-
-    def spy(self: Any, entry: Any) -> None:
-        seen.append(threading.current_thread())
-        original(self, entry)
-
-    _ffi._Queue._settle = spy  # type: ignore[method-assign]
-    try:
-        trio.run(_sleep, 5)
-        results = []
-        worker = threading.Thread(target=lambda: results.append(trio.run(_sleep, 5)))
-        worker.start()
-        worker.join()
-    finally:
-        _ffi._Queue._settle = original  # type: ignore[method-assign]
-    # The system task watching each run's queue drains it on the run's thread.
+    # Each loop (asyncio) or run (trio: the system task watching its queue) drains its own
+    # queue when its descriptor is readable: no other thread runs Python for it.
     assert seen == [threading.main_thread(), worker]
     assert results == [ffi.NULL]
 

@@ -2,15 +2,14 @@
 next to pyzmq in the same run (``make bench`` runs it at full size): two C processes that only
 use the C ABI, driven over the bench's line protocol. Nothing here asserts a time or a rate."""
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
 
 import pytest
+from processes import run_bench
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BENCH = ROOT / "bench" / "pubsub.py"
@@ -42,25 +41,10 @@ def build() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def run_bench(*args: str) -> Tuple[str, Dict[str, Any]]:
-    """Runs the bench; returns its output and its last JSON line (the medians)."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--c-binary", str(BINARY), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines: List[str] = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, done.stdout
-    figures = json.loads(lines[-1])
-    assert isinstance(figures, dict)
-    return done.stdout, figures
-
-
 def test_c_publisher_to_c_subscriber_delivers_every_message() -> None:
     build()
     out, figures = run_bench(
+        BENCH, "--c-binary", str(BINARY),
         "--impls", "x0xc,zmq", "--messages", "2000", "--latency-samples", "50", "--rounds", "1",
     )  # fmt: skip
     c = figures["medians"]["x0xc"]

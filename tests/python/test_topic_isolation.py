@@ -2,35 +2,17 @@
 at CI size; ``make bench-topics`` runs it at full size): every agent is its own OS process,
 built as the README shows, and what crossed the sockets is read from the agents' counters."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Dict, List
+
+from processes import run_bench
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BENCH = ROOT / "bench" / "topics.py"
 
 
-def run_bench(*args: str) -> Dict[str, Any]:
-    """Runs the bench; returns its last JSON line (the figures)."""
-    result = subprocess.run(
-        [sys.executable, str(BENCH), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines: List[str] = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, result.stdout
-    figures = json.loads(lines[-1])
-    assert isinstance(figures, dict)
-    return figures
-
-
 def test_agents_on_another_topic_receive_none_of_its_bytes() -> None:
     # 6 agents: 3 on "a", 3 on "b"; an "a" agent publishes 200 x 1 KiB on "a".
-    figures = run_bench("--scenario", "split", "--messages", "200", "--burst", "50")
+    _, figures = run_bench(BENCH, "--scenario", "split", "--messages", "200", "--burst", "50")
     assert all(share == 1.0 for share in figures["delivered"].values()), figures
     assert figures["reference_bytes"] >= 200 * 1024, figures
     # With one swarm for the network each "b" agent got ~100% of a subscriber's bytes.
@@ -39,7 +21,8 @@ def test_agents_on_another_topic_receive_none_of_its_bytes() -> None:
 
 def test_many_topics_few_subscribers_each_deliver_to_their_own_only() -> None:
     # 8 agents, 4 topics of 3 random subscribers; random agents publish on random topics.
-    figures = run_bench(
+    _, figures = run_bench(
+        BENCH,
         "--scenario", "scale", "--agents", "8", "--topics", "4", "--subscribers", "3",
         "--settle", "2", "--idle", "1", "--rounds", "20", "--gap-ms", "50",
     )  # fmt: skip
