@@ -37,7 +37,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pubsub import BenchError, cpu_model, fmt, load, median_of, percentile, run_pair, summarize
 
@@ -142,6 +142,38 @@ def audit(agents: List[Agent], first: int, last: int) -> Dict[str, Result]:
     return checks
 
 
+def arrivals_p50(agents: List[Agent], first: int, last: int) -> List[float]:
+    """p50 latency (us) from a0's publish to each agent's receive, a1..a4, measured messages."""
+    p50s = []
+    for agent in agents[1:]:
+        values = [
+            int(e["t_recv"]) - int(e["t_send"])
+            for e in agent.select("recv")
+            if first <= e["seq"] <= last
+        ]
+        p50s.append(percentile(values, 0.50) / 1000)
+    return p50s
+
+
+def process_cpu_ns(pid: int) -> Tuple[int, int]:
+    """A process's threads' time on a CPU and time runnable but waiting for one, ns, so far
+    (``/proc/PID/task/*/schedstat``, Linux; threads that exited are not counted)."""
+    on_cpu = waiting = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run, wait = (int(field) for field in f.read().split()[:2])
+        except (OSError, ValueError):
+            continue
+        on_cpu += run
+        waiting += wait
+    return on_cpu, waiting
+
+
 def neighbours(agents: List[Agent]) -> Dict[str, List[int]]:
     """Every agent any agent had as a neighbour during the run (its ``peers`` events)."""
     index = {agent.peer_id: i for i, agent in enumerate(agents)}
@@ -164,6 +196,9 @@ def run_line(args: argparse.Namespace) -> Result:
         near_ns: List[int] = []
         first = last = 0
         gap = args.gap_ms / 1000
+        pids = [agent.proc.pid for agent in agents] + [os.getpid()]
+        cpu_before = [process_cpu_ns(pid) for pid in pids]
+        wall_before = time.monotonic_ns()
         for k in range(args.samples):
             since_far, since_near = mark(far), mark(near)
             last = publish_one(src)
@@ -176,8 +211,14 @@ def run_line(args: argparse.Namespace) -> Result:
             if got is not None:
                 near_ns.append(got["t_recv"] - got["t_send"])
             time.sleep(gap)
+        wall = (time.monotonic_ns() - wall_before) / args.samples / 1000
+        cpu = [
+            [(after - before) / args.samples / 1000 for after, before in zip(now, then)]
+            for now, then in zip((process_cpu_ns(pid) for pid in pids), cpu_before)
+        ]
         time.sleep(STRAGGLERS)
         checks = audit(agents, first, last)
+        p50s = arrivals_p50(agents, first, last)
         links = neighbours(agents)
         dropped = sum(net.dropped_by_links(i) for i in range(AGENTS))
     for i in range(AGENTS):
@@ -199,6 +240,9 @@ def run_line(args: argparse.Namespace) -> Result:
         "filter_dropped": dropped,
         "warm_up": warm,
         "setup_s": setup_s,
+        "arrival_p50": p50s,
+        "cpu": cpu,
+        "wall": wall,
     }
 
 
@@ -213,6 +257,16 @@ def line_rows(run: Result, samples: int) -> Dict[str, Dict[str, float]]:
             "lat_lost": float(samples - len(values)),
             "dup": float(check["duplicates"] + check["reordered"]),
         }
+    # Where the time goes (printed under the table): the p50 at each agent along the line, and
+    # per message each process's time on a CPU and waiting for one, and the wall time.
+    line = rows["line"]
+    for i, p50 in enumerate(run["arrival_p50"], 1):
+        line[f"at/a{i}"] = p50
+    for i, (on_cpu, waiting) in enumerate(run["cpu"]):
+        name = f"a{i}" if i < AGENTS else "bench"
+        line[f"cpu/{name}"] = on_cpu
+        line[f"wait/{name}"] = waiting
+    line["wall"] = run["wall"]
     return rows
 
 
@@ -226,7 +280,13 @@ def run_zmq(args: argparse.Namespace) -> Dict[str, float]:
         c_binary=None,
     )
     row = summarize(asyncio.run(run_pair("zmq", zargs, None)), zargs)
-    return {"p50": row["p50"], "p90": row["p90"], "p99": row["p99"], "lat_lost": row["lat_lost"]}
+    out = {key: row[key] for key in ("p50", "p90", "p99", "lat_lost")}
+    for role in ("pub", "sub"):  # us per message in the latency phase, summed over threads
+        prefix = f"cpu/{role}/latency/"
+        threads = [k for k in row if k.startswith(prefix) and not k[len(prefix) :].startswith("(")]
+        out[f"cpu/{role}"] = sum(row[k] for k in threads)
+        out[f"wait/{role}"] = row.get(prefix + "(runq wait)", math.nan)
+    return out
 
 
 def ratio(x: float, y: float) -> float:
@@ -264,6 +324,41 @@ def print_table(results: Dict[str, List[Dict[str, float]]]) -> Dict[str, float]:
     print(f"{'x0x one hop a0→a1 p50 / pyzmq one-hop p50':<60} "
           f"{fmt(ratios['one_hop_p50/zmq_p50'], 2):>8}")  # fmt: skip
     return ratios
+
+
+def print_where(results: Dict[str, List[Dict[str, float]]], cpus: int) -> None:
+    """The x0x line's p50 at each agent, and CPU per message per process, against pyzmq's."""
+    line, zmq = results["line"], results["zmq"]
+    at = [median_of(line, f"at/a{i}") for i in range(1, AGENTS)]
+    steps = [b - a for a, b in zip([0.0, *at], at)]
+    print("\nwhere the time goes (medians of the rounds, us)")
+    print(
+        "  x0x p50 from a0's publish to the receive at "
+        + ", ".join(f"a{i} {fmt(v, 0)}" for i, v in enumerate(at, 1))
+        + " (each link: "
+        + ", ".join(fmt(v, 0) for v in steps)
+        + ")"
+    )
+    names = [f"a{i}" for i in range(AGENTS)] + ["bench"]
+    for key, what in (("cpu", "on a CPU"), ("wait", "runnable, waiting for a CPU")):
+        values = [median_of(line, f"{key}/{name}") for name in names]
+        total = sum(v for v in values if not math.isnan(v))
+        print(
+            f"  x0x per message, {what}: "
+            + ", ".join(f"{name} {fmt(v, 0)}" for name, v in zip(names, values))
+            + f"; total {total:,.0f}"
+        )
+    wall = median_of(line, "wall")
+    busy = sum(median_of(line, f"cpu/{name}") for name in names)
+    print(
+        f"  x0x wall time per sample {fmt(wall, 0)} (the bench's round trip and the gap "
+        f"included): {fmt(100 * busy / wall / cpus, 0)}% of {cpus} CPUs busy"
+    )
+    print(
+        f"  pyzmq per message, on a CPU: pub {fmt(median_of(zmq, 'cpu/pub'), 0)}, sub "
+        f"{fmt(median_of(zmq, 'cpu/sub'), 0)}; waiting for a CPU: pub "
+        f"{fmt(median_of(zmq, 'wait/pub'), 0)}, sub {fmt(median_of(zmq, 'wait/sub'), 0)}"
+    )
 
 
 def add_checks(total: Dict[str, Result], checks: Dict[str, Result]) -> None:
@@ -357,6 +452,7 @@ def main() -> None:
                 )
     print(f"\nmedians of {args.rounds} round(s), latency in us")
     ratios = print_table(results)
+    print_where(results, os.cpu_count() or 1)
     figures = {key: {k: median_of(rows, k) for k in rows[0]} for key, rows in results.items()}
     print(
         json.dumps(
