@@ -1,6 +1,7 @@
 """x0x across a 5-agent line (three agents relay) against pyzmq one hop, measured in one run.
 
     sudo .venv/bin/python bench/line.py [--rounds N] [--samples N] [--size B] [--gap-ms MS]
+                                        [--agents N]
 
 Issue 18's figure: "3-hop latency p50 (5-agent line, middle hops relay), x0x / pyzmq one hop
 <= 4x". Needs root, ``ip`` and ``nft`` (network namespaces); otherwise it says why and exits 0.
@@ -25,6 +26,9 @@ fresh line and a fresh pyzmq pair, in alternating order; the table shows medians
 rounds, and the ratios are of those medians. The last lines are one JSON object: the medians,
 the ratios and the delivery checks (summed over the rounds). Exits 1 if a message was lost,
 duplicated or reordered at a1 or a4 (after printing everything).
+
+``--agents 2`` runs the same with a0 and a1 only: x0x one hop through the same harness, without
+the three other agent processes competing for the CPUs (to compare with a0→a1 in the line).
 """
 
 import argparse
@@ -44,8 +48,7 @@ from pubsub import BenchError, cpu_model, fmt, load, median_of, percentile, run_
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "netns"))
 from harness import Agent, Net, cleanup_stale, unavailable
 
-AGENTS = 5
-FAR = AGENTS - 1  # a4: 4 links from a0, relayed by a1, a2, a3
+AGENTS = 5  # issue 18's line: a0→a4 is 4 links, relayed by a1, a2, a3 (--agents)
 NEAR = 1  # a1: one link from a0
 TOPIC = "bench/line"
 SETUP_TIMEOUT = 60.0  # an agent ready; the first message across the line
@@ -54,7 +57,6 @@ SAMPLE_TIMEOUT = 5.0  # a sample that takes longer is counted lost
 STRAGGLERS = 0.5  # seconds to wait after the last sample for late copies (duplicates)
 
 Result = Dict[str, Any]
-LINE_LABEL = "x0x a0→a4"
 NEAR_LABEL = "x0x a0→a1"
 ZMQ_LABEL = "pyzmq"
 
@@ -89,7 +91,7 @@ def start_line(net: Net, size: int) -> List[Agent]:
     net.line()  # before any agent starts: no connection between non-neighbours ever forms
     extra = ["--topic", TOPIC, "--payload", str(size), "--stats-interval", "3600"]
     agents: List[Agent] = []
-    for i in range(AGENTS):
+    for i in range(net.n):
         agent = net.start(i, bootstrap=[i - 1] if i else [], extra=extra)
         agent.wait_ready(SETUP_TIMEOUT)
         agents.append(agent)
@@ -97,9 +99,10 @@ def start_line(net: Net, size: int) -> List[Agent]:
 
 
 def warm_up(agents: List[Agent], count: int) -> int:
-    """Publishes until a4 has a message (its topic swarm has formed along the line), then
+    """Publishes until the last agent has a message (its topic swarm has formed along the
+    line), then
     ``count`` more one at a time; returns how many were published."""
-    src, far = agents[0], agents[FAR]
+    src, far = agents[0], agents[-1]
     deadline = time.monotonic() + SETUP_TIMEOUT
     published = 0
     while True:
@@ -109,13 +112,13 @@ def warm_up(agents: List[Agent], count: int) -> int:
         if arrival(far, seq, since, 0.5) is not None:
             break
         if time.monotonic() > deadline:
-            raise BenchError(f"nothing reached a{FAR} within {SETUP_TIMEOUT:.0f} s")
+            raise BenchError(f"nothing reached a{far.index} within {SETUP_TIMEOUT:.0f} s")
     for _ in range(count):
         since = mark(far)
         seq = publish_one(src)
         published += 1
         if arrival(far, seq, since, SAMPLE_TIMEOUT) is None:
-            raise BenchError(f"a warm-up message did not reach a{FAR}")
+            raise BenchError(f"a warm-up message did not reach a{far.index}")
     return published
 
 
@@ -143,7 +146,7 @@ def audit(agents: List[Agent], first: int, last: int) -> Dict[str, Result]:
 
 
 def arrivals_p50(agents: List[Agent], first: int, last: int) -> List[float]:
-    """p50 latency (us) from a0's publish to each agent's receive, a1..a4, measured messages."""
+    """p50 latency (us) from a0's publish to the receive at a1, a2, ..., measured messages."""
     p50s = []
     for agent in agents[1:]:
         values = [
@@ -186,12 +189,12 @@ def neighbours(agents: List[Agent]) -> Dict[str, List[int]]:
 
 def run_line(args: argparse.Namespace) -> Result:
     """One round of the line: a fresh network, agents, warm-up and ``--samples`` messages."""
-    with Net(AGENTS) as net:
+    with Net(args.agents) as net:
         started = time.monotonic()
         agents = start_line(net, args.size)
         warm = warm_up(agents, args.warmup)
         setup_s = time.monotonic() - started
-        src, near, far = agents[0], agents[NEAR], agents[FAR]
+        src, near, far = agents[0], agents[NEAR], agents[-1]
         far_ns: List[int] = []
         near_ns: List[int] = []
         first = last = 0
@@ -220,8 +223,8 @@ def run_line(args: argparse.Namespace) -> Result:
         checks = audit(agents, first, last)
         p50s = arrivals_p50(agents, first, last)
         links = neighbours(agents)
-        dropped = sum(net.dropped_by_links(i) for i in range(AGENTS))
-    for i in range(AGENTS):
+        dropped = sum(net.dropped_by_links(i) for i in range(args.agents))
+    for i in range(args.agents):
         hops = checks[f"a{i}"]["hops"]
         if set(hops) != {str(i)}:
             raise BenchError(
@@ -248,7 +251,8 @@ def run_line(args: argparse.Namespace) -> Result:
 
 def line_rows(run: Result, samples: int) -> Dict[str, Dict[str, float]]:
     rows = {}
-    for key, agent, values in (("line", FAR, run["far_ns"]), ("near", NEAR, run["near_ns"])):
+    far = len(run["checks"]) - 1
+    for key, agent, values in (("line", far, run["far_ns"]), ("near", NEAR, run["near_ns"])):
         check = run["checks"][f"a{agent}"]
         rows[key] = {
             "p50": percentile(values, 0.50) / 1000,
@@ -263,7 +267,7 @@ def line_rows(run: Result, samples: int) -> Dict[str, Dict[str, float]]:
     for i, p50 in enumerate(run["arrival_p50"], 1):
         line[f"at/a{i}"] = p50
     for i, (on_cpu, waiting) in enumerate(run["cpu"]):
-        name = f"a{i}" if i < AGENTS else "bench"
+        name = f"a{i}" if i <= far else "bench"
         line[f"cpu/{name}"] = on_cpu
         line[f"wait/{name}"] = waiting
     line["wall"] = run["wall"]
@@ -302,9 +306,9 @@ ROWS = [
 ]
 
 
-def print_table(results: Dict[str, List[Dict[str, float]]]) -> Dict[str, float]:
+def print_table(results: Dict[str, List[Dict[str, float]]], far: int) -> Dict[str, float]:
     """The medians side by side, then the ratios; returns the ratios."""
-    labels = {"line": LINE_LABEL, "near": NEAR_LABEL, "zmq": ZMQ_LABEL}
+    labels = {"line": f"x0x a0→a{far}", "near": NEAR_LABEL, "zmq": ZMQ_LABEL}
     print(f"{'metric':<26}" + "".join(f" {labels[k]:>12}" for k in results))
     for label, key, digits in ROWS:
         values = [median_of(results[k], key) for k in results]
@@ -317,19 +321,20 @@ def print_table(results: Dict[str, List[Dict[str, float]]]) -> Dict[str, float]:
     }
     print()
     print(f"{'ratio (of the medians)':<60} {'':>8}")
-    print(f"{'x0x line a0→a4 p50 / pyzmq one-hop p50 (issue 18: ≤ 4)':<60} "
+    issue = " (issue 18: ≤ 4)" if far == AGENTS - 1 else ""
+    print(f"{f'x0x line a0→a{far} p50 / pyzmq one-hop p50{issue}':<60} "
           f"{fmt(ratios['line_p50/zmq_p50'], 2):>8}")  # fmt: skip
-    print(f"{'x0x line a0→a4 p99 / pyzmq one-hop p99':<60} "
+    print(f"{f'x0x line a0→a{far} p99 / pyzmq one-hop p99':<60} "
           f"{fmt(ratios['line_p99/zmq_p99'], 2):>8}")  # fmt: skip
     print(f"{'x0x one hop a0→a1 p50 / pyzmq one-hop p50':<60} "
           f"{fmt(ratios['one_hop_p50/zmq_p50'], 2):>8}")  # fmt: skip
     return ratios
 
 
-def print_where(results: Dict[str, List[Dict[str, float]]], cpus: int) -> None:
+def print_where(results: Dict[str, List[Dict[str, float]]], n: int, cpus: int) -> None:
     """The x0x line's p50 at each agent, and CPU per message per process, against pyzmq's."""
     line, zmq = results["line"], results["zmq"]
-    at = [median_of(line, f"at/a{i}") for i in range(1, AGENTS)]
+    at = [median_of(line, f"at/a{i}") for i in range(1, n)]
     steps = [b - a for a, b in zip([0.0, *at], at)]
     print("\nwhere the time goes (medians of the rounds, us)")
     print(
@@ -339,7 +344,7 @@ def print_where(results: Dict[str, List[Dict[str, float]]], cpus: int) -> None:
         + ", ".join(fmt(v, 0) for v in steps)
         + ")"
     )
-    names = [f"a{i}" for i in range(AGENTS)] + ["bench"]
+    names = [f"a{i}" for i in range(n)] + ["bench"]
     for key, what in (("cpu", "on a CPU"), ("wait", "runnable, waiting for a CPU")):
         values = [median_of(line, f"{key}/{name}") for name in names]
         total = sum(v for v in values if not math.isnan(v))
@@ -376,6 +381,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=AGENTS,
+        help=f"agents in the line (default {AGENTS}: issue 18's figure; 2: one hop through the "
+        "same harness, to compare)",
+    )
     parser.add_argument("--samples", type=int, default=1000, help="messages measured per round")
     parser.add_argument("--warmup", type=int, default=50, help="messages first, not measured")
     parser.add_argument("--rounds", type=int, default=3)
@@ -389,6 +401,8 @@ def main() -> None:
         parser.error("--size must be at least 32 (the driver's and pubsub.py's headers)")
     if min(args.samples, args.rounds, args.zmq_messages) < 1 or args.warmup < 0:
         parser.error("--samples, --rounds and --zmq-messages must be positive")
+    if not 2 <= args.agents <= 20:
+        parser.error("--agents takes 2..20")
     if args.gap_ms < 0:
         parser.error("--gap-ms must not be negative")
     why = unavailable()
@@ -403,11 +417,15 @@ def main() -> None:
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"pyzmq {zmq.pyzmq_version()} / libzmq {zmq.zmq_version()}"
     )
+    far = args.agents - 1
+    relays = ", ".join(f"a{i}" for i in range(1, far)) or "none"
     print(
-        f"x0x: {AGENTS} agents in a line a0-a1-a2-a3-a4, a network namespace each on one bridge, "
-        "nftables dropping\n  all traffic between non-neighbours; all subscribe to one topic, "
-        "a0 publishes: a0→a4 crosses\n  4 links and is relayed by 3 agents (a1, a2, a3); a0→a1 "
-        "is one link, from the same messages"
+        f"x0x: {args.agents} agents in a line "
+        + "-".join(f"a{i}" for i in range(args.agents))
+        + ", a network namespace each on one bridge;\n  nftables drops all traffic between "
+        "non-neighbours. All subscribe to one topic and a0\n  publishes: "
+        f"a0→a{far} crosses {far} link(s), relayed by {far - 1} agent(s) ({relays}); a0→a1 is "
+        "one link,\n  from the same messages"
     )
     print(
         "pyzmq: bench/pubsub.py's PUB/SUB pair, asyncio subscriber, one hop between two "
@@ -415,7 +433,7 @@ def main() -> None:
     )
     print(
         f"{args.size} B payloads, {args.samples:,} samples per round one at a time (x0x: the next "
-        f"{args.gap_ms} ms after a4\n  has the last; pyzmq: {args.gap_ms} ms apart), after "
+        f"{args.gap_ms} ms after a{far}\n  has the last; pyzmq: {args.gap_ms} ms apart), after "
         f"{args.warmup} x0x warm-up messages; {args.rounds} round(s)"
     )
     print(f"load average before: {load()}")
@@ -431,12 +449,12 @@ def main() -> None:
                 results["line"].append(rows["line"])
                 results["near"].append(rows["near"])
                 add_checks(checks, run["checks"])
-                far = run["checks"][f"a{FAR}"]
+                last = run["checks"][f"a{far}"]
                 print(
-                    f"  round {round_no + 1} x0x line: a0→a4 p50 {rows['line']['p50']:.0f} us, "
+                    f"  round {round_no + 1} x0x line: a0→a{far} p50 {rows['line']['p50']:.0f} us, "
                     f"p99 {rows['line']['p99']:.0f} us; a0→a1 p50 {rows['near']['p50']:.0f} us, "
-                    f"p99 {rows['near']['p99']:.0f} us; a4 got {far['received']}/"
-                    f"{far['expected']}, hops {far['hops']}; neighbours "
+                    f"p99 {rows['near']['p99']:.0f} us; a{far} got {last['received']}/"
+                    f"{last['expected']}, hops {last['hops']}; neighbours "
                     + " ".join(f"{a}:{','.join(map(str, p))}" for a, p in run["neighbours"].items())
                     + f"; {run['filter_dropped']} packets to non-neighbours dropped; "
                     f"set-up {run['setup_s']:.1f} s",
@@ -451,13 +469,14 @@ def main() -> None:
                     flush=True,
                 )
     print(f"\nmedians of {args.rounds} round(s), latency in us")
-    ratios = print_table(results)
-    print_where(results, os.cpu_count() or 1)
+    ratios = print_table(results, far)
+    print_where(results, args.agents, os.cpu_count() or 1)
     figures = {key: {k: median_of(rows, k) for k in rows[0]} for key, rows in results.items()}
     print(
         json.dumps(
             {
                 "bench": "line",
+                "agents": args.agents,
                 "rounds": args.rounds,
                 "samples": args.samples,
                 "size": args.size,
@@ -473,7 +492,7 @@ def main() -> None:
     print(f"\ntotal time {time.perf_counter() - started:.1f} s, load average after: {load()}")
     bad = [
         f"a{i}: {checks[f'a{i}']}"
-        for i in (NEAR, FAR)
+        for i in sorted({NEAR, far})
         if checks[f"a{i}"]["received"] != checks[f"a{i}"]["expected"]
         or checks[f"a{i}"]["duplicates"]
         or checks[f"a{i}"]["reordered"]
