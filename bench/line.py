@@ -41,9 +41,20 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from pubsub import BenchError, cpu_model, fmt, load, median_of, percentile, run_pair, summarize
+from pubsub import (
+    RUNQ_WAIT,
+    BenchError,
+    cpu_model,
+    fmt,
+    load,
+    median_of,
+    percentile,
+    run_pair,
+    summarize,
+    thread_group,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "netns"))
 from harness import Agent, Net, cleanup_stale, unavailable
@@ -158,23 +169,26 @@ def arrivals_p50(agents: List[Agent], first: int, last: int) -> List[float]:
     return p50s
 
 
-def process_cpu_ns(pid: int) -> Tuple[int, int]:
-    """A process's threads' time on a CPU and time runnable but waiting for one, ns, so far
-    (``/proc/PID/task/*/schedstat``, Linux; threads that exited are not counted)."""
-    on_cpu = waiting = 0
+def process_cpu_ns(pid: int) -> Dict[str, int]:
+    """A process's CPU time so far, ns, by thread group (``pubsub.thread_group``: python,
+    x0x-rt, x0x-signer, ...), and under ``RUNQ_WAIT`` its threads' time runnable but waiting for a
+    CPU (``/proc/PID/task/*/schedstat``, Linux; threads that exited are not counted)."""
+    totals: Dict[str, int] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0, 0
+        return totals
     for tid in tids:
         try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                group = thread_group(f.read().strip())
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 run, wait = (int(field) for field in f.read().split()[:2])
         except (OSError, ValueError):
             continue
-        on_cpu += run
-        waiting += wait
-    return on_cpu, waiting
+        totals[group] = totals.get(group, 0) + run
+        totals[RUNQ_WAIT] = totals.get(RUNQ_WAIT, 0) + wait
+    return totals
 
 
 def neighbours(agents: List[Agent]) -> Dict[str, List[int]]:
@@ -216,7 +230,7 @@ def run_line(args: argparse.Namespace) -> Result:
             time.sleep(gap)
         wall = (time.monotonic_ns() - wall_before) / args.samples / 1000
         cpu = [
-            [(after - before) / args.samples / 1000 for after, before in zip(now, then)]
+            {key: (ns - then.get(key, 0)) / args.samples / 1000 for key, ns in now.items()}
             for now, then in zip((process_cpu_ns(pid) for pid in pids), cpu_before)
         ]
         time.sleep(STRAGGLERS)
@@ -266,10 +280,12 @@ def line_rows(run: Result, samples: int) -> Dict[str, Dict[str, float]]:
     line = rows["line"]
     for i, p50 in enumerate(run["arrival_p50"], 1):
         line[f"at/a{i}"] = p50
-    for i, (on_cpu, waiting) in enumerate(run["cpu"]):
+    for i, cpu in enumerate(run["cpu"]):
         name = f"a{i}" if i <= far else "bench"
-        line[f"cpu/{name}"] = on_cpu
-        line[f"wait/{name}"] = waiting
+        line[f"wait/{name}"] = cpu.pop(RUNQ_WAIT, math.nan)
+        line[f"cpu/{name}"] = sum(cpu.values())
+        for group, us in cpu.items():
+            line[f"cpu/{name}/{group}"] = us
     line["wall"] = run["wall"]
     return rows
 
@@ -345,19 +361,26 @@ def print_where(results: Dict[str, List[Dict[str, float]]], n: int, cpus: int) -
         + ")"
     )
     names = [f"a{i}" for i in range(n)] + ["bench"]
-    for key, what in (("cpu", "on a CPU"), ("wait", "runnable, waiting for a CPU")):
-        values = [median_of(line, f"{key}/{name}") for name in names]
-        total = sum(v for v in values if not math.isnan(v))
+    groups = sorted(
+        {k.split("/")[2] for row in line for k in row if k.count("/") == 2},
+        key=lambda g: (g != "python", g),
+    )
+    print("  x0x CPU time per message, by process: on a CPU (by thread), runnable but waiting")
+    for name in names:
+        parts = [(g, median_of(line, f"cpu/{name}/{g}")) for g in groups]
         print(
-            f"  x0x per message, {what}: "
-            + ", ".join(f"{name} {fmt(v, 0)}" for name, v in zip(names, values))
-            + f"; total {total:,.0f}"
+            f"    {name:<5} {fmt(median_of(line, f'cpu/{name}'), 0):>6} ("
+            + ", ".join(f"{g} {fmt(v, 0)}" for g, v in parts if v >= 0.5)  # NaN: no thread
+            + f"), waiting {fmt(median_of(line, f'wait/{name}'), 0)}"
         )
+    on_cpu = sum(median_of(line, f"cpu/{name}") for name in names)
+    waiting = sum(median_of(line, f"wait/{name}") for name in names)
+    print(f"    total {on_cpu:>6,.0f}, waiting {waiting:,.0f}")
     wall = median_of(line, "wall")
-    busy = sum(median_of(line, f"cpu/{name}") for name in names)
     print(
         f"  x0x wall time per sample {fmt(wall, 0)} (the bench's round trip and the gap "
-        f"included): {fmt(100 * busy / wall / cpus, 0)}% of {cpus} CPUs busy"
+        f"included): these processes kept {fmt(100 * on_cpu / wall / cpus, 0)}% of {cpus} CPUs "
+        "busy"
     )
     print(
         f"  pyzmq per message, on a CPU: pub {fmt(median_of(zmq, 'cpu/pub'), 0)}, sub "
