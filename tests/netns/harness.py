@@ -6,13 +6,15 @@
         net.set_loss(1, 5)           # 5% of b's outgoing UDP packets dropped (nftables)
         net.partition([0], [1])      # drop everything between the two groups
         net.heal()
+        net.line()                   # a0-a1-...: each agent reaches only its neighbours
         b.kill()                     # kill -9
 
 Layout: the hub namespace holds a bridge ``br0``; each agent namespace ``a<i>`` has ``lo`` up and
 ``eth0`` (a veth whose other end is ``v<i>`` on the bridge) with 10.77.0.<i+1>/24. Nothing is
 created in the root namespace, so deleting the namespaces removes everything. Each agent
 namespace has an nftables table ``inet x0x`` with three chains: ``loss`` (output), ``part_out``
-(output) and ``part_in`` (input); the helpers flush and refill them.
+(output) and ``part_in`` (input); the helpers flush and refill them (``partition``,
+``only_links`` and ``line`` use the last two).
 
 Delay: ``tc qdisc netem`` needs sch_netem, which the CI kernel lacks, so ``Net(n, delay_ms=d)``
 replaces the bridge with ``switch.py``, a userspace switch in the hub namespace that holds every
@@ -33,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.py"
@@ -361,6 +363,36 @@ class Net:
                     f"add rule inet x0x part_out ip daddr {{ {addrs} }} drop\n"
                     f"add rule inet x0x part_in ip saddr {{ {addrs} }} drop\n",
                 )
+
+    def only_links(self, pairs: Iterable[Tuple[int, int]]) -> None:
+        """Drops all traffic between agents that are not a pair in ``pairs`` (both directions,
+        both ends): agent i then reaches only the agents it is paired with. Uses the partition
+        chains, so ``heal()`` undoes it and ``partition()`` replaces it; its rules count what
+        they drop (``dropped_by_links``)."""
+        links: Dict[int, Set[int]] = {i: set() for i in range(self.n)}
+        for a, b in pairs:
+            if a == b or not (0 <= a < self.n and 0 <= b < self.n):
+                raise ValueError(f"not a link between two of the {self.n} agents: {(a, b)}")
+            links[a].add(b)
+            links[b].add(a)
+        for i in range(self.n):
+            blocked = [j for j in range(self.n) if j != i and j not in links[i]]
+            script = "flush chain inet x0x part_out\nflush chain inet x0x part_in\n"
+            if blocked:
+                addrs = ", ".join(self.addr(j) for j in blocked)
+                script += (
+                    f"add rule inet x0x part_out ip daddr {{ {addrs} }} counter drop\n"
+                    f"add rule inet x0x part_in ip saddr {{ {addrs} }} counter drop\n"
+                )
+            self._nft(i, script)
+
+    def line(self) -> None:
+        """A line a0-a1-...-a(n-1): agent i reaches only agents i-1 and i+1 (``only_links``)."""
+        self.only_links((i, i + 1) for i in range(self.n - 1))
+
+    def dropped_by_links(self, i: int) -> int:
+        """Packets ``only_links`` dropped in agent i's namespace (out and in) since it was set."""
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", self.counters(i)))
 
     def heal(self) -> None:
         for i in range(self.n):
