@@ -120,7 +120,9 @@ fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
 fn gossip_body(frame: Bytes) -> Option<Bytes> {
     match wire::split_frame(&frame) {
         Some((FrameKind::Gossip, _)) => Some(frame.slice(1..)),
-        Some((FrameKind::Key | FrameKind::Directory | FrameKind::Card, _)) => None,
+        Some((FrameKind::Key | FrameKind::Directory | FrameKind::Card | FrameKind::Origin, _)) => {
+            None
+        }
         None => panic!("the honest agent sent a frame of no known kind"),
     }
 }

@@ -816,6 +816,7 @@ impl World {
                 Outgoing::Directory(body) => self.directory_frame(link, to, &body),
                 // Cards are the driver's: the simulated node never sends one.
                 Outgoing::Card(_) => {}
+                Outgoing::Origin(body) => self.origin_frame(link, to, &body),
             },
             Event::Closed {
                 link,
@@ -1340,6 +1341,21 @@ impl World {
             panic!("simulated agent {me} got an invalid directory message");
         };
         self.input(me, Input::Directory { peer, message });
+    }
+
+    /// An origin frame arrives, decoded as the reader decodes it.
+    fn origin_frame(&mut self, link: usize, to: usize, body: &[u8]) {
+        let me = self.links[link].ends[to];
+        if self.links[link].conn[to].is_none() || self.agents[me].node.is_none() {
+            return;
+        }
+        let peer = self.agents[self.links[link].ends[1 - to]].id;
+        let counters = &self.agents[me].context.counters;
+        counters.add(&counters.bytes_in, body.len() as u64 + 5);
+        let Ok(origin) = crate::wire::parse_origin(body) else {
+            panic!("simulated agent {me} got an invalid origin frame");
+        };
+        self.input(me, Input::Origin { peer, origin });
     }
 
     fn frame(&mut self, link: usize, to: usize, frame: &[u8]) {
