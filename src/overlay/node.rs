@@ -882,7 +882,7 @@ impl Node {
             .get(&id)
             .is_some_and(|swarm| swarm.neighbours.contains(&peer));
         let Some(swarm) = self.swarms.get_mut(&id).filter(|_| neighbour) else {
-            // Not for a swarm we share with the peer (or it ended just now): nobody's to take.
+            // Not a swarm we share with the peer (or their neighbourship just ended): dropped.
             counters.add(&counters.origin_ignored, 1);
             return;
         };
