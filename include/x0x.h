@@ -253,6 +253,10 @@ typedef struct X0xStats {
   // Signed envelopes that carried another batch than the origin frame delivered under the same
   // sequence number: the publisher equivocated; its connection was closed.
   uint64_t origin_mismatches;
+  // Of the origin frames delivered, those whose signed envelope had not come 30 s later (a
+  // publisher that never signed what it sent, or that stopped in between): nobody else can
+  // check those messages.
+  uint64_t origin_unconfirmed;
 } X0xStats;
 
 // One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use x0x::sim::{self, Config, Report};
 
-/// Runs `config`; whatever else happens, no subscriber gets a message twice, and no origin frame
-/// (a publisher's unsigned first copy for its neighbours) is ever relayed.
+/// Runs `config`; whatever else happens, no subscriber gets a message twice, no origin frame (a
+/// publisher's unsigned first copy for its neighbours) is ever relayed, and the signed copy of
+/// every one delivered comes.
 fn run(config: &Config) -> Report {
     let report = sim::run(config, &mut |_| {}).expect("the simulation runs");
     assert_eq!(report.double_deliveries, 0, "{report:?}");
     assert_eq!(report.origin_relayed, 0, "{report:?}");
+    assert_eq!(report.origin_unconfirmed, 0, "{report:?}");
     report
 }
 

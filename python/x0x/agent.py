@@ -88,6 +88,10 @@ class Stats(TypedDict):
     origin_mismatches: int
     """Signed envelopes that carried another batch than the origin frame delivered under the same
     sequence number: the publisher equivocated; its connection was closed."""
+    origin_unconfirmed: int
+    """Of the origin frames delivered, those whose signed envelope had not come 30 s later (a
+    publisher that never signed what it sent, or that stopped in between): nobody else can
+    check those messages."""
 
 
 class TopicStats(TypedDict):

@@ -96,6 +96,10 @@ pub struct X0xStats {
     /// Signed envelopes that carried another batch than the origin frame delivered under the same
     /// sequence number: the publisher equivocated; its connection was closed.
     pub origin_mismatches: u64,
+    /// Of the origin frames delivered, those whose signed envelope had not come 30 s later (a
+    /// publisher that never signed what it sent, or that stopped in between): nobody else can
+    /// check those messages.
+    pub origin_unconfirmed: u64,
 }
 
 /// One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches
@@ -160,6 +164,7 @@ impl From<Stats> for X0xStats {
             origin_delivered,
             origin_ignored,
             origin_mismatches,
+            origin_unconfirmed,
             neighbours,
             connections,
         } = stats;
@@ -192,6 +197,7 @@ impl From<Stats> for X0xStats {
             origin_delivered,
             origin_ignored,
             origin_mismatches,
+            origin_unconfirmed,
         }
     }
 }

@@ -610,6 +610,7 @@ impl Node {
                     self.refresh_peer_sample();
                     self.tend_swarms();
                     self.close_idle_links();
+                    self.expire_origins();
                     self.set_timer(TOP_UP_PERIOD, Timer::Repair);
                 }
             }
@@ -887,7 +888,10 @@ impl Node {
             return;
         };
         let hash = wire::batch_hash(&origin.topic, &origin.items);
-        match swarm.tuning.origin(peer, origin.seq, origin.prev, hash) {
+        match swarm
+            .tuning
+            .origin(peer, origin.seq, origin.prev, hash, self.now)
+        {
             OriginVerdict::Deliver => {
                 counters.add(&counters.origin_delivered, 1);
                 self.context
@@ -898,6 +902,18 @@ impl Node {
                 counters.add(&counters.origin_ignored, 1);
             }
         }
+    }
+
+    /// Forgets origin frames delivered long ago, counting those whose signed copy never came.
+    fn expire_origins(&mut self) {
+        let now = self.now;
+        let unconfirmed: u64 = self
+            .swarms
+            .values_mut()
+            .map(|swarm| swarm.tuning.expire_origins(now))
+            .sum();
+        let counters = &self.context.counters;
+        counters.add(&counters.origin_unconfirmed, unconfirmed);
     }
 
     /// `sender` signed another batch than the origin frame it sent us under sequence number

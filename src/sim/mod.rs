@@ -211,6 +211,8 @@ pub struct Report {
     pub origin_frames_in: u64,
     pub origin_delivered: u64,
     pub origin_relayed: u64,
+    /// Origin frames delivered whose signed envelope never came (within 30 s).
+    pub origin_unconfirmed: u64,
     /// Simulated events handled, and the simulated time at the end (seconds).
     pub events: u64,
     pub sim_s: f64,
@@ -237,7 +239,8 @@ impl Report {
              \"in_over_own_p50\": {:.2}, \"in_over_own_max\": {:.2}, \
              \"hot_bytes_in_mean\": {:.0}, \"hot_non_subscriber_bytes_max\": {}, \
              \"double_deliveries\": {}, \"origin_frames_out\": {}, \"origin_frames_in\": {}, \
-             \"origin_delivered\": {}, \"origin_relayed\": {}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+             \"origin_delivered\": {}, \"origin_relayed\": {}, \"origin_unconfirmed\": {}, \
+             \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
@@ -276,6 +279,7 @@ impl Report {
             self.origin_frames_in,
             self.origin_delivered,
             self.origin_relayed,
+            self.origin_unconfirmed,
             self.events,
             self.sim_s,
             self.wall_s,
@@ -1791,6 +1795,7 @@ impl World {
             origin_frames_in: total(&|c| &c.origin_frames_in),
             origin_delivered: total(&|c| &c.origin_delivered),
             origin_relayed: self.origin_relayed,
+            origin_unconfirmed: total(&|c| &c.origin_unconfirmed),
             events: self.events,
             sim_s: self.now as f64 / SECOND as f64,
             wall_s: 0.0,
