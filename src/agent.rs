@@ -180,6 +180,7 @@ impl AgentBuilder {
             Arc::clone(&registry),
             counters,
             network.broadcaster(),
+            network.originator(),
         )?;
         let (tasklists, warnings) = TaskLists::start(
             credentials.agent_id(),

@@ -220,6 +220,7 @@ impl NodeHarness {
             Ok(Some(Incoming::Directory(message))) => {
                 self.input(Input::Directory { peer, message })
             }
+            Ok(Some(Incoming::Origin(origin))) => self.input(Input::Origin { peer, origin }),
             Ok(Some(Incoming::Gossip(received))) => {
                 check(&received);
                 let rtt = if received.payload.is_none() && received.ihave_round.is_some() {
@@ -317,7 +318,7 @@ impl NodeHarness {
                 } => self.sent.push(frame),
                 // The harness has one peer; lookups it starts go nowhere.
                 Action::Send {
-                    frame: Outgoing::Directory(_) | Outgoing::Card(_),
+                    frame: Outgoing::Directory(_) | Outgoing::Card(_) | Outgoing::Origin(_),
                     ..
                 } => {}
                 Action::Adopt { conn_id } if conn_id == CONN_ID => {

@@ -33,7 +33,7 @@ use crate::presence::{capability_key, Presence};
 use crate::pubsub::Registry;
 use crate::stats::Counters;
 use crate::streams::{ConnectionWriter, Incoming, KeyStore, StreamReader, LANES};
-use crate::wire::{Credentials, Rejection};
+use crate::wire::{self, Credentials, Item, Rejection};
 
 /// A peer whose unsent backlog passes this many bytes is treated as dead.
 const PEER_HARD_CAP: usize = 256 << 20;
@@ -139,6 +139,11 @@ enum Command {
         reply: oneshot::Sender<()>,
     },
     Broadcast(Bytes),
+    /// Send an origin frame (`body`) to our neighbours in swarm `swarm`.
+    Origin {
+        swarm: [u8; 32],
+        body: Bytes,
+    },
     /// The caller gave up waiting for a join: stop it, unless it succeeded meanwhile.
     AbortJoin {
         reply: oneshot::Sender<bool>,
@@ -371,6 +376,22 @@ impl Network {
         }
     }
 
+    /// A function the signer thread calls with each small batch (topic, sequence number, the
+    /// previous sequence number on the topic, messages) before it signs it: the batch goes to
+    /// the topic swarm's neighbours as an origin frame, ahead of its envelope.
+    pub fn originator(&self) -> impl Fn(&str, u64, Option<u64>, &[Item]) + Send + 'static {
+        let commands = self.commands.clone();
+        move |topic, seq, prev, items| match wire::encode_origin(topic, seq, prev, items) {
+            Ok(body) => {
+                let swarm = wire::topic_swarm(topic);
+                let body = Bytes::from(body);
+                let _ = commands.send(Command::Origin { swarm, body });
+            }
+            // Cannot happen (encoding into memory); the envelope still goes.
+            Err(e) => log::error!("x0x: cannot encode an origin frame: {e}"),
+        }
+    }
+
     /// Stops the driver: leaves, closes every connection and the endpoint.
     pub async fn shutdown(&self) {
         // Letters are refused from here on; answers already handed over get the overlay's
@@ -550,6 +571,9 @@ impl Driver {
                 });
             }
             Command::Broadcast(envelope) => self.node.handle(Input::Broadcast(envelope), now),
+            Command::Origin { swarm, body } => {
+                self.node.handle(Input::SendOrigin { swarm, body }, now);
+            }
             Command::AbortJoin { reply } => {
                 let _ = reply.send(self.node.abort_join(now));
             }
@@ -664,6 +688,12 @@ impl Driver {
                     None => self.links.remove(&conn_id).map(|link| link.connection),
                 };
                 if let Some(connection) = connection {
+                    if code == net::CLOSE_INVALID_MESSAGES {
+                        // The node caught the peer out (it equivocated): as a strike-out.
+                        self.shared
+                            .penalties
+                            .strike_out(connection.remote_address().ip(), Instant::now());
+                    }
                     connection.close(code.into(), reason);
                 }
             }
@@ -980,6 +1010,14 @@ async fn read_frames(
                 shared.presence.accept(peer, machine, &card);
                 continue;
             }
+            Ok(Some(Incoming::Origin(origin))) => {
+                // The sender is this connection's peer: the frame names nobody else.
+                let input = Input::Origin { peer, origin };
+                if net_tx.send(NetEvent::Node(input)).await.is_err() {
+                    return false;
+                }
+                continue;
+            }
             Ok(Some(Incoming::Directory(message))) => {
                 let input = Input::Directory { peer, message };
                 if net_tx.send(NetEvent::Node(input)).await.is_err() {
@@ -1054,6 +1092,7 @@ async fn write_loop(
                 }
                 Outgoing::Directory(body) => writer.put_directory(&mut bufs, &body),
                 Outgoing::Card(card) => writer.put_card(&mut bufs, &card),
+                Outgoing::Origin(body) => writer.put_origin(&mut bufs, &body, &shared.keys),
             }
         }
         let mut failed = false;

@@ -25,6 +25,14 @@ use crate::wire::{self, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
 /// How many published messages may wait for the signer before `publish` waits.
 const PUBLISH_QUEUE: usize = 8192;
+/// A batch this small also goes to the topic swarm's neighbours unsigned, ahead of its
+/// envelope (an origin frame): idle publishers are the ones whose latency the signature is,
+/// while under load a big batch amortises it and an extra copy would only cost bandwidth.
+const ORIGIN_MAX_ITEMS: usize = 4;
+const ORIGIN_MAX_BYTES: usize = 16 * 1024;
+/// Topics whose last sequence number the signer remembers (for origin frames' `prev`); past
+/// this, the least recently published one is forgotten.
+const ORIGIN_TOPICS: usize = 4096;
 
 /// A received (or locally published) message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,18 +249,23 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts the signer thread. Each signed envelope is delivered to `registry` (our own
-    /// subscribers) and passed to `broadcast`.
+    /// Starts the signer thread. Each batch is delivered to `registry` (our own subscribers);
+    /// a small one is passed to `origin` (topic, sequence number, the previous one on the
+    /// topic, messages) before it is signed; each signed envelope is passed to `broadcast`.
     pub fn start(
         agent_key: Keypair,
         registry: Arc<Registry>,
         counters: Arc<Counters>,
         broadcast: impl Fn(Bytes) + Send + 'static,
+        origin: impl Fn(&str, u64, Option<u64>, &[Item]) + Send + 'static,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
         std::thread::Builder::new()
             .name("x0x-signer".into())
-            .spawn(move || sign_loop(rx, &agent_key, &registry, &counters, broadcast))
+            .spawn(move || {
+                let hooks = Hooks { broadcast, origin };
+                sign_loop(rx, &agent_key, &registry, &counters, &hooks);
+            })
             .map_err(|e| Error::io("cannot start the signer thread", &e))?;
         Ok(Self { tx })
     }
@@ -271,16 +284,56 @@ impl Publisher {
     }
 }
 
-fn sign_loop(
+/// Where the signer hands what it made.
+struct Hooks<B, O> {
+    broadcast: B,
+    origin: O,
+}
+
+/// The sequence number of the last envelope on each topic, for origin frames' `prev`.
+#[derive(Default)]
+struct LastSeq {
+    topics: HashMap<String, (u64, u64)>,
+    clock: u64,
+    /// Some topic was forgotten: a topic not held may have had envelopes before.
+    forgot: bool,
+}
+
+impl LastSeq {
+    /// Records `seq` as the last on `topic`; returns what to tell receivers came before it:
+    /// `Some(None)` for the first on the topic in this run, `Some(Some(prev))`, or `None` when
+    /// that is not known any more (no origin frame then).
+    fn advance(&mut self, topic: &str, seq: u64) -> Option<Option<u64>> {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some((last, used)) = self.topics.get_mut(topic) {
+            let prev = std::mem::replace(last, seq);
+            *used = clock;
+            return Some(Some(prev));
+        }
+        if self.topics.len() >= ORIGIN_TOPICS {
+            let oldest = self.topics.iter().min_by_key(|(_, (_, used))| *used);
+            if let Some(oldest) = oldest.map(|(topic, _)| topic.clone()) {
+                self.topics.remove(&oldest);
+                self.forgot = true;
+            }
+        }
+        self.topics.insert(topic.to_owned(), (seq, clock));
+        (!self.forgot).then_some(None)
+    }
+}
+
+fn sign_loop<B: Fn(Bytes), O: Fn(&str, u64, Option<u64>, &[Item])>(
     mut rx: mpsc::Receiver<(String, Item)>,
     agent_key: &Keypair,
     registry: &Registry,
     counters: &Counters,
-    broadcast: impl Fn(Bytes),
+    hooks: &Hooks<B, O>,
 ) {
     // Microseconds at start: later runs of the same agent continue above earlier ones.
     let mut seq = now_ms().saturating_mul(1000);
     let me = agent_key.public_key().agent_id();
+    let mut last = LastSeq::default();
     let mut carry = None;
     while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
         let size = |(topic, item): &(String, Item)| item.payload.len() + topic.len();
@@ -300,12 +353,20 @@ fn sign_loop(
             registry.traffic.take_part(&topic, false);
             // Local subscribers first (they need no signature), then seal for the network.
             registry.deliver(me, &topic, &items, 0, counters);
+            let prev = last.advance(&topic, seq);
+            let bytes: usize = items.iter().map(|item| item.payload.len()).sum();
+            if let Some(prev) = prev {
+                if items.len() <= ORIGIN_MAX_ITEMS && bytes <= ORIGIN_MAX_BYTES {
+                    // Neighbours get it now; the signature follows in the envelope.
+                    (hooks.origin)(&topic, seq, prev, &items);
+                }
+            }
             let count = items.len();
             match wire::seal(agent_key, seq, &topic, items) {
                 Ok(envelope) => {
                     counters.add(&counters.published, count as u64);
                     counters.add(&counters.envelopes_signed, 1);
-                    broadcast(envelope);
+                    (hooks.broadcast)(envelope);
                 }
                 // Signing cannot fail with a valid key; if it ever does, say so rather than hang.
                 Err(e) => log::error!("x0x: {count} messages were not sent: {e}"),
@@ -330,6 +391,22 @@ fn by_topic(batch: Vec<(String, Item)>) -> Vec<(String, Vec<Item>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_previous_number_is_per_topic_and_none_only_when_surely_first() {
+        let mut last = LastSeq::default();
+        assert_eq!(last.advance("a", 10), Some(None));
+        assert_eq!(last.advance("b", 11), Some(None));
+        assert_eq!(last.advance("a", 12), Some(Some(10)));
+        for n in 0..ORIGIN_TOPICS as u64 {
+            last.advance(&format!("t{n}"), 100 + n);
+        }
+        assert!(last.topics.len() <= ORIGIN_TOPICS);
+        // "b" was forgotten: its next envelope cannot say what came before, so no origin.
+        assert_eq!(last.advance("b", 20_000), None);
+        assert_eq!(last.advance("b", 20_001), Some(Some(20_000)));
+        assert_eq!(last.advance("new", 20_002), None, "maybe not the first");
+    }
 
     #[test]
     fn a_batch_splits_by_topic_keeping_publish_order() {

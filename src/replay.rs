@@ -55,6 +55,17 @@ impl ReplayGuard {
         fresh
     }
 
+    /// Whether `seq` from `sender` was recorded (and is still told apart), without recording it.
+    pub fn seen(&self, sender: &AgentId, seq: u64) -> bool {
+        let Some(window) = self.senders.get(sender) else {
+            return false;
+        };
+        let Some(age) = window.highest.checked_sub(seq).filter(|age| *age < WINDOW) else {
+            return false;
+        };
+        window.seen[(age / 64) as usize] & (1 << (age % 64)) != 0
+    }
+
     fn forget_oldest_half(&mut self) {
         let mut heard: Vec<u64> = self.senders.values().map(|w| w.last_heard).collect();
         heard.sort_unstable();
@@ -90,7 +101,9 @@ mod tests {
         let mut guard = ReplayGuard::default();
         let a = AgentId([1; 32]);
         let b = AgentId([2; 32]);
+        assert!(!guard.seen(&a, 100));
         assert!(guard.accept(a, 100));
+        assert!(guard.seen(&a, 100) && !guard.seen(&a, 99) && !guard.seen(&a, 101));
         assert!(!guard.accept(a, 100), "a replay");
         assert!(guard.accept(b, 100), "another sender's numbers are its own");
         assert!(guard.accept(a, 103));
@@ -119,6 +132,7 @@ mod tests {
             let seq = 10_000 + x % 9_000;
             let highest = model.iter().next_back().copied().unwrap_or(seq).max(seq);
             let expect = highest - seq < WINDOW && !model.contains(&seq);
+            assert_eq!(guard.seen(&sender, seq), !expect && highest - seq < WINDOW);
             assert_eq!(guard.accept(sender, seq), expect, "seq {seq}");
             model.insert(seq);
         }

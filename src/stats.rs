@@ -91,6 +91,25 @@ counters! {
         /// Agent cards dropped: the signature did not verify, or the card named another agent
         /// than the one that presented it.
         cards_rejected,
+        /// Origin frames sent: small batches this agent published, sent unsigned to its neighbours in
+        /// the topic's swarm ahead of their signed envelopes (one per neighbour).
+        origin_frames_out,
+        /// Origin frames received from neighbours (well-formed ones).
+        origin_frames_in,
+        /// Of those, the ones delivered at once (before their signed envelopes); each batch's signed
+        /// envelope is compared with it when it arrives and is not delivered again.
+        origin_delivered,
+        /// Of those, the ones not delivered: the sender is not a neighbour in that topic's swarm here,
+        /// its previous envelope there was not delivered yet, or this one was (its signed envelope then
+        /// delivers it, as usual).
+        origin_ignored,
+        /// Signed envelopes that carried another batch than the origin frame delivered under the same
+        /// sequence number: the publisher equivocated; its connection was closed.
+        origin_mismatches,
+        /// Of the origin frames delivered, those whose signed envelope had not come 30 s later (a
+        /// publisher that never signed what it sent, or that stopped in between): nobody else can
+        /// check those messages.
+        origin_unconfirmed,
     }
     gauges {
         /// Current gossip neighbours.

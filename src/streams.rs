@@ -227,6 +227,11 @@ impl StreamReader {
             FrameKind::Directory => return decode_directory(body).map(Some),
             // Checked by `presence`, off the reader: a card costs a signature check.
             FrameKind::Card => return Ok(Some(Incoming::Card(Bytes::copy_from_slice(body)))),
+            // Names no sender and carries no signature: the node takes it from the link's peer.
+            // It touches no key ring (the writer's rings stay the same).
+            FrameKind::Origin => {
+                return wire::parse_origin(body).map(|o| Some(Incoming::Origin(o)))
+            }
             FrameKind::Gossip => {}
         }
         decode_gossip(body, |publisher, _, envelope| {
@@ -249,6 +254,8 @@ pub(crate) enum Incoming {
     Directory(directory::Message),
     /// A signed agent card, unchecked.
     Card(Bytes),
+    /// A batch the connection's peer published, unsigned (see `wire::Origin`).
+    Origin(wire::Origin),
 }
 
 /// Decodes a directory frame's body.
@@ -345,6 +352,14 @@ impl ConnectionWriter {
         }
         net::put_frame_of(&mut streams[lane], FrameKind::Gossip, frame);
         true
+    }
+
+    /// Appends an origin frame's body (a batch this agent, `store`'s own, published) to the lane
+    /// this agent's own envelopes take, so that it arrives before the envelope of the same
+    /// batch, and after the one before.
+    pub fn put_origin(&mut self, streams: &mut [BytesMut], body: &[u8], store: &KeyStore) {
+        let lane = lane_of_publisher(Some(store.own.0));
+        net::put_frame_of(&mut streams[lane], FrameKind::Origin, body);
     }
 
     /// Appends a signed card to the control stream.
@@ -461,6 +476,55 @@ mod tests {
             lanes.insert(expected);
         }
         assert!(lanes.len() > 1, "publishers spread over lanes");
+    }
+
+    #[test]
+    fn an_origin_frame_goes_on_the_publishers_own_lane_between_its_envelopes() {
+        let (mut a, mut b, _) = joined_pair();
+        let publisher = Keypair::generate().unwrap();
+        let me = publisher.public_key().agent_id();
+        let store = KeyStore::new(publisher.public_key().clone());
+        let mut writer = ConnectionWriter::default();
+        let mut streams: Vec<BytesMut> = (0..=LANES).map(|_| BytesMut::new()).collect();
+        let items = vec![wire::Item {
+            timestamp_ms: 1,
+            payload: Bytes::from_static(b"x"),
+        }];
+        let origin = wire::encode_origin(TEST_TOPIC, 2, Some(1), &items).unwrap();
+        assert!(writer.put(
+            &mut streams,
+            &data_frame(&mut a, &mut b, envelope(&publisher, 1)),
+            &store
+        ));
+        writer.put_origin(&mut streams, &origin, &store);
+        assert!(writer.put(
+            &mut streams,
+            &data_frame(&mut a, &mut b, envelope(&publisher, 2)),
+            &store
+        ));
+        let lane = lane_of_publisher(Some(me));
+        for (i, stream) in streams.iter().enumerate() {
+            assert_eq!(stream.is_empty(), i != lane, "stream {i}");
+        }
+        // Key, envelope 1, origin 2, envelope 2: the origin touches no key ring at either end.
+        let mut reader = StreamReader::default();
+        let read: Vec<_> = frames_of(&streams[lane])
+            .iter()
+            .map(|frame| reader.read(frame, &store).unwrap())
+            .collect();
+        assert_eq!(read.len(), 4);
+        assert!(read[0].is_none());
+        assert!(matches!(&read[2], Some(Incoming::Origin(o)) if o.seq == 2 && o.prev == Some(1)));
+        for i in [1, 3] {
+            assert!(matches!(&read[i], Some(Incoming::Gossip(r)) if r.payload.is_some()));
+        }
+        // A malformed origin is a rejection like any invalid frame.
+        let mut bad = BytesMut::new();
+        net::put_frame_of(&mut bad, FrameKind::Origin, &origin[..origin.len() - 1]);
+        assert_eq!(
+            reader.read(&frames_of(&bad)[0], &store).unwrap_err(),
+            Rejection::Malformed
+        );
     }
 
     #[test]

@@ -120,7 +120,9 @@ fn malformed_contents(key: &Keypair, seq: u64) -> Vec<Bytes> {
 fn gossip_body(frame: Bytes) -> Option<Bytes> {
     match wire::split_frame(&frame) {
         Some((FrameKind::Gossip, _)) => Some(frame.slice(1..)),
-        Some((FrameKind::Key | FrameKind::Directory | FrameKind::Card, _)) => None,
+        Some((FrameKind::Key | FrameKind::Directory | FrameKind::Card | FrameKind::Origin, _)) => {
+            None
+        }
         None => panic!("the honest agent sent a frame of no known kind"),
     }
 }
@@ -320,6 +322,14 @@ impl Rogue {
 
     async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), quinn::WriteError> {
         self.send.write_all(bytes).await
+    }
+
+    /// Writes an origin frame with body `body` on the first stream.
+    async fn write_origin(&mut self, body: &[u8]) {
+        self.pump().await;
+        let mut buf = BytesMut::new();
+        net::put_frame_of(&mut buf, FrameKind::Origin, body);
+        self.write_raw(&buf).await.unwrap();
     }
 
     /// Writes `frame` (a gossip message) on the first stream, after the rogue's key if it
@@ -1253,6 +1263,109 @@ async fn another_agents_card_or_a_forged_one_is_dropped_and_counted() {
         // The connection stays usable: the rogue's messages still arrive.
         rogue.sentinel(&sub, "after cards").await;
         victim.close().await.unwrap();
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// An origin frame names no sender: what it carries is delivered at once as the rogue's own
+/// (the connection's authenticated peer), one hop away. The rogue then signs another batch
+/// under the same sequence number: that is equivocation, counted, not delivered, and the
+/// connection is closed as one that kept sending invalid messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_frame_is_the_peers_own_and_equivocating_closes_the_connection() {
+    bounded(TEST_LIMIT, async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+        let rogue_id = rogue.agent_key.public_key().agent_id();
+
+        let seq = rogue.next_seq();
+        let said = items(b"what the rogue said");
+        rogue
+            .write_origin(&wire::encode_origin(TOPIC, seq, None, &said).unwrap())
+            .await;
+        let got = within("the origin frame is delivered", sub.next_batch(16))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|m| (m.sender, m.hops, m.payload.clone()))
+                .collect::<Vec<_>>(),
+            vec![(rogue_id, 1, said[0].payload.clone())],
+            "the sender is the link's peer"
+        );
+        assert_eq!(honest.stats().origin_delivered, before.origin_delivered + 1);
+
+        let envelope = wire::seal(&rogue.agent_key, seq, TOPIC, items(b"what it signed")).unwrap();
+        rogue.broadcast(envelope).await;
+        let (code, reason) = rogue.closed_by_peer().await;
+        assert_eq!(
+            (code, &reason[..]),
+            (4, &b"signed another batch than its origin frame"[..])
+        );
+        wait_until("the mismatch is counted", || {
+            honest.stats().origin_mismatches == before.origin_mismatches + 1
+        })
+        .await;
+        wait_until("the rogue stops being a neighbour", || {
+            honest.stats().neighbours == 0
+        })
+        .await;
+        assert_eq!(
+            sub.try_next_batch(16),
+            Some(vec![]),
+            "the signed batch is not delivered"
+        );
+        assert_eq!(
+            Drops::of(honest.stats()),
+            Drops::of(before),
+            "no strike: a close"
+        );
+
+        two_way_exchange(&honest, &sub, "after equivocation").await;
+        close_cleanly(honest, sub).await;
+    })
+    .await;
+}
+
+/// Origin frames that do not decode or break an envelope's limits are dropped as malformed,
+/// each a strike; nothing of them is delivered, and a matching signed envelope afterwards is
+/// delivered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_origin_frames_are_strikes() {
+    bounded(TEST_LIMIT, async {
+        let (honest, sub) = honest_agent().await;
+        let mut rogue = Rogue::join(&honest).await;
+        let before = honest.stats();
+
+        let seq = rogue.next_seq();
+        let one = items(b"x");
+        let good = wire::encode_origin(TOPIC, seq, None, &one).unwrap();
+        let too_many = vec![one[0].clone(); 257];
+        let bad: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![0xff; 16],
+            good[..good.len() - 1].to_vec(),
+            wire::encode_origin("", seq, None, &one).unwrap(),
+            wire::encode_origin(TOPIC, seq, None, &[]).unwrap(),
+            wire::encode_origin(TOPIC, seq, None, &too_many).unwrap(),
+            wire::encode_origin(TOPIC, seq, Some(seq), &one).unwrap(),
+        ];
+        for body in &bad {
+            rogue.write_origin(body).await;
+        }
+        rogue.sentinel(&sub, "after malformed origin frames").await;
+        let after = honest.stats();
+        assert_eq!(
+            Drops::of(after),
+            Drops::of(before).plus(Drops {
+                malformed: bad.len() as u64,
+                ..Drops::default()
+            })
+        );
+        assert_eq!(after.origin_frames_in, before.origin_frames_in);
+        assert!(rogue.connection.close_reason().is_none(), "still connected");
         close_cleanly(honest, sub).await;
     })
     .await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::agent;
 use x0x::testing::swarm_neighbours;
-use x0x::{Agent, ErrorKind};
+use x0x::{Agent, ErrorKind, Subscription};
 
 mod common;
 
@@ -34,8 +34,13 @@ async fn two_agents_exchange_signed_messages() {
     assert_eq!(got[0].sender, b.agent_id());
     assert_eq!(&*got[0].topic, "chat");
     assert_eq!(got[0].hops, 1, "from a direct neighbour");
-    let stats = a.stats();
-    assert_eq!((stats.envelopes_received, stats.duplicates), (1, 0));
+    // Delivered from an origin frame, maybe, before the signed envelope came: it follows.
+    eventually("the signed envelope arrives", || {
+        a.stats().envelopes_received == 1
+    })
+    .await;
+    assert_eq!(a.stats().duplicates, 0);
+    assert_eq!(sub_a.try_next_batch(16), Some(vec![]), "delivered once");
 
     // The publisher's own subscription gets its message too.
     let own = tokio::time::timeout(WAIT, sub_b.next_batch(16))
@@ -424,6 +429,131 @@ async fn a_publish_right_after_joining_reaches_a_subscriber_found_through_the_di
             "agent {i} carried none of it"
         );
     }
+    for agent in agents {
+        agent.close().await.unwrap();
+    }
+}
+
+/// Subscribers of `topic` on every agent, once each has a neighbour in its swarm and the swarm
+/// had a moment to settle.
+async fn subscribed_and_settled(agents: &[Agent], topic: &str) -> Vec<Subscription> {
+    let subs: Vec<_> = agents.iter().map(|a| a.subscribe(topic).unwrap()).collect();
+    for (i, agent) in agents.iter().enumerate() {
+        eventually(&format!("agent {i} has a swarm neighbour"), || {
+            swarm_neighbours(agent, topic) >= 1
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    subs
+}
+
+/// The next message `sub` receives.
+async fn next_message(sub: &Subscription, who: &str) -> x0x::Message {
+    let got = tokio::time::timeout(WAIT, sub.next_batch(1))
+        .await
+        .unwrap_or_else(|_| panic!("{who} got nothing"))
+        .unwrap();
+    assert_eq!(got.len(), 1, "{who}");
+    got.into_iter().next().unwrap()
+}
+
+/// A publisher that publishes one message at a time sends each to its swarm neighbour as an
+/// origin frame before signing it: the neighbour gets each exactly once (the signed envelope
+/// that follows is compared with it, not delivered again), in publish order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_gets_each_small_publish_once_in_order_from_origin_frames() {
+    const N: usize = 50;
+    let agents = agents_in_a_line(2).await;
+    let (a, b) = (&agents[0], &agents[1]);
+    let subs = subscribed_and_settled(&agents, "fast").await;
+    for i in 0..N {
+        b.publish("fast", Bytes::from(format!("{i}")))
+            .await
+            .unwrap();
+        let own = next_message(&subs[1], "the publisher").await;
+        assert_eq!(own.payload, Bytes::from(format!("{i}")));
+        let got = next_message(&subs[0], "the neighbour").await;
+        assert_eq!(
+            (got.payload, got.sender, got.hops),
+            (Bytes::from(format!("{i}")), b.agent_id(), 1),
+            "message {i}"
+        );
+    }
+    eventually("every signed envelope arrives", || {
+        a.stats().envelopes_received >= N as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        subs[0].try_next_batch(16),
+        Some(vec![]),
+        "each delivered once"
+    );
+    let (sa, sb) = (a.stats(), b.stats());
+    eprintln!(
+        "origin frames: {} sent, {} received, {} delivered early, {} ignored",
+        sb.origin_frames_out, sa.origin_frames_in, sa.origin_delivered, sa.origin_ignored
+    );
+    assert_eq!(sa.delivered, N as u64);
+    assert!(sa.origin_delivered > 0, "the fast path was taken");
+    assert_eq!(sa.origin_frames_in, sb.origin_frames_out);
+    assert_eq!((sa.origin_mismatches, sa.dropped_replay), (0, 0));
+    for agent in agents {
+        agent.close().await.unwrap();
+    }
+}
+
+/// Origin frames go one hop, never further: agents that are not the publisher's neighbours in
+/// the topic's swarm (the swarm's active views hold 5, so with 8 members at least 2 are not)
+/// get each message once, from the signed envelope relays verified and forwarded, and every
+/// origin frame anyone received is one the publisher sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_forward_signed_envelopes_never_origin_frames() {
+    const N: usize = 10;
+    let agents = agents_in_a_line(8).await;
+    let subs = subscribed_and_settled(&agents, "relayed").await;
+    let publisher = &agents[0];
+    let mut hops = vec![Vec::new(); agents.len()];
+    for i in 0..N {
+        publisher
+            .publish("relayed", Bytes::from(format!("{i}")))
+            .await
+            .unwrap();
+        for (j, sub) in subs.iter().enumerate() {
+            let got = next_message(sub, &format!("agent {j}")).await;
+            assert_eq!(
+                (got.payload, got.sender),
+                (Bytes::from(format!("{i}")), publisher.agent_id()),
+                "agent {j}, message {i}"
+            );
+            hops[j].push(got.hops);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let far: Vec<usize> = (1..agents.len())
+        .filter(|&j| hops[j].iter().all(|&h| h >= 2))
+        .collect();
+    eprintln!("hops per agent: {hops:?}; relayed to {far:?}");
+    assert!(
+        !far.is_empty(),
+        "some agent is not the publisher's neighbour"
+    );
+    let mut origins_in = 0;
+    for (j, (agent, sub)) in agents.iter().zip(&subs).enumerate() {
+        assert_eq!(sub.try_next_batch(16), Some(vec![]), "agent {j}: each once");
+        let stats = agent.stats();
+        assert_eq!(stats.origin_mismatches, 0);
+        if j > 0 {
+            assert_eq!(stats.origin_frames_out, 0, "agent {j} published nothing");
+            origins_in += stats.origin_frames_in;
+        }
+        if far.contains(&j) {
+            assert_eq!(stats.origin_frames_in, 0, "agent {j} is no neighbour");
+            assert!(stats.envelopes_received >= N as u64, "agent {j}");
+        }
+    }
+    assert_eq!(origins_in, publisher.stats().origin_frames_out);
     for agent in agents {
         agent.close().await.unwrap();
     }

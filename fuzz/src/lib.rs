@@ -230,6 +230,17 @@ impl Node {
     pub fn connection(&mut self, bytes: &[u8]) {
         let mut open = true;
         for frame in frames(bytes) {
+            // An origin frame is the link peer's own batch, unsigned: its items may be delivered,
+            // as `PEER`'s and nobody else's.
+            if let Some((FrameKind::Origin, body)) = wire::split_frame(frame) {
+                if let Ok(origin) = wire::parse_origin(body) {
+                    for item in origin.items {
+                        let topic = origin.topic.clone();
+                        self.deliverable
+                            .insert((PEER, topic, item.timestamp_ms, item.payload));
+                    }
+                }
+            }
             let deliverable = &mut self.deliverable;
             open = self
                 .harness
@@ -272,7 +283,8 @@ impl Node {
             );
             assert!(
                 self.deliverable.contains(&item),
-                "the node delivered an item of no envelope the reader verified"
+                "the node delivered an item of no envelope the reader verified (nor of an origin \
+                 frame from the connection's peer)"
             );
             self.delivered += 1;
         }
@@ -659,6 +671,20 @@ fn frame_seeds() -> Vec<Vec<u8>> {
         let wide = [&data[..data.len() - 1], &[0x80, 0x80, 0x00][..]].concat();
         out.push(gossip_stream(&[wide]));
     }
+    // The exchange, then origin frames from the peer (a neighbour in the swarm of "chat" by
+    // then): the first of its run, and the next.
+    let origin = |seq, prev| {
+        let body =
+            wire::encode_origin(SEED_TOPICS[0], seq, prev, &[item(b"said")]).expect("encodes");
+        [&[FrameKind::Origin as u8][..], &body].concat()
+    };
+    out.push(
+        [
+            gossip_stream(&from_peer),
+            stream(&[origin(10, None), origin(11, Some(10))]),
+        ]
+        .concat(),
+    );
     out.push([&(MAX_FRAME_LEN as u32 + 1).to_be_bytes()[..], &[0; 8]].concat());
     out
 }

@@ -73,6 +73,25 @@ class Stats(TypedDict):
     cards_rejected: int
     """Agent cards dropped: a bad signature, or a card naming another agent than the one that
     presented it."""
+    origin_frames_out: int
+    """Origin frames sent: small batches this agent published, sent unsigned to its neighbours in
+    the topic's swarm ahead of their signed envelopes (one per neighbour)."""
+    origin_frames_in: int
+    """Origin frames received from neighbours (well-formed ones)."""
+    origin_delivered: int
+    """Of those, the ones delivered at once (before their signed envelopes); each batch's signed
+    envelope is compared with it when it arrives and is not delivered again."""
+    origin_ignored: int
+    """Of those, the ones not delivered: the sender is not a neighbour in that topic's swarm here,
+    its previous envelope there was not delivered yet, or this one was (its signed envelope then
+    delivers it, as usual)."""
+    origin_mismatches: int
+    """Signed envelopes that carried another batch than the origin frame delivered under the same
+    sequence number: the publisher equivocated; its connection was closed."""
+    origin_unconfirmed: int
+    """Of the origin frames delivered, those whose signed envelope had not come 30 s later (a
+    publisher that never signed what it sent, or that stopped in between): nobody else can
+    check those messages."""
 
 
 class TopicStats(TypedDict):

@@ -4,7 +4,8 @@
 //! cargo run --release --bin x0x-sim -- --agents N --publishers P --messages M \
 //!     --latency-ms LO..HI --loss F --seed S [--rate R] [--payload BYTES] \
 //!     [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
-//!     [--tasklist-holders K] [--topics T --subscribers S [--hot N@MSG_PER_S]]
+//!     [--tasklist-holders K] [--topics T --subscribers S [--hot N@MSG_PER_S]] \
+//!     [--origin-frames on|off]
 //! ```
 //!
 //! Progress goes to stderr; the last line on stdout is one JSON object. The arguments are
@@ -18,7 +19,8 @@ use x0x::sim::{self, Config};
 const USAGE: &str = "usage: x0x-sim --agents N --publishers P --messages M --latency-ms LO..HI \
 --loss F --seed S [--rate MSG_PER_S] [--payload BYTES] [--join-gap-ms MS] [--settle S] \
 [--kill FRACTION --at SECONDS] [--partition A|B --for SECONDS [--at SECONDS]] \
-[--tasklist-holders K] [--topics T --subscribers S [--hot N@MSG_PER_S]]";
+[--tasklist-holders K] [--topics T --subscribers S [--hot N@MSG_PER_S]] \
+[--origin-frames on|off]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -108,6 +110,17 @@ fn parse(args: &[String]) -> Result<Config, String> {
                 };
                 // Link latency is one way: an RTT is twice it.
                 config.latency = (ms(lo)?, ms(hi)?);
+            }
+            "--origin-frames" => {
+                config.origin_frames = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => {
+                        return Err(format!(
+                            "--origin-frames: on or off expected, got {value:?}"
+                        ))
+                    }
+                };
             }
             "--kill" => kill_fraction = Some(number("a fraction")?),
             "--partition" => {

@@ -81,6 +81,25 @@ pub struct X0xStats {
     /// Agent cards dropped: a bad signature, or a card naming another agent than the one that
     /// presented it.
     pub cards_rejected: u64,
+    /// Origin frames sent: small batches this agent published, sent unsigned to its neighbours in
+    /// the topic's swarm ahead of their signed envelopes (one per neighbour).
+    pub origin_frames_out: u64,
+    /// Origin frames received from neighbours (well-formed ones).
+    pub origin_frames_in: u64,
+    /// Of those, the ones delivered at once (before their signed envelopes); each batch's signed
+    /// envelope is compared with it when it arrives and is not delivered again.
+    pub origin_delivered: u64,
+    /// Of those, the ones not delivered: the sender is not a neighbour in that topic's swarm here,
+    /// its previous envelope there was not delivered yet, or this one was (its signed envelope then
+    /// delivers it, as usual).
+    pub origin_ignored: u64,
+    /// Signed envelopes that carried another batch than the origin frame delivered under the same
+    /// sequence number: the publisher equivocated; its connection was closed.
+    pub origin_mismatches: u64,
+    /// Of the origin frames delivered, those whose signed envelope had not come 30 s later (a
+    /// publisher that never signed what it sent, or that stopped in between): nobody else can
+    /// check those messages.
+    pub origin_unconfirmed: u64,
 }
 
 /// One topic's traffic at one agent (`x0x_agent_topic_stats`): envelope copies (signed batches
@@ -140,6 +159,12 @@ impl From<Stats> for X0xStats {
             direct_in,
             direct_refused,
             cards_rejected,
+            origin_frames_out,
+            origin_frames_in,
+            origin_delivered,
+            origin_ignored,
+            origin_mismatches,
+            origin_unconfirmed,
             neighbours,
             connections,
         } = stats;
@@ -167,6 +192,12 @@ impl From<Stats> for X0xStats {
             direct_in,
             direct_refused,
             cards_rejected,
+            origin_frames_out,
+            origin_frames_in,
+            origin_delivered,
+            origin_ignored,
+            origin_mismatches,
+            origin_unconfirmed,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Broadcast tuning: what x0x adds to Plumtree's broadcast, as one sans-IO struct the node
 //! consults — the duplicate filter and the pruner, the replay window, IHave holds by path
-//! depth, and the recent payloads announced to new neighbours.
+//! depth, the recent payloads announced to new neighbours, and the batches delivered early
+//! from origin frames (compared with their signed copies when those arrive).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -24,6 +25,39 @@ const DEPTH_TTL: Duration = Duration::from_secs(10);
 /// grafts from a 5 s cache), at most 1024 (a 35 KB IHave).
 const RECENT_RETENTION: Duration = Duration::from_secs(4);
 const RECENT_CAP: usize = 1024;
+/// Batches delivered from origin frames that are remembered until their signed copies come
+/// (those follow within a round trip or a graft; past this many, the oldest is forgotten and
+/// its signed copy is then dropped as a replay, unchecked).
+const ORIGINS_CAP: usize = 4096;
+/// An origin whose signed copy has not come this long after it was delivered is counted as
+/// unconfirmed and forgotten (an honest publisher's follows within a graft or two).
+pub(crate) const ORIGIN_CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+
+/// What to do with an origin frame (see [`Tuning::origin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OriginVerdict {
+    /// Deliver it now (it is remembered for its signed copy).
+    Deliver,
+    /// The publisher's previous envelope on the topic has not been delivered here yet:
+    /// delivering this one first would break the publisher's order. The signed copy follows.
+    Early,
+    /// Delivered already (its signed copy came first, or it is a repeat).
+    Known,
+}
+
+/// What to do with a signed envelope the gossip layer delivered (see [`Tuning::sealed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SealedVerdict {
+    /// New: deliver it.
+    Fresh,
+    /// A sequence number seen before from that sender: drop it.
+    Replay,
+    /// Delivered from its origin frame already, and the same batch: not again.
+    Confirmed,
+    /// Delivered from an origin frame that carried another batch under this sequence number:
+    /// the publisher equivocated.
+    Mismatch,
+}
 
 /// The node's broadcast tuning state.
 #[derive(Default)]
@@ -38,6 +72,11 @@ pub(crate) struct Tuning {
     recent: VecDeque<(Instant, [u8; 32], u64)>,
     /// Payloads the gossip layer delivered (each once), to tell duplicates apart.
     delivered: u64,
+    /// Batches delivered from origin frames, by (sender, seq): their [`wire::batch_hash`], and
+    /// whether their signed copy came.
+    origins: HashMap<(AgentId, u64), ([u8; 32], bool)>,
+    /// The same, oldest first, with when they were delivered.
+    origin_order: VecDeque<(Instant, AgentId, u64)>,
 }
 
 impl Tuning {
@@ -66,14 +105,77 @@ impl Tuning {
         self.delivered
     }
 
-    /// A delivered envelope, `hops` from its sender: false if its sequence number is a replay
-    /// (drop it), else noted for the path depths.
-    pub(crate) fn delivered(&mut self, sender: AgentId, seq: u64, hops: u32, now: Instant) -> bool {
+    /// A signed envelope the gossip layer delivered, `hops` from its sender, carrying `items`
+    /// on `topic`: new, a replay, or the signed copy of a batch delivered from its origin
+    /// frame (the same batch, or not). Noted for the path depths unless a replay.
+    pub(crate) fn sealed(
+        &mut self,
+        sender: AgentId,
+        seq: u64,
+        (topic, items): (&str, &[wire::Item]),
+        hops: u32,
+        now: Instant,
+    ) -> SealedVerdict {
+        if let Some((hash, confirmed)) = self.origins.get_mut(&(sender, seq)) {
+            self.depths.note(sender, hops, now);
+            return if *hash == wire::batch_hash(topic, items) {
+                *confirmed = true;
+                SealedVerdict::Confirmed
+            } else {
+                SealedVerdict::Mismatch
+            };
+        }
         if !self.replay.accept(sender, seq) {
-            return false;
+            return SealedVerdict::Replay;
         }
         self.depths.note(sender, hops, now);
-        true
+        SealedVerdict::Fresh
+    }
+
+    /// An origin frame from `sender`, a neighbour in this swarm: batch `seq` with `hash`
+    /// ([`wire::batch_hash`]), published after `prev`. Delivered now only if `prev` was
+    /// delivered here already (or there is none), so the sender's order holds.
+    pub(crate) fn origin(
+        &mut self,
+        sender: AgentId,
+        seq: u64,
+        prev: Option<u64>,
+        hash: [u8; 32],
+        now: Instant,
+    ) -> OriginVerdict {
+        if prev.is_some_and(|prev| !self.replay.seen(&sender, prev)) {
+            return OriginVerdict::Early;
+        }
+        if !self.replay.accept(sender, seq) {
+            return OriginVerdict::Known;
+        }
+        if self.origin_order.len() >= ORIGINS_CAP {
+            // Not counted if unconfirmed: its signed copy may still be on its way (it is then
+            // dropped as a replay, delivered once all the same).
+            if let Some((_, sender, seq)) = self.origin_order.pop_front() {
+                self.origins.remove(&(sender, seq));
+            }
+        }
+        self.origins.insert((sender, seq), (hash, false));
+        self.origin_order.push_back((now, sender, seq));
+        OriginVerdict::Deliver
+    }
+
+    /// Forgets the origins delivered more than [`ORIGIN_CONFIRM_WITHIN`] before `now`; returns
+    /// how many of them never had their signed copy come (a publisher that never signed what
+    /// it sent, or one that died in between).
+    pub(crate) fn expire_origins(&mut self, now: Instant) -> u64 {
+        let mut unconfirmed = 0;
+        while let Some(&(at, sender, seq)) = self.origin_order.front() {
+            if now.saturating_duration_since(at) < ORIGIN_CONFIRM_WITHIN {
+                break;
+            }
+            self.origin_order.pop_front();
+            if let Some((_, false)) = self.origins.remove(&(sender, seq)) {
+                unconfirmed += 1;
+            }
+        }
+        unconfirmed
     }
 
     /// Remembers a payload delivered (or published) here, at the round it is forwarded with.
@@ -164,7 +266,143 @@ impl PathDepths {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    fn items(payload: &'static [u8]) -> Vec<wire::Item> {
+        vec![wire::Item {
+            timestamp_ms: 1,
+            payload: Bytes::from_static(payload),
+        }]
+    }
+
+    #[test]
+    fn an_origin_is_delivered_once_and_its_signed_copy_compared_not_delivered() {
+        let mut tuning = Tuning::default();
+        let (a, now) = (AgentId([1; 32]), Instant::now());
+        let x = items(b"x");
+        let hash = wire::batch_hash("t", &x);
+        assert_eq!(
+            tuning.origin(a, 10, None, hash, now),
+            OriginVerdict::Deliver
+        );
+        assert_eq!(tuning.origin(a, 10, None, hash, now), OriginVerdict::Known);
+        assert_eq!(
+            tuning.sealed(a, 10, ("t", &x), 1, now),
+            SealedVerdict::Confirmed
+        );
+        assert_eq!(
+            tuning.sealed(a, 10, ("t", &x), 2, now),
+            SealedVerdict::Confirmed
+        );
+        // Another batch signed under the same number: equivocation.
+        assert_eq!(
+            tuning.sealed(a, 10, ("t", &items(b"y")), 1, now),
+            SealedVerdict::Mismatch
+        );
+        // The next one follows 10, delivered.
+        let hash = wire::batch_hash("t", &items(b"z"));
+        assert_eq!(
+            tuning.origin(a, 11, Some(10), hash, now),
+            OriginVerdict::Deliver
+        );
+    }
+
+    #[test]
+    fn an_origin_waits_for_its_predecessor_and_a_signed_copy_first_wins() {
+        let mut tuning = Tuning::default();
+        let (a, b, now) = (AgentId([1; 32]), AgentId([2; 32]), Instant::now());
+        let x = items(b"x");
+        let hash = wire::batch_hash("t", &x);
+        // 20 follows 19, not delivered here yet: the origin is ignored...
+        assert_eq!(
+            tuning.origin(a, 20, Some(19), hash, now),
+            OriginVerdict::Early
+        );
+        // ...so both signed copies are delivered as usual, in the order they come.
+        assert_eq!(
+            tuning.sealed(a, 19, ("t", &x), 2, now),
+            SealedVerdict::Fresh
+        );
+        assert_eq!(
+            tuning.sealed(a, 20, ("t", &x), 2, now),
+            SealedVerdict::Fresh
+        );
+        assert_eq!(
+            tuning.sealed(a, 20, ("t", &x), 2, now),
+            SealedVerdict::Replay
+        );
+        // An origin whose signed copy came first is known.
+        assert_eq!(
+            tuning.origin(a, 20, Some(19), hash, now),
+            OriginVerdict::Known
+        );
+        // Another sender's numbers are its own.
+        assert_eq!(
+            tuning.origin(b, 19, Some(18), hash, now),
+            OriginVerdict::Early
+        );
+        assert_eq!(
+            tuning.origin(b, 19, None, hash, now),
+            OriginVerdict::Deliver
+        );
+    }
+
+    #[test]
+    fn origins_whose_signed_copy_never_comes_are_counted_when_forgotten() {
+        let mut tuning = Tuning::default();
+        let (a, start) = (AgentId([1; 32]), Instant::now());
+        let (x, y) = (items(b"x"), items(b"y"));
+        for (seq, batch) in [(1, &x), (2, &y), (3, &x)] {
+            let hash = wire::batch_hash("t", batch);
+            assert_eq!(
+                tuning.origin(a, seq, None, hash, start),
+                OriginVerdict::Deliver
+            );
+        }
+        let later = start + Duration::from_secs(1);
+        let hash = wire::batch_hash("t", &x);
+        assert_eq!(
+            tuning.origin(a, 4, Some(3), hash, later),
+            OriginVerdict::Deliver
+        );
+        // 2's signed copy comes; 1, 3 and 4's never do.
+        assert_eq!(
+            tuning.sealed(a, 2, ("t", &y), 1, later),
+            SealedVerdict::Confirmed
+        );
+        assert_eq!(tuning.expire_origins(start + ORIGIN_CONFIRM_WITHIN / 2), 0);
+        assert_eq!(tuning.expire_origins(start + ORIGIN_CONFIRM_WITHIN), 2);
+        assert_eq!(tuning.origins.len(), 1, "4 is younger");
+        assert_eq!(tuning.expire_origins(later + ORIGIN_CONFIRM_WITHIN), 1);
+        assert!(tuning.origins.is_empty() && tuning.origin_order.is_empty());
+        // Its signed copy coming after all is a replay: not delivered again.
+        assert_eq!(
+            tuning.sealed(a, 3, ("t", &x), 1, later),
+            SealedVerdict::Replay
+        );
+    }
+
+    #[test]
+    fn origins_remembered_are_bounded() {
+        let mut tuning = Tuning::default();
+        let (a, now) = (AgentId([1; 32]), Instant::now());
+        let hash = wire::batch_hash("t", &items(b"x"));
+        for seq in 1..=(ORIGINS_CAP as u64 + 10) {
+            assert_eq!(
+                tuning.origin(a, seq, None, hash, now),
+                OriginVerdict::Deliver
+            );
+        }
+        assert_eq!(tuning.origins.len(), ORIGINS_CAP);
+        assert_eq!(tuning.origin_order.len(), ORIGINS_CAP);
+        // The oldest one's signed copy is a replay now: still not delivered twice.
+        assert_eq!(
+            tuning.sealed(a, 1, ("t", &items(b"x")), 1, now),
+            SealedVerdict::Replay
+        );
+    }
 
     #[test]
     fn ihaves_are_held_for_the_farthest_recent_publisher() {

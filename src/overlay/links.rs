@@ -21,15 +21,19 @@ pub(crate) enum Outgoing {
     Directory(Bytes),
     /// This agent's signed card (`presence`); the driver sends it, never the node.
     Card(Bytes),
+    /// An origin frame's body (`wire::Origin`): a batch this agent published, unsigned, for a
+    /// neighbour in the batch's topic swarm.
+    Origin(Bytes),
 }
 
 impl Outgoing {
     /// The encoded message's length.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Outgoing::Gossip(frame) | Outgoing::Directory(frame) | Outgoing::Card(frame) => {
-                frame.len()
-            }
+            Outgoing::Gossip(frame)
+            | Outgoing::Directory(frame)
+            | Outgoing::Card(frame)
+            | Outgoing::Origin(frame) => frame.len(),
         }
     }
 }

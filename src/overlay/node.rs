@@ -32,7 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::Event;
 use crate::identity::AgentId;
 use crate::net;
-use crate::overlay::broadcast::Tuning;
+use crate::overlay::broadcast::{OriginVerdict, SealedVerdict, Tuning};
 use crate::overlay::directory::{self, Directory, Purpose};
 use crate::overlay::links::{Added, Ended, Link, Links, Outgoing};
 use crate::overlay::membership::{Membership, Repair, REPAIR_DIAL_TIMEOUT};
@@ -166,6 +166,17 @@ pub(crate) enum Input {
     Leave,
     /// Broadcast a signed envelope (our own).
     Broadcast(Bytes),
+    /// Send an origin frame (`body`, a `wire::Origin` of our own, not signed yet) to our
+    /// neighbours in swarm `swarm`; its signed envelope follows as [`Input::Broadcast`].
+    SendOrigin {
+        swarm: [u8; 32],
+        body: Bytes,
+    },
+    /// An origin frame from `peer` (decoded and bounded by the reader; not signed).
+    Origin {
+        peer: AgentId,
+        origin: wire::Origin,
+    },
     Connected(Connected),
     /// A dial failed; `peer` is whom we expected there, if anyone.
     DialFailed {
@@ -424,6 +435,8 @@ impl Node {
             } => self.start_join(waiter, bootstrap, patience),
             Input::Leave => self.leave(),
             Input::Broadcast(envelope) => self.broadcast(envelope),
+            Input::SendOrigin { swarm, body } => self.send_origin(swarm, body),
+            Input::Origin { peer, origin } => self.on_origin(peer, origin),
             Input::Connected(connected) => self.on_connected(connected),
             Input::DialFailed {
                 addr,
@@ -597,6 +610,7 @@ impl Node {
                     self.refresh_peer_sample();
                     self.tend_swarms();
                     self.close_idle_links();
+                    self.expire_origins();
                     self.set_timer(TOP_UP_PERIOD, Timer::Repair);
                 }
             }
@@ -772,17 +786,19 @@ impl Node {
             proto::Event::Received(gossip) => {
                 swarm.tuning.count_delivery();
                 let hops = delivery_hops(gossip.scope);
-                // Verified by the reader before the proto saw it; decode only.
-                match wire::open_verified(&gossip.content) {
-                    Ok(envelope)
-                        if !swarm
-                            .tuning
-                            .delivered(envelope.sender, envelope.seq, hops, now) =>
-                    {
-                        let counters = &self.context.counters;
-                        counters.add(&counters.dropped_replay, 1);
-                    }
-                    Ok(envelope) => {
+                // Verified by the reader before the proto saw it; decode only. (Forwarded by
+                // the proto already, whatever happens to it here.)
+                let Ok(envelope) = wire::open_verified(&gossip.content) else {
+                    let counters = &self.context.counters;
+                    counters.add(&counters.dropped_malformed, 1);
+                    return;
+                };
+                let batch = (envelope.topic.as_str(), &envelope.items[..]);
+                match swarm
+                    .tuning
+                    .sealed(envelope.sender, envelope.seq, batch, hops, now)
+                {
+                    SealedVerdict::Fresh => {
                         self.context.registry.deliver(
                             envelope.sender,
                             &envelope.topic,
@@ -791,10 +807,13 @@ impl Node {
                             &self.context.counters,
                         );
                     }
-                    Err(_) => {
+                    SealedVerdict::Replay => {
                         let counters = &self.context.counters;
-                        counters.add(&counters.dropped_malformed, 1);
+                        counters.add(&counters.dropped_replay, 1);
                     }
+                    // Delivered from its origin frame, and now anyone can check it.
+                    SealedVerdict::Confirmed => {}
+                    SealedVerdict::Mismatch => self.equivocated(envelope.sender, envelope.seq),
                 }
             }
         }
@@ -825,6 +844,97 @@ impl Node {
             return;
         }
         self.broadcast_in(id, envelope);
+    }
+
+    /// Sends our origin frame to each neighbour in the swarm, on the link our envelopes take
+    /// to it (the driver puts it on our lane, before the envelope that follows). Nobody gets
+    /// it from a swarm without neighbours: the envelope waits for the first one.
+    fn send_origin(&mut self, swarm: [u8; 32], body: Bytes) {
+        if self.mode == Mode::Left {
+            return;
+        }
+        let Some(swarm) = self.swarms.get(&TopicId::from_bytes(swarm)) else {
+            return;
+        };
+        let sends: Vec<Action> = swarm
+            .neighbours
+            .iter()
+            .filter_map(|peer| self.links.get(peer))
+            .map(|link| Action::Send {
+                conn_id: link.conn_id,
+                frame: Outgoing::Origin(body.clone()),
+            })
+            .collect();
+        let counters = &self.context.counters;
+        counters.add(&counters.origin_frames_out, sends.len() as u64);
+        self.out.extend(sends);
+    }
+
+    /// An origin frame from `peer`: delivered at once, one hop from its sender the peer, if the
+    /// peer is our neighbour in the topic's swarm and the sender's previous envelope there was
+    /// delivered here; else ignored (its signed envelope follows and is delivered as usual).
+    /// Never forwarded.
+    fn on_origin(&mut self, peer: AgentId, origin: wire::Origin) {
+        let counters = &self.context.counters;
+        counters.add(&counters.origin_frames_in, 1);
+        let id = TopicId::from_bytes(wire::topic_swarm(&origin.topic));
+        let neighbour = self
+            .swarms
+            .get(&id)
+            .is_some_and(|swarm| swarm.neighbours.contains(&peer));
+        let Some(swarm) = self.swarms.get_mut(&id).filter(|_| neighbour) else {
+            // Not a swarm we share with the peer (or their neighbourship just ended): dropped.
+            counters.add(&counters.origin_ignored, 1);
+            return;
+        };
+        let hash = wire::batch_hash(&origin.topic, &origin.items);
+        match swarm
+            .tuning
+            .origin(peer, origin.seq, origin.prev, hash, self.now)
+        {
+            OriginVerdict::Deliver => {
+                counters.add(&counters.origin_delivered, 1);
+                self.context
+                    .registry
+                    .deliver(peer, &origin.topic, &origin.items, 1, counters);
+            }
+            OriginVerdict::Early | OriginVerdict::Known => {
+                counters.add(&counters.origin_ignored, 1);
+            }
+        }
+    }
+
+    /// Forgets origin frames delivered long ago, counting those whose signed copy never came.
+    fn expire_origins(&mut self) {
+        let now = self.now;
+        let unconfirmed: u64 = self
+            .swarms
+            .values_mut()
+            .map(|swarm| swarm.tuning.expire_origins(now))
+            .sum();
+        let counters = &self.context.counters;
+        counters.add(&counters.origin_unconfirmed, unconfirmed);
+    }
+
+    /// `sender` signed another batch than the origin frame it sent us under sequence number
+    /// `seq`: counted, logged, and its link closed as one that kept sending invalid messages.
+    fn equivocated(&mut self, sender: AgentId, seq: u64) {
+        let counters = &self.context.counters;
+        counters.add(&counters.origin_mismatches, 1);
+        log::warn!(
+            "x0x: agent {sender} signed another batch than the origin frame it sent as number \
+             {seq}; closing its connection"
+        );
+        if let Some(link) = self.links.remove(&sender) {
+            self.link_used.remove(&sender);
+            self.out.push_back(Action::Close {
+                conn_id: link.conn_id,
+                code: net::CLOSE_INVALID_MESSAGES,
+                reason: b"signed another batch than its origin frame",
+            });
+            self.proto(InEvent::PeerDisconnected(sender));
+            self.unreachable(sender);
+        }
     }
 
     fn broadcast_in(&mut self, id: TopicId, envelope: Bytes) {
@@ -2196,5 +2306,291 @@ mod tests {
         // A truncated IHave has no round.
         let ihave = &announced[0];
         assert_eq!(wire::ihave_min_round(&ihave[..ihave.len() - 2]), None);
+    }
+}
+
+/// Origin frames at the node: a node subscribed to [`testing::TEST_TOPIC`], and a publisher
+/// (a bare proto state with a real agent key) that is its neighbour in that topic's swarm.
+#[cfg(test)]
+mod origin_tests {
+    use std::sync::atomic::Ordering;
+
+    use rand::SeedableRng;
+
+    use super::testing::*;
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::pubsub::{Message, Registry, Subscription};
+    use crate::stats::Counters;
+    use crate::streams::decode_gossip;
+
+    const PEER_CONN: u64 = 7;
+
+    struct Pair {
+        node: Node,
+        context: Arc<AgentContext>,
+        sub: Subscription,
+        key: Keypair,
+        peer: ProtoState,
+        now: Instant,
+        /// Actions other than gossip sends, oldest first.
+        actions: Vec<Action>,
+    }
+
+    fn items(payload: &str) -> Vec<wire::Item> {
+        vec![wire::Item {
+            timestamp_ms: 1,
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+        }]
+    }
+
+    fn origin(seq: u64, prev: Option<u64>, payload: &str) -> wire::Origin {
+        wire::Origin {
+            topic: TEST_TOPIC.into(),
+            seq,
+            prev,
+            items: items(payload),
+        }
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let context = Arc::new(AgentContext::new(
+                Arc::new(Counters::default()),
+                Arc::new(Registry::default()),
+            ));
+            let sub = context.registry.subscribe(TEST_TOPIC, 1024).unwrap();
+            let now = Instant::now();
+            let me = AgentId([1; 32]);
+            let listen: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let rng = StdRng::seed_from_u64(1);
+            let node = Node::new(me, 1, listen, Arc::clone(&context), rng, now).unwrap();
+            let key = Keypair::generate().unwrap();
+            let peer = proto::State::new(
+                key.public_key().agent_id(),
+                PeerData::default(),
+                proto_config(),
+                rand::make_rng(),
+            );
+            let mut pair = Self {
+                node,
+                context,
+                sub,
+                key,
+                peer,
+                now,
+                actions: Vec::new(),
+            };
+            pair.input(Input::Join {
+                waiter: 1,
+                bootstrap: Vec::new(),
+                patience: Duration::from_secs(1),
+            });
+            let id = pair.peer_id();
+            pair.input(Input::Connected(Connected {
+                conn_id: PEER_CONN,
+                peer: id,
+                incarnation: 1,
+                listen: "127.0.0.1:2".parse().unwrap(),
+                peers: Vec::new(),
+                remote: "127.0.0.1:2".parse().unwrap(),
+                bootstrap: false,
+            }));
+            for topic in [network_topic(), test_swarm()] {
+                pair.peer_step(InEvent::Command(topic, ProtoCommand::Join(vec![me])));
+            }
+            assert!(pair.node.swarms[&test_swarm()].neighbours.contains(&id));
+            pair
+        }
+
+        fn peer_id(&self) -> AgentId {
+            self.key.public_key().agent_id()
+        }
+
+        fn counters(&self) -> &Counters {
+            &self.context.counters
+        }
+
+        /// Feeds the node, and carries gossip between it and the peer until both are quiet.
+        fn input(&mut self, input: Input) {
+            self.node.handle(input, self.now);
+            while let Some(action) = self.node.poll_action() {
+                match action {
+                    Action::Send {
+                        frame: Outgoing::Gossip(frame),
+                        ..
+                    } => {
+                        let message = postcard::from_bytes(&frame).unwrap();
+                        self.peer_step(InEvent::RecvMessage(AgentId([1; 32]), message));
+                    }
+                    other => self.actions.push(other),
+                }
+            }
+        }
+
+        /// Feeds the peer; what it sends the node goes through a reader's checks first.
+        fn peer_step(&mut self, event: InEvent<AgentId>) {
+            let out: Vec<_> = self.peer.handle(event, self.now, None).collect();
+            for event in out {
+                if let OutEvent::SendMessage(_, message) = event {
+                    let frame = wire::encode(&message).unwrap();
+                    let key = self.key.public_key().clone();
+                    let received =
+                        decode_gossip(&frame, |_, _, envelope| envelope.verify(&key).map(|_| ()))
+                            .unwrap();
+                    let peer = self.peer_id();
+                    self.input(Input::Frame {
+                        peer,
+                        received,
+                        rtt: Duration::ZERO,
+                    });
+                }
+            }
+        }
+
+        /// The peer signs `payload` as envelope `seq` and broadcasts it in the swarm.
+        fn sealed(&mut self, seq: u64, payload: &str) {
+            let envelope = wire::seal(&self.key, seq, TEST_TOPIC, items(payload)).unwrap();
+            let broadcast = ProtoCommand::Broadcast(envelope, proto::Scope::Swarm);
+            self.peer_step(InEvent::Command(test_swarm(), broadcast));
+        }
+
+        fn origin(&mut self, origin: wire::Origin) {
+            let peer = self.peer_id();
+            self.input(Input::Origin { peer, origin });
+        }
+
+        fn delivered(&mut self) -> Vec<Message> {
+            self.sub.try_next_batch(usize::MAX).unwrap()
+        }
+
+        fn payloads(&mut self) -> Vec<String> {
+            self.delivered()
+                .iter()
+                .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn an_origin_is_delivered_at_once_and_its_signed_copy_not_again() {
+        let mut pair = Pair::new();
+        pair.origin(origin(10, None, "ten"));
+        let got = pair.delivered();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].sender, got[0].hops, &got[0].payload[..]),
+            (pair.peer_id(), 1, &b"ten"[..])
+        );
+        pair.sealed(10, "ten");
+        assert_eq!(pair.payloads(), Vec::<String>::new(), "delivered once");
+        // The next one follows ten, delivered: at once again.
+        pair.origin(origin(11, Some(10), "eleven"));
+        assert_eq!(pair.payloads(), ["eleven"]);
+        pair.sealed(11, "eleven");
+        assert!(pair.payloads().is_empty());
+        let c = pair.counters();
+        assert_eq!(c.envelopes_received.load(Ordering::Relaxed), 2);
+        assert_eq!(c.origin_delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(c.dropped_replay.load(Ordering::Relaxed), 0);
+        assert_eq!(c.origin_mismatches.load(Ordering::Relaxed), 0);
+        assert!(pair
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::Close { .. })));
+    }
+
+    #[test]
+    fn an_origin_before_its_predecessor_is_ignored_and_the_signed_copies_delivered_in_order() {
+        let mut pair = Pair::new();
+        pair.sealed(19, "nineteen");
+        assert_eq!(pair.payloads(), ["nineteen"]);
+        // 21 follows 20, which has not come yet: delivering 21 now would break the order.
+        pair.origin(origin(21, Some(20), "twenty-one"));
+        assert!(pair.payloads().is_empty());
+        pair.sealed(20, "twenty");
+        pair.sealed(21, "twenty-one");
+        assert_eq!(pair.payloads(), ["twenty", "twenty-one"]);
+        // An origin whose signed copy came first is not delivered again either.
+        pair.origin(origin(21, Some(20), "twenty-one"));
+        assert!(pair.payloads().is_empty());
+        let c = pair.counters();
+        assert_eq!(c.origin_frames_in.load(Ordering::Relaxed), 2);
+        assert_eq!(c.origin_ignored.load(Ordering::Relaxed), 2);
+        assert_eq!(c.origin_delivered.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_signed_copy_of_another_batch_is_counted_and_the_link_dropped() {
+        let mut pair = Pair::new();
+        pair.origin(origin(30, None, "said"));
+        assert_eq!(pair.payloads(), ["said"]);
+        pair.sealed(30, "signed");
+        assert!(
+            pair.payloads().is_empty(),
+            "not delivered: one of them is a lie"
+        );
+        assert_eq!(pair.counters().origin_mismatches.load(Ordering::Relaxed), 1);
+        assert!(
+            pair.actions.iter().any(|a| matches!(
+                a,
+                Action::Close { conn_id: PEER_CONN, code, .. } if *code == net::CLOSE_INVALID_MESSAGES
+            )),
+            "{:?}",
+            pair.actions
+        );
+        let peer = pair.peer_id();
+        assert!(!pair.node.links.contains(&peer));
+        assert!(!pair.node.swarms[&test_swarm()].neighbours.contains(&peer));
+    }
+
+    #[test]
+    fn origins_from_outside_the_swarm_are_dropped() {
+        let mut pair = Pair::new();
+        // From an agent that is not a neighbour (not even linked).
+        pair.input(Input::Origin {
+            peer: AgentId([9; 32]),
+            origin: origin(40, None, "stranger"),
+        });
+        // On a topic whose swarm this agent is not in.
+        let mut elsewhere = origin(41, None, "elsewhere");
+        elsewhere.topic = "another topic".into();
+        let _other = pair.context.registry.subscribe("another topic", 8);
+        pair.origin(elsewhere);
+        assert!(pair.payloads().is_empty());
+        let c = pair.counters();
+        assert_eq!(c.origin_frames_in.load(Ordering::Relaxed), 2);
+        assert_eq!(c.origin_ignored.load(Ordering::Relaxed), 2);
+        assert_eq!(c.origin_delivered.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn our_origin_goes_to_the_swarms_neighbours_only() {
+        let mut pair = Pair::new();
+        let body = Bytes::from(wire::encode_origin(TEST_TOPIC, 5, None, &items("x")).unwrap());
+        pair.input(Input::SendOrigin {
+            swarm: wire::topic_swarm(TEST_TOPIC),
+            body: body.clone(),
+        });
+        let sent: Vec<_> = pair
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    conn_id,
+                    frame: Outgoing::Origin(body),
+                } => Some((*conn_id, body.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, vec![(PEER_CONN, body.clone())]);
+        // A swarm we are not in: nobody.
+        pair.actions.clear();
+        pair.input(Input::SendOrigin {
+            swarm: wire::topic_swarm("not here"),
+            body,
+        });
+        assert!(pair.actions.is_empty());
+        assert_eq!(pair.counters().origin_frames_out.load(Ordering::Relaxed), 1);
     }
 }

@@ -104,6 +104,11 @@ pub struct Config {
     /// One more topic, "hot": this many subscribers (drawn at random), one of which publishes
     /// on it at this many messages per second while the others publish.
     pub hot: Option<(usize, f64)>,
+    /// Publishers send each message to their swarm neighbours as an origin frame too, before
+    /// its envelope, as agents do with small batches (every simulated publish is one message).
+    /// The model has no signing or verification time, so they gain no latency here; what it
+    /// checks is that each message is still delivered once, and never relayed unsigned.
+    pub origin_frames: bool,
 }
 
 impl Default for Config {
@@ -126,6 +131,7 @@ impl Default for Config {
             topics: 0,
             subscribers: 0,
             hot: None,
+            origin_frames: true,
         }
     }
 }
@@ -196,6 +202,17 @@ pub struct Report {
     /// any other agent received of topics it takes no part in (so at least of the hot one).
     pub hot_bytes_in_mean: f64,
     pub hot_non_subscriber_bytes_max: u64,
+    /// Messages a subscriber was handed a second time (must be 0).
+    pub double_deliveries: u64,
+    /// Origin frames sent (one per publish and swarm neighbour), received, and delivered at
+    /// once; received from an agent that is not the message's publisher (must be 0: origin
+    /// frames are never relayed).
+    pub origin_frames_out: u64,
+    pub origin_frames_in: u64,
+    pub origin_delivered: u64,
+    pub origin_relayed: u64,
+    /// Origin frames delivered whose signed envelope never came (within 30 s).
+    pub origin_unconfirmed: u64,
     /// Simulated events handled, and the simulated time at the end (seconds).
     pub events: u64,
     pub sim_s: f64,
@@ -220,7 +237,10 @@ impl Report {
              \"tasklist_diverged\": {}, \"tasklist_messages\": {}, \
              \"own_bytes_in_mean\": {:.0}, \"foreign_bytes_in_mean\": {:.0}, \
              \"in_over_own_p50\": {:.2}, \"in_over_own_max\": {:.2}, \
-             \"hot_bytes_in_mean\": {:.0}, \"hot_non_subscriber_bytes_max\": {}, \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
+             \"hot_bytes_in_mean\": {:.0}, \"hot_non_subscriber_bytes_max\": {}, \
+             \"double_deliveries\": {}, \"origin_frames_out\": {}, \"origin_frames_in\": {}, \
+             \"origin_delivered\": {}, \"origin_relayed\": {}, \"origin_unconfirmed\": {}, \
+             \"events\": {}, \"sim_s\": {:.1}, \"wall_s\": {:.2}, \"peak_rss_mib\": {:.0}}}",
             self.agents,
             self.seed,
             self.messages,
@@ -254,6 +274,12 @@ impl Report {
             self.in_over_own_max,
             self.hot_bytes_in_mean,
             self.hot_non_subscriber_bytes_max,
+            self.double_deliveries,
+            self.origin_frames_out,
+            self.origin_frames_in,
+            self.origin_delivered,
+            self.origin_relayed,
+            self.origin_unconfirmed,
             self.events,
             self.sim_s,
             self.wall_s,
@@ -475,8 +501,9 @@ struct SimAgent {
     joined: bool,
     /// The key it signs with (publishers and task list holders).
     signer: Option<Keypair>,
-    /// The sequence number of its last envelope.
+    /// The sequence number of its last envelope, and of its last on each topic it published on.
     sequence: u64,
+    last_on_topic: HashMap<String, u64>,
     /// Its task list replica and subscription, once it holds the list.
     list: Option<(Replica, Subscription)>,
 }
@@ -547,6 +574,9 @@ struct World {
     received: Vec<HashMap<usize, u64>>,
     hops: Vec<u32>,
     deliveries: u64,
+    double_deliveries: u64,
+    /// Origin frames received from an agent other than the message's publisher.
+    origin_relayed: u64,
     bytes_sent: u64,
     partitioned: bool,
     last_fault: Option<u64>,
@@ -635,6 +665,7 @@ impl World {
                 joined: false,
                 signer,
                 sequence: 0,
+                last_on_topic: HashMap::new(),
                 list: None,
             });
         }
@@ -668,6 +699,8 @@ impl World {
             received: Vec::new(),
             hops: Vec::new(),
             deliveries: 0,
+            double_deliveries: 0,
+            origin_relayed: 0,
             bytes_sent: 0,
             partitioned: false,
             last_fault: None,
@@ -816,6 +849,7 @@ impl World {
                 Outgoing::Directory(body) => self.directory_frame(link, to, &body),
                 // Cards are the driver's: the simulated node never sends one.
                 Outgoing::Card(_) => {}
+                Outgoing::Origin(body) => self.origin_frame(link, to, &body),
             },
             Event::Closed {
                 link,
@@ -1342,6 +1376,30 @@ impl World {
         self.input(me, Input::Directory { peer, message });
     }
 
+    /// An origin frame arrives, decoded as the reader decodes it.
+    fn origin_frame(&mut self, link: usize, to: usize, body: &[u8]) {
+        let me = self.links[link].ends[to];
+        if self.links[link].conn[to].is_none() || self.agents[me].node.is_none() {
+            return;
+        }
+        let peer = self.agents[self.links[link].ends[1 - to]].id;
+        let counters = &self.agents[me].context.counters;
+        counters.add(&counters.bytes_in, body.len() as u64 + 5);
+        let Ok(origin) = crate::wire::parse_origin(body) else {
+            panic!("simulated agent {me} got an invalid origin frame");
+        };
+        let publisher = origin
+            .items
+            .first()
+            .and_then(|item| item.payload.get(..8))
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .and_then(|number| self.published.get(number as usize))
+            .map(|published| self.agents[published.publisher].id);
+        self.origin_relayed += u64::from(publisher.is_some_and(|publisher| publisher != peer));
+        self.input(me, Input::Origin { peer, origin });
+    }
+
     fn frame(&mut self, link: usize, to: usize, frame: &[u8]) {
         let me = self.links[link].ends[to];
         let Some(conn_id) = self.links[link].conn[to] else {
@@ -1482,9 +1540,19 @@ impl World {
         let mut payload = vec![0u8; self.config.payload.max(8)];
         payload[..8].copy_from_slice(&number.to_le_bytes());
         let name = topic_name(&self.config, topic);
-        let Some(envelope) = self.seal(publisher, &name, Bytes::from(payload)) else {
+        let payload = Bytes::from(payload);
+        let Some(envelope) = self.seal(publisher, &name, payload.clone()) else {
             return;
         };
+        let origin = self.config.origin_frames.then(|| {
+            let a = &mut self.agents[publisher];
+            let prev = a.last_on_topic.insert(name.clone(), a.sequence);
+            let item = Item {
+                timestamp_ms: 0,
+                payload,
+            };
+            wire::encode_origin(&name, a.sequence, prev, &[item]).map(Bytes::from)
+        });
         self.measured
             .insert(*blake3::hash(&envelope).as_bytes(), topic);
         let cut_off = self.partitioned.then_some(self.agents[publisher].side_a);
@@ -1495,6 +1563,10 @@ impl World {
             cut_off,
         });
         self.received.push(HashMap::new());
+        if let Some(Ok(body)) = origin {
+            let swarm = wire::topic_swarm(&name);
+            self.input(publisher, Input::SendOrigin { swarm, body });
+        }
         self.input(publisher, Input::Broadcast(envelope));
     }
 
@@ -1546,11 +1618,19 @@ impl World {
             if got.insert(agent, self.now).is_none() {
                 self.deliveries += 1;
                 self.hops.push(message.hops);
+            } else {
+                self.double_deliveries += 1;
             }
         }
     }
 
     fn report(&self) -> Report {
+        let total = |counter: &dyn Fn(&Counters) -> &std::sync::atomic::AtomicU64| {
+            self.agents
+                .iter()
+                .map(|a| counter(&a.context.counters).load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>()
+        };
         let after_faults = self.last_fault.map(|t| t + 5 * SECOND);
         let (mut pairs, mut delivered) = (0u64, 0u64);
         let (mut pairs_after, mut delivered_after) = (0u64, 0u64);
@@ -1710,6 +1790,12 @@ impl World {
             in_over_own_max: in_over_own.last().copied().unwrap_or(0.0),
             hot_bytes_in_mean,
             hot_non_subscriber_bytes_max,
+            double_deliveries: self.double_deliveries,
+            origin_frames_out: total(&|c| &c.origin_frames_out),
+            origin_frames_in: total(&|c| &c.origin_frames_in),
+            origin_delivered: total(&|c| &c.origin_delivered),
+            origin_relayed: self.origin_relayed,
+            origin_unconfirmed: total(&|c| &c.origin_unconfirmed),
             events: self.events,
             sim_s: self.now as f64 / SECOND as f64,
             wall_s: 0.0,

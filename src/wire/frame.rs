@@ -18,6 +18,9 @@ pub enum FrameKind {
     Directory = 2,
     /// A signed agent card (`presence`), on the control stream.
     Card = 3,
+    /// A postcard-encoded [`crate::wire::Origin`]: a batch the link's peer published, sent
+    /// before its signed envelope, on the lane the peer's own envelopes take.
+    Origin = 4,
 }
 
 /// Splits a frame after the hello into its kind and body; `None` for an unknown kind.
@@ -28,6 +31,7 @@ pub fn split_frame(frame: &[u8]) -> Option<(FrameKind, &[u8])> {
         1 => Some((FrameKind::Key, body)),
         2 => Some((FrameKind::Directory, body)),
         3 => Some((FrameKind::Card, body)),
+        4 => Some((FrameKind::Origin, body)),
         _ => None,
     }
 }
@@ -45,7 +49,8 @@ mod tests {
         assert_eq!(split_frame(&[1]), Some((FrameKind::Key, &[][..])));
         assert_eq!(split_frame(&[2]), Some((FrameKind::Directory, &[][..])));
         assert_eq!(split_frame(&[3, 7]), Some((FrameKind::Card, &[7u8][..])));
-        assert_eq!(split_frame(&[4, 0]), None);
+        assert_eq!(split_frame(&[4, 0]), Some((FrameKind::Origin, &[0u8][..])));
+        assert_eq!(split_frame(&[5, 0]), None);
         assert_eq!(split_frame(&[]), None);
     }
 }

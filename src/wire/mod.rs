@@ -9,15 +9,18 @@
 //! * Application messages travel as the content of gossip data messages, as a [`SignedEnvelope`]:
 //!   one ML-DSA-65 signature over a batch of [`Item`]s from one sender (group commit). The
 //!   envelope names its sender by id only; the sender's key travels once per stream.
+//! * A small batch also goes, unsigned and ahead of its envelope, to the publisher's
+//!   neighbours in the topic's swarm as an [`Origin`] frame (never forwarded).
 //!
 //! [`MAX_FRAME_LEN`]: crate::wire::MAX_FRAME_LEN
 //! [`Hello`]: crate::wire::Hello
 //! [`FrameKind`]: crate::wire::FrameKind
 //! [`SignedEnvelope`]: crate::wire::SignedEnvelope
 //! [`Item`]: crate::wire::Item
+//! [`Origin`]: crate::wire::Origin
 //!
 //! One file per layer: `frame` (framing and frame kinds), `hello`, `envelope` (signed batches
-//! and publish limits), `gossip_layout` (iroh-gossip's byte layout). Their items are
+//! and publish limits), `origin` (unsigned first copies of small batches), `gossip_layout` (iroh-gossip's byte layout). Their items are
 //! re-exported here: `wire::Hello`, `wire::seal`, ...
 
 use serde::Serialize;
@@ -29,12 +32,14 @@ mod envelope;
 mod frame;
 mod gossip_layout;
 mod hello;
+mod origin;
 
 pub use direct::*;
 pub use envelope::*;
 pub use frame::*;
 pub use gossip_layout::*;
 pub use hello::*;
+pub use origin::*;
 
 /// The gossip swarm that carries `topic`'s envelopes: only agents that subscribe to the topic
 /// or publish on it join it (the frames of a swarm name it by this id).

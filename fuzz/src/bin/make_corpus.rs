@@ -28,4 +28,18 @@ fn main() {
         node.sent, node.delivered
     );
     assert!(node.delivered > 0, "the frame seeds deliver nothing");
+    // The exchange followed by two origin frames delivers both of them too.
+    let seeds = x0x_fuzz::seeds("frame");
+    let mut with_origins = x0x_fuzz::Node::new(false);
+    with_origins.connection(&seeds[seeds.len() - 2]);
+    println!(
+        "frame: seed-{:02} (origin frames) delivers {} messages",
+        seeds.len() - 2,
+        with_origins.delivered
+    );
+    assert_eq!(
+        with_origins.delivered,
+        node.delivered + 2,
+        "the origin frames are not delivered"
+    );
 }
