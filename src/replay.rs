@@ -49,9 +49,9 @@ impl ReplayGuard {
         if age >= WINDOW {
             return false;
         }
-        let (word, bit) = ((age / 64) as usize, age % 64);
-        let fresh = window.seen[word] & (1 << bit) == 0;
-        window.seen[word] |= 1 << bit;
+        let (word, mask) = slot(age);
+        let fresh = window.seen[word] & mask == 0;
+        window.seen[word] |= mask;
         fresh
     }
 
@@ -63,7 +63,8 @@ impl ReplayGuard {
         let Some(age) = window.highest.checked_sub(seq).filter(|age| *age < WINDOW) else {
             return false;
         };
-        window.seen[(age / 64) as usize] & (1 << (age % 64)) != 0
+        let (word, mask) = slot(age);
+        window.seen[word] & mask != 0
     }
 
     fn forget_oldest_half(&mut self) {
@@ -72,6 +73,11 @@ impl ReplayGuard {
         let cutoff = heard[heard.len() / 2];
         self.senders.retain(|_, w| w.last_heard > cutoff);
     }
+}
+
+/// Where a sequence number `age` below the highest is kept in `Window::seen`: its word and bit.
+fn slot(age: u64) -> (usize, u64) {
+    ((age / 64) as usize, 1 << (age % 64))
 }
 
 /// Moves every bit `by` places older (towards higher indices), dropping what falls off.

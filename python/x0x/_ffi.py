@@ -12,7 +12,7 @@ import asyncio
 import atexit
 import itertools
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from . import _loops
 from ._x0x_cffi import ffi, lib
@@ -214,9 +214,31 @@ async def call_async(
     if settled:
         lib.x0x_op_free(op)
         return result
-    if _loops.library() == "trio":
-        return await _await_on_trio(op, release)
-    return await _await_on_asyncio(op, release)
+    waiting = _trio_waiting if _loops.library() == "trio" else _asyncio_waiting
+    return await _await_queued(op, release, waiting)
+
+
+# How the running library waits for a queued op: its queue, the waiter the queue wakes, the
+# function that wakes it, and the function whose result the awaiting task awaits.
+_Waiting = Tuple[_Queue, Any, Callable[[Any], None], Callable[[], Awaitable[Any]]]
+
+
+async def _await_queued(
+    op: CData, release: Optional[Release], waiting: Callable[[], _Waiting]
+) -> CData:
+    try:
+        queue, waiter, wake, wait = waiting()
+        entry = _Pending(op, release, waiter, wake)
+        queue.attach(op, entry)  # the queue frees op from here on
+    except BaseException:
+        lib.x0x_op_free(op)
+        raise
+    try:
+        await wait()
+    except BaseException:  # cancelled (asyncio.CancelledError, trio.Cancelled), KeyboardInterrupt
+        entry.abandon()
+        raise
+    return entry.outcome()
 
 
 # asyncio: one queue per loop, its descriptor watched with loop.add_reader.
@@ -249,21 +271,10 @@ def _wake_future(future: "asyncio.Future[None]") -> None:
         future.set_result(None)
 
 
-async def _await_on_asyncio(op: CData, release: Optional[Release]) -> CData:
-    try:
-        loop = asyncio.get_running_loop()
-        queue = _asyncio_queue(loop)
-        entry = _Pending(op, release, loop.create_future(), _wake_future)
-        queue.attach(op, entry)  # the queue frees op from here on
-    except BaseException:
-        lib.x0x_op_free(op)
-        raise
-    try:
-        await entry.waiter
-    except BaseException:
-        entry.abandon()
-        raise
-    return entry.outcome()
+def _asyncio_waiting() -> _Waiting:
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    return _asyncio_queue(loop), future, _wake_future, lambda: future
 
 
 # trio: one queue per run, its descriptor watched by a system task.
@@ -304,21 +315,9 @@ def _set_event(event: Any) -> None:
     event.set()
 
 
-async def _await_on_trio(op: CData, release: Optional[Release]) -> CData:
-    try:
-        queue = _trio_queue()
-        event = _loops.trio().Event()
-        entry = _Pending(op, release, event, _set_event)
-        queue.attach(op, entry)  # the queue frees op from here on
-    except BaseException:
-        lib.x0x_op_free(op)
-        raise
-    try:
-        await entry.waiter.wait()
-    except BaseException:  # trio.Cancelled, KeyboardInterrupt
-        entry.abandon()
-        raise
-    return entry.outcome()
+def _trio_waiting() -> _Waiting:
+    event = _loops.trio().Event()
+    return _trio_queue(), event, _set_event, event.wait
 
 
 def pending_count() -> int:

@@ -1363,13 +1363,9 @@ impl World {
 
     /// A directory message arrives, decoded as the reader decodes it.
     fn directory_frame(&mut self, link: usize, to: usize, body: &[u8]) {
-        let me = self.links[link].ends[to];
-        if self.links[link].conn[to].is_none() || self.agents[me].node.is_none() {
+        let Some((me, peer, _)) = self.arrive(link, to, body.len()) else {
             return;
-        }
-        let peer = self.agents[self.links[link].ends[1 - to]].id;
-        let counters = &self.agents[me].context.counters;
-        counters.add(&counters.bytes_in, body.len() as u64 + 5);
+        };
         let Ok(Incoming::Directory(message)) = decode_directory(body) else {
             panic!("simulated agent {me} got an invalid directory message");
         };
@@ -1378,13 +1374,9 @@ impl World {
 
     /// An origin frame arrives, decoded as the reader decodes it.
     fn origin_frame(&mut self, link: usize, to: usize, body: &[u8]) {
-        let me = self.links[link].ends[to];
-        if self.links[link].conn[to].is_none() || self.agents[me].node.is_none() {
+        let Some((me, peer, _)) = self.arrive(link, to, body.len()) else {
             return;
-        }
-        let peer = self.agents[self.links[link].ends[1 - to]].id;
-        let counters = &self.agents[me].context.counters;
-        counters.add(&counters.bytes_in, body.len() as u64 + 5);
+        };
         let Ok(origin) = crate::wire::parse_origin(body) else {
             panic!("simulated agent {me} got an invalid origin frame");
         };
@@ -1400,17 +1392,23 @@ impl World {
         self.input(me, Input::Origin { peer, origin });
     }
 
-    fn frame(&mut self, link: usize, to: usize, frame: &[u8]) {
+    /// A frame of `len` bytes reaches side `to` of `link`: that agent, the peer it came from and
+    /// the connection, with the bytes counted as the reader counts them (frame header
+    /// included); `None` if that side's connection or node is gone.
+    fn arrive(&self, link: usize, to: usize, len: usize) -> Option<(usize, AgentId, u64)> {
         let me = self.links[link].ends[to];
-        let Some(conn_id) = self.links[link].conn[to] else {
-            return;
-        };
-        if self.agents[me].node.is_none() {
-            return;
-        }
+        let conn_id = self.links[link].conn[to]?;
+        self.agents[me].node.as_ref()?;
         let peer = self.agents[self.links[link].ends[1 - to]].id;
         let counters = &self.agents[me].context.counters;
-        counters.add(&counters.bytes_in, frame.len() as u64 + 5);
+        counters.add(&counters.bytes_in, len as u64 + 5);
+        Some((me, peer, conn_id))
+    }
+
+    fn frame(&mut self, link: usize, to: usize, frame: &[u8]) {
+        let Some((me, peer, conn_id)) = self.arrive(link, to, frame.len()) else {
+            return;
+        };
         let (keys, verified) = (&self.keys, &mut self.verified);
         let (measured, copies) = (&self.measured, &mut self.copies);
         let subscribers = &self.topic_subscribers;
