@@ -186,6 +186,10 @@ pub struct Payload {
     pub len: usize,
     /// The delivery round the frame claims (unsigned), for swarm-wide data messages.
     pub round: Option<u64>,
+    /// The envelope's sequence number.
+    pub seq: u64,
+    /// Its messages, decoded here once: the node delivers them without decoding it again.
+    pub items: Vec<wire::Item>,
 }
 
 /// A gossip message that passed the reader's checks.
@@ -238,7 +242,7 @@ impl StreamReader {
             // The writer touched this key for this frame too (every frame an honest writer
             // sends gets this far), so both rings stay the same.
             let key = Arc::clone(self.keys.touch(&publisher).ok_or(Rejection::WrongSender)?);
-            envelope.verify(&key)?;
+            envelope.check(&key)?;
             store.remember(publisher, &key);
             Ok(())
         })
@@ -266,10 +270,10 @@ pub(crate) fn decode_directory(body: &[u8]) -> Result<Incoming, Rejection> {
 }
 
 /// Decodes an encoded gossip message; a data message's envelope must pass `verify` (given its
-/// sender, its id and the unverified envelope) first.
+/// sender, its id and the unverified envelope: check its signature) first.
 pub(crate) fn decode_gossip(
     body: &[u8],
-    verify: impl FnOnce(AgentId, &[u8; 32], wire::Unverified) -> Result<(), Rejection>,
+    verify: impl FnOnce(AgentId, &[u8; 32], &wire::Unverified) -> Result<(), Rejection>,
 ) -> Result<Received, Rejection> {
     let payload = match wire::gossip_data_content(body) {
         None => None,
@@ -287,13 +291,16 @@ pub(crate) fn decode_gossip(
             let publisher = envelope.sender();
             let topic = Arc::from(envelope.topic());
             let id = *blake3::hash(content).as_bytes();
-            verify(publisher, &id, envelope)?;
+            verify(publisher, &id, &envelope)?;
+            let wire::VerifiedEnvelope { seq, items, .. } = envelope.checked();
             Some(Payload {
                 id,
                 publisher,
                 topic,
                 len: content.len(),
                 round,
+                seq,
+                items,
             })
         }
     };

@@ -1,9 +1,10 @@
 //! Signed envelopes (`wire::parse` + `Unverified::verify`, `wire::open_verified`), the content
 //! of every data message.
 //!
-//! The reader parses an envelope, picks the key of the sender it names and verifies it; the
-//! actor decodes the same bytes again (`open_verified`), trusting that the reader checked the
-//! signature. They must agree: on what decodes, on the sender (also as `claimed_sender`, which
+//! The reader parses an envelope, picks the key of the sender it names and verifies it, and the
+//! node delivers what it decoded; should the gossip layer ever pass on an envelope the reader
+//! did not hand it just then, the node decodes those bytes (`open_verified`), trusting that a
+//! reader checked the signature. They must agree: on what decodes, on the sender (also as `claimed_sender`, which
 //! the writer picks lanes and keys by), the topic (also as `claimed_topic`, which traffic is
 //! counted by), the sequence number and the items; they differ only on a bad signature. Another sender's key is always refused.
 //!

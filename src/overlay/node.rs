@@ -344,6 +344,27 @@ pub(crate) struct Node {
     finding: BTreeMap<directory::Key, Vec<u64>>,
     /// Our high-priority `Neighbor` request (see [`Node::ask_to_be_neighbour`]).
     neighbour_request: Bytes,
+    /// The envelope being handed to the gossip layer, as its reader decoded and verified it:
+    /// delivered from here when the layer passes it on, without decoding it again.
+    arriving: Option<Arriving>,
+}
+
+/// A received envelope's messages, decoded once by the connection's reader.
+struct Arriving {
+    sender: AgentId,
+    seq: u64,
+    len: usize,
+    topic: Arc<str>,
+    items: Vec<wire::Item>,
+}
+
+impl Arriving {
+    /// Whether `content` (an envelope the gossip layer delivers) is the one this was read from.
+    fn is_of(&self, content: &[u8]) -> bool {
+        content.len() == self.len
+            && wire::claimed_sender(content) == Some(self.sender)
+            && wire::claimed_seq(content) == Some(self.seq)
+    }
 }
 
 /// One topic swarm this agent takes part in.
@@ -418,6 +439,7 @@ impl Node {
             adverts: BTreeMap::new(),
             finding: BTreeMap::new(),
             neighbour_request,
+            arriving: None,
         };
         node.set_timer(Duration::ZERO, Timer::Repair);
         Ok(node)
@@ -786,14 +808,28 @@ impl Node {
             proto::Event::Received(gossip) => {
                 swarm.tuning.count_delivery();
                 let hops = delivery_hops(gossip.scope);
-                // Verified by the reader before the proto saw it; decode only. (Forwarded by
-                // the proto already, whatever happens to it here.)
-                let Ok(envelope) = wire::open_verified(&gossip.content) else {
-                    let counters = &self.context.counters;
-                    counters.add(&counters.dropped_malformed, 1);
-                    return;
+                // Verified by the reader before the proto saw it, and decoded there: the one
+                // being received now. (Forwarded by the proto already, whatever happens to it
+                // here.)
+                let arrived = self.arriving.take();
+                let envelope = match arrived {
+                    Some(arrived) if arrived.is_of(&gossip.content) => arrived,
+                    _ => match wire::open_verified(&gossip.content) {
+                        Ok(envelope) => Arriving {
+                            sender: envelope.sender,
+                            seq: envelope.seq,
+                            len: gossip.content.len(),
+                            topic: Arc::from(envelope.topic),
+                            items: envelope.items,
+                        },
+                        Err(_) => {
+                            let counters = &self.context.counters;
+                            counters.add(&counters.dropped_malformed, 1);
+                            return;
+                        }
+                    },
                 };
-                let batch = (envelope.topic.as_str(), &envelope.items[..]);
+                let batch = (&*envelope.topic, &envelope.items[..]);
                 match swarm
                     .tuning
                     .sealed(envelope.sender, envelope.seq, batch, hops, now)
@@ -1280,25 +1316,12 @@ impl Node {
             payload,
             ihave_round,
         } = received;
-        let topic = TopicId::from_bytes(topic);
-        let now = self.now;
-        let Some(payload) = payload else {
-            self.link_used.insert(peer, now);
-            // Only IHaves from a peer we send to are held (a spare's are rare and passed on).
-            let hold = ihave_round
-                .filter(|_| self.links.contains(&peer))
-                .and_then(|round| {
-                    let swarm = self.swarms.get(&topic)?;
-                    swarm.tuning.ihave_hold(round, rtt, now)
-                });
-            match hold {
-                Some(hold) => {
-                    self.set_timer(hold, Timer::HeldIhave(topic, peer, message));
-                }
-                None => self.proto(InEvent::RecvMessage(peer, message)),
-            }
+        let Some(mut payload) = payload else {
+            self.on_control_frame(peer, TopicId::from_bytes(topic), message, ihave_round, rtt);
             return;
         };
+        let topic = TopicId::from_bytes(topic);
+        let now = self.now;
         let counters = &self.context.counters;
         // Before delivery: stats never lag a message a reader already has.
         counters.add(&counters.envelopes_received, 1);
@@ -1313,7 +1336,16 @@ impl Node {
             return;
         }
         let delivered_before = swarm.tuning.delivered_count();
+        self.arriving = Some(Arriving {
+            sender: payload.publisher,
+            seq: payload.seq,
+            len: payload.len,
+            topic: Arc::clone(&payload.topic),
+            items: std::mem::take(&mut payload.items),
+        });
         self.proto(InEvent::RecvMessage(peer, message));
+        // Not delivered by the layer (a duplicate): dropped with the frame.
+        self.arriving = None;
         let Some(swarm) = self.swarms.get_mut(&topic) else {
             return;
         };
@@ -1326,6 +1358,32 @@ impl Node {
             // Delivered here: announce it to new neighbours for a while, at the round the
             // gossip layer forwards it with.
             swarm.tuning.remember_recent(payload.id, round + 1, now);
+        }
+    }
+
+    /// A gossip frame without a payload: an IHave, a graft, a prune, membership.
+    fn on_control_frame(
+        &mut self,
+        peer: AgentId,
+        topic: TopicId,
+        message: proto::Message<AgentId>,
+        ihave_round: Option<u64>,
+        rtt: Duration,
+    ) {
+        let now = self.now;
+        self.link_used.insert(peer, now);
+        // Only IHaves from a peer we send to are held (a spare's are rare and passed on).
+        let hold = ihave_round
+            .filter(|_| self.links.contains(&peer))
+            .and_then(|round| {
+                let swarm = self.swarms.get(&topic)?;
+                swarm.tuning.ihave_hold(round, rtt, now)
+            });
+        match hold {
+            Some(hold) => {
+                self.set_timer(hold, Timer::HeldIhave(topic, peer, message));
+            }
+            None => self.proto(InEvent::RecvMessage(peer, message)),
         }
     }
 
@@ -2322,7 +2380,7 @@ mod origin_tests {
     use crate::identity::Keypair;
     use crate::pubsub::{Message, Registry, Subscription};
     use crate::stats::Counters;
-    use crate::streams::decode_gossip;
+    use crate::streams::{decode_gossip, Payload};
 
     const PEER_CONN: u64 = 7;
 
@@ -2437,14 +2495,21 @@ mod origin_tests {
 
         /// Feeds the peer; what it sends the node goes through a reader's checks first.
         fn peer_step(&mut self, event: InEvent<AgentId>) {
+            self.peer_step_read_as(event, |_| {});
+        }
+
+        /// As `peer_step`, with `read_as` changing what the reader made of each data frame.
+        fn peer_step_read_as(&mut self, event: InEvent<AgentId>, read_as: impl Fn(&mut Payload)) {
             let out: Vec<_> = self.peer.handle(event, self.now, None).collect();
             for event in out {
                 if let OutEvent::SendMessage(_, message) = event {
                     let frame = wire::encode(&message).unwrap();
                     let key = self.key.public_key().clone();
-                    let received =
-                        decode_gossip(&frame, |_, _, envelope| envelope.verify(&key).map(|_| ()))
-                            .unwrap();
+                    let mut received =
+                        decode_gossip(&frame, |_, _, envelope| envelope.check(&key)).unwrap();
+                    if let Some(payload) = &mut received.payload {
+                        read_as(payload);
+                    }
                     let peer = self.peer_id();
                     self.input(Input::Frame {
                         peer,
@@ -2477,6 +2542,32 @@ mod origin_tests {
                 .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
                 .collect()
         }
+    }
+
+    #[test]
+    fn a_received_envelope_is_delivered_as_its_reader_decoded_it_not_decoded_again() {
+        let mut pair = Pair::new();
+        let seal = |pair: &Pair, seq: u64, payload: &str| {
+            let envelope = wire::seal(&pair.key, seq, TEST_TOPIC, items(payload)).unwrap();
+            InEvent::Command(
+                test_swarm(),
+                ProtoCommand::Broadcast(envelope, proto::Scope::Swarm),
+            )
+        };
+        // What the reader decoded is what is delivered (here it differs from the bytes, which
+        // only a test can make happen: the node did not decode them).
+        let first = seal(&pair, 10, "ten");
+        pair.peer_step_read_as(first, |payload| payload.items = items("as read"));
+        assert_eq!(pair.payloads(), ["as read"]);
+        // A reader's result that is not of the envelope the gossip layer passes on is not used:
+        // the envelope is decoded then.
+        let second = seal(&pair, 11, "eleven");
+        pair.peer_step_read_as(second, |payload| {
+            payload.seq += 1;
+            payload.items = items("not this one");
+        });
+        assert_eq!(pair.payloads(), ["eleven"]);
+        assert_eq!(pair.counters().dropped_malformed.load(Ordering::Relaxed), 0);
     }
 
     #[test]

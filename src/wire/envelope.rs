@@ -134,19 +134,30 @@ impl Unverified {
     }
 
     /// Checks the signature with `key`, which must be the named sender's.
-    pub fn verify(self, key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
+    pub fn check(&self, key: &PublicKey) -> std::result::Result<(), Rejection> {
         if key.agent_id().0 != self.body.sender {
             return Err(Rejection::WrongSender);
         }
         if !key.verify(&signed_bytes(&self.envelope.body), &self.envelope.signature) {
             return Err(Rejection::BadSignature);
         }
-        Ok(VerifiedEnvelope {
+        Ok(())
+    }
+
+    /// Checks the signature with `key` (see `check`) and hands out the contents.
+    pub fn verify(self, key: &PublicKey) -> std::result::Result<VerifiedEnvelope, Rejection> {
+        self.check(key)?;
+        Ok(self.checked())
+    }
+
+    /// The contents, for a caller that has had `check` pass on it (or on the same bytes).
+    pub(crate) fn checked(self) -> VerifiedEnvelope {
+        VerifiedEnvelope {
             sender: AgentId(self.body.sender),
             seq: self.body.seq,
             topic: self.body.topic,
             items: self.body.items,
-        })
+        }
     }
 }
 
@@ -170,6 +181,14 @@ pub fn claimed_sender(envelope: &[u8]) -> Option<AgentId> {
     let body = rest.get(..usize::try_from(len).ok()?)?;
     let sender = body.get(1..1 + ID_LEN)?;
     Some(AgentId(sender.try_into().ok()?))
+}
+
+/// The sequence number an envelope names, read without decoding or verifying the rest.
+pub fn claimed_seq(envelope: &[u8]) -> Option<u64> {
+    // postcard: body length, then EnvelopeBody { version: u8, sender: [u8; 32], seq: varint, .. }.
+    let (len, rest) = read_varint(envelope)?;
+    let body = rest.get(..usize::try_from(len).ok()?)?;
+    read_varint(body.get(1 + ID_LEN..)?).map(|(seq, _)| seq)
 }
 
 /// The topic an envelope names, read without decoding or verifying the rest (for counting the
