@@ -32,6 +32,9 @@ test: lint test-rust test-c test-c-installed test-python test-pypy wheels test-o
 lint: $(STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	# Alone too: with the tests, the dev-dependency turns on `testing`, whose code uses items
+	# the shipped library (no features) must not leave unused.
+	cargo clippy --lib -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 	$(VENV)/bin/ruff check $(PY_CHECKED)
 	$(VENV)/bin/ruff format --check $(PY_CHECKED)
