@@ -192,6 +192,15 @@ pub struct Payload {
     pub items: Vec<wire::Item>,
 }
 
+impl Payload {
+    /// Whether `content` (an envelope the gossip layer passes on) is the one this was read from.
+    pub fn is_of(&self, content: &[u8]) -> bool {
+        content.len() == self.len
+            && wire::claimed_sender(content) == Some(self.publisher)
+            && wire::claimed_seq(content) == Some(self.seq)
+    }
+}
+
 /// A gossip message that passed the reader's checks.
 #[derive(Debug)]
 pub struct Received {

@@ -36,7 +36,7 @@ use crate::overlay::broadcast::{OriginVerdict, SealedVerdict, Tuning};
 use crate::overlay::directory::{self, Directory, Purpose};
 use crate::overlay::links::{Added, Ended, Link, Links, Outgoing};
 use crate::overlay::membership::{Membership, Repair, REPAIR_DIAL_TIMEOUT};
-use crate::streams::Received;
+use crate::streams::{Payload, Received};
 use crate::wire::{self, GOSSIP_MAX_MESSAGE_SIZE};
 
 /// How often an agent with too few neighbours reaches out to one more known peer.
@@ -346,25 +346,7 @@ pub(crate) struct Node {
     neighbour_request: Bytes,
     /// The envelope being handed to the gossip layer, as its reader decoded and verified it:
     /// delivered from here when the layer passes it on, without decoding it again.
-    arriving: Option<Arriving>,
-}
-
-/// A received envelope's messages, decoded once by the connection's reader.
-struct Arriving {
-    sender: AgentId,
-    seq: u64,
-    len: usize,
-    topic: Arc<str>,
-    items: Vec<wire::Item>,
-}
-
-impl Arriving {
-    /// Whether `content` (an envelope the gossip layer delivers) is the one this was read from.
-    fn is_of(&self, content: &[u8]) -> bool {
-        content.len() == self.len
-            && wire::claimed_sender(content) == Some(self.sender)
-            && wire::claimed_seq(content) == Some(self.seq)
-    }
+    arriving: Option<Payload>,
 }
 
 /// One topic swarm this agent takes part in.
@@ -812,33 +794,32 @@ impl Node {
                 // being received now. (Forwarded by the proto already, whatever happens to it
                 // here.)
                 let arrived = self.arriving.take();
-                let envelope = match arrived {
-                    Some(arrived) if arrived.is_of(&gossip.content) => arrived,
-                    _ => match wire::open_verified(&gossip.content) {
-                        Ok(envelope) => Arriving {
-                            sender: envelope.sender,
-                            seq: envelope.seq,
-                            len: gossip.content.len(),
-                            topic: Arc::from(envelope.topic),
-                            items: envelope.items,
-                        },
-                        Err(_) => {
+                let decoded;
+                let (sender, seq, topic, items) = match &arrived {
+                    Some(read) if read.is_of(&gossip.content) => {
+                        (read.publisher, read.seq, &*read.topic, &read.items[..])
+                    }
+                    _ => {
+                        let Ok(envelope) = wire::open_verified(&gossip.content) else {
                             let counters = &self.context.counters;
                             counters.add(&counters.dropped_malformed, 1);
                             return;
-                        }
-                    },
+                        };
+                        decoded = envelope;
+                        (
+                            decoded.sender,
+                            decoded.seq,
+                            &*decoded.topic,
+                            &decoded.items[..],
+                        )
+                    }
                 };
-                let batch = (&*envelope.topic, &envelope.items[..]);
-                match swarm
-                    .tuning
-                    .sealed(envelope.sender, envelope.seq, batch, hops, now)
-                {
+                match swarm.tuning.sealed(sender, seq, (topic, items), hops, now) {
                     SealedVerdict::Fresh => {
                         self.context.registry.deliver(
-                            envelope.sender,
-                            &envelope.topic,
-                            &envelope.items,
+                            sender,
+                            topic,
+                            items,
                             hops,
                             &self.context.counters,
                         );
@@ -849,7 +830,7 @@ impl Node {
                     }
                     // Delivered from its origin frame, and now anyone can check it.
                     SealedVerdict::Confirmed => {}
-                    SealedVerdict::Mismatch => self.equivocated(envelope.sender, envelope.seq),
+                    SealedVerdict::Mismatch => self.equivocated(sender, seq),
                 }
             }
         }
@@ -1316,7 +1297,7 @@ impl Node {
             payload,
             ihave_round,
         } = received;
-        let Some(mut payload) = payload else {
+        let Some(payload) = payload else {
             self.on_control_frame(peer, TopicId::from_bytes(topic), message, ihave_round, rtt);
             return;
         };
@@ -1336,13 +1317,8 @@ impl Node {
             return;
         }
         let delivered_before = swarm.tuning.delivered_count();
-        self.arriving = Some(Arriving {
-            sender: payload.publisher,
-            seq: payload.seq,
-            len: payload.len,
-            topic: Arc::clone(&payload.topic),
-            items: std::mem::take(&mut payload.items),
-        });
+        let (id, round) = (payload.id, payload.round);
+        self.arriving = Some(payload);
         self.proto(InEvent::RecvMessage(peer, message));
         // Not delivered by the layer (a duplicate): dropped with the frame.
         self.arriving = None;
@@ -1354,10 +1330,10 @@ impl Node {
         if swarm.tuning.delivered_count() == delivered_before {
             let counters = &self.context.counters;
             counters.add(&counters.duplicates, 1);
-        } else if let Some(round) = payload.round {
+        } else if let Some(round) = round {
             // Delivered here: announce it to new neighbours for a while, at the round the
             // gossip layer forwards it with.
-            swarm.tuning.remember_recent(payload.id, round + 1, now);
+            swarm.tuning.remember_recent(id, round + 1, now);
         }
     }
 
@@ -2380,7 +2356,7 @@ mod origin_tests {
     use crate::identity::Keypair;
     use crate::pubsub::{Message, Registry, Subscription};
     use crate::stats::Counters;
-    use crate::streams::{decode_gossip, Payload};
+    use crate::streams::decode_gossip;
 
     const PEER_CONN: u64 = 7;
 

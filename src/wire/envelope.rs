@@ -164,13 +164,7 @@ impl Unverified {
 
 /// Decodes an envelope that was verified before (by the reader that received it).
 pub fn open_verified(bytes: &[u8]) -> std::result::Result<VerifiedEnvelope, Rejection> {
-    let (_, body) = parse_unverified(bytes)?;
-    Ok(VerifiedEnvelope {
-        sender: AgentId(body.sender),
-        seq: body.seq,
-        topic: body.topic,
-        items: body.items,
-    })
+    parse(bytes).map(Unverified::checked)
 }
 
 /// The sender an envelope names, read without decoding or verifying the rest: which key to
