@@ -356,7 +356,9 @@ fn sign_loop<B: Fn(Bytes), O: Fn(&str, u64, Option<u64>, &[Item])>(
         for (topic, items) in by_topic(batch) {
             seq += 1;
             registry.traffic.take_part(&topic, false);
-            // Local subscribers first (they need no signature), then seal for the network.
+            // Counted before anyone can have them (stats never lag a delivery): local
+            // subscribers first (they need no signature), origin frames, then the envelope.
+            counters.add(&counters.published, items.len() as u64);
             registry.deliver(me, &topic, &items, 0, counters);
             let prev = last.advance(&topic, seq);
             let bytes: usize = items.iter().map(|item| item.payload.len()).sum();
@@ -369,7 +371,6 @@ fn sign_loop<B: Fn(Bytes), O: Fn(&str, u64, Option<u64>, &[Item])>(
             let count = items.len();
             match wire::seal(agent_key, seq, &topic, items) {
                 Ok(envelope) => {
-                    counters.add(&counters.published, count as u64);
                     counters.add(&counters.envelopes_signed, 1);
                     (hooks.broadcast)(envelope);
                 }
@@ -475,6 +476,29 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    #[tokio::test]
+    async fn a_message_is_counted_as_published_before_a_neighbour_can_have_it() {
+        let counters = Arc::new(Counters::default());
+        let (seen, mut published_then) = mpsc::unbounded_channel();
+        let watched = Arc::clone(&counters);
+        let publisher = Publisher::start(
+            Keypair::generate().unwrap(),
+            Arc::new(Registry::default()),
+            Arc::clone(&counters),
+            |_| {},
+            move |_, _, _, _| {
+                // The origin frame leaves for the neighbours now.
+                let _ = seen.send(watched.published.load(Ordering::Relaxed));
+            },
+        )
+        .unwrap();
+        publisher
+            .publish("t", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(published_then.recv().await, Some(1));
     }
 
     #[test]

@@ -39,7 +39,8 @@ macro_rules! counters {
 
 counters! {
     counters {
-        /// Messages this agent published (signed and sent).
+        /// Messages this agent published (counted as its signer takes them, before any
+        /// subscriber, here or at a neighbour, can have them).
         published,
         /// Envelopes (signed batches) this agent produced.
         envelopes_signed,
